@@ -1,0 +1,63 @@
+"""The one door to the AGI wire.
+
+Every AGI command the bridge sends is built here and nowhere else. Values are quoted
+for Asterisk's AGI argument parser (backslash and double quote escaped, the whole value
+in double quotes) and rejected outright when they hold CR, LF or NUL, so a value can
+never end one command and start another. Channel-variable names come from a fixed
+whitelist (`agi.variables`), and no value that came from a VTS, a caller or a user ever
+becomes an application name, a dialplan function or a variable expression: the builders
+below take those parts only from module constants.
+
+This module does no I/O; it turns intentions into bytes.
+"""
+
+from __future__ import annotations
+
+from agi.variables import WRITABLE_VARIABLES
+
+# A single AGI command line is read by Asterisk into a fixed buffer (AGI_BUF_LEN, 2048
+# bytes in res_agi.c); longer lines are truncated there, which would silently change
+# meaning. We refuse before that happens, with margin for the command word.
+MAX_COMMAND_BYTES = 2000
+# Individual values we put on the wire are short by nature (targets, causes, digits);
+# the bound keeps a hostile VTS from growing a command toward the limit above.
+MAX_VALUE_CHARS = 512
+
+_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+class UnsafeValueError(ValueError):
+    """A value, variable name or command was refused before reaching the AGI wire."""
+
+
+def quote(value: str) -> str:
+    """Quote one AGI argument, or raise `UnsafeValueError` saying why it is unsafe."""
+    if not isinstance(value, str):
+        raise UnsafeValueError(f"AGI value must be a string, got {type(value).__name__}")
+    for ch in _FORBIDDEN:
+        if ch in value:
+            raise UnsafeValueError(f"AGI value {value!r} contains {ch!r}; refused")
+    if len(value) > MAX_VALUE_CHARS:
+        raise UnsafeValueError(
+            f"AGI value of {len(value)} characters exceeds {MAX_VALUE_CHARS}; refused"
+        )
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(*parts: str) -> bytes:
+    data = (" ".join(parts) + "\n").encode("utf-8")
+    if len(data) > MAX_COMMAND_BYTES:
+        raise UnsafeValueError(f"AGI command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}")
+    return data
+
+
+def set_variable(name: str, value: str) -> bytes:
+    """`SET VARIABLE name "value"` for a whitelisted channel variable."""
+    if name not in WRITABLE_VARIABLES:
+        raise UnsafeValueError(f"channel variable {name!r} is not on the whitelist")
+    return _line("SET VARIABLE", name, quote(value))
+
+
+def verbose(message: str, level: int = 3) -> bytes:
+    """`VERBOSE "message" level` (used for operator-visible notes in the CLI)."""
+    return _line("VERBOSE", quote(message), str(int(level)))

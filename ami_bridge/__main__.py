@@ -1,0 +1,5 @@
+import sys
+
+from ami_bridge.cli import main
+
+sys.exit(main())

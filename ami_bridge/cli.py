@@ -1,0 +1,64 @@
+"""The `ami-bridge` command line: `run` the daemon, `check` a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from ami_bridge import config as config_mod
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ami-bridge",
+        description="Multi-tenant call routing for Asterisk: one FastAGI attachment, one "
+        "virtual transaction server (VTS) process per tenant.")
+    parser.add_argument("--version", action="version", version="ami-bridge 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the bridge daemon (SIGHUP reloads the config)",
+                         description="Run the bridge: FastAGI server, intermediary and the "
+                         "supervised VTS processes. SIGTERM/SIGINT stop it, SIGHUP reloads "
+                         "the config file.")
+    run.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"],
+                     help="debug also logs every AGI and VTS wire line")
+    check = sub.add_parser("check", help="validate a config file and exit",
+                           description="Load and validate a bridge config; print the venue "
+                           "map, or the error (file, key, bad value) with exit status 2.")
+    check.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        try:
+            cfg = config_mod.load(args.config)
+        except config_mod.ConfigError as exc:
+            print(f"ami-bridge: {exc}", file=sys.stderr)
+            return 2
+        for venue in cfg.venues.values():
+            print(f"venue {venue.context}: tenant {venue.tenant}, VTS {venue.vts}, "
+                  f"router timeout {venue.router_timeout:g} s")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    from ami_bridge.daemon import run
+
+    try:
+        return asyncio.run(run(args.config))
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Composition root of the `ami-bridge` daemon.
+
+Builds the intermediary, the FastAGI server and one supervised VTS process per
+`[vts.NAME]`, wires each VTS socket to a `VtsLinkProtocol`, and runs until SIGTERM or
+SIGINT. SIGHUP reloads the config file: the venue map is swapped (pending calls keep
+the venue they entered with, so none is dropped or routed twice), new VTS sections are
+started, removed ones stopped, and every connected VTS gets a fresh `hello` with its
+tenants' routing protocols. A config that fails to load leaves the running one in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from agi.server import serve
+from ami_bridge import config as config_mod
+from ami_bridge.agi_adapter import RouteHandler
+from ami_bridge.intermediary import Intermediary
+from ami_bridge.vts_link import VtsLinkProtocol
+from tenants.supervisor import VtsProcess
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    def __init__(self, config: config_mod.BridgeConfig) -> None:
+        self.config = config
+        self.intermediary: Intermediary | None = None
+        self.processes: dict[str, VtsProcess] = {}
+        self._server: asyncio.Server | None = None
+        self._links: dict[str, VtsLinkProtocol] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.intermediary = Intermediary(config=self.config, loop=loop)
+        self._server = await serve(RouteHandler(self.intermediary),
+                                   host=self.config.agi_host, port=self.config.agi_port)
+        for vts in self.config.vts.values():
+            self._start_vts(vts)
+        log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
+                 self.config.agi_port, len(self.config.venues), len(self.config.vts))
+
+    def _start_vts(self, vts: config_mod.VtsConfig) -> None:
+        process = VtsProcess(name=vts.name, command=vts.command, grace_period=vts.grace_period,
+                             on_connect=self._on_vts_socket)
+        self.processes[vts.name] = process
+        process.start()
+
+    def _on_vts_socket(self, name: str, sock: socket.socket) -> None:
+        assert self.intermediary is not None
+        intermediary = self.intermediary
+
+        def factory() -> VtsLinkProtocol:
+            link = VtsLinkProtocol(name, intermediary)
+            self._links[name] = link
+            return link
+
+        async def connect() -> None:
+            try:
+                await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+            except OSError as exc:
+                log.error("VTS %s: cannot attach its socket: %s", name, exc)
+                sock.close()
+
+        asyncio.get_running_loop().create_task(connect())
+
+    async def reload(self) -> bool:
+        try:
+            new = config_mod.load(self.config.path)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, running config kept: %s", exc)
+            return False
+        assert self.intermediary is not None
+        old = self.config
+        self.config = new
+        self.intermediary.reload(new)
+        for name in set(old.vts) - set(new.vts):
+            await self.processes.pop(name).stop()
+        for name, vts in new.vts.items():
+            if name not in self.processes:
+                self._start_vts(vts)
+            elif name in self._links and self._links[name].ready:
+                self._links[name].send(self.intermediary.hello_for(name))
+        log.info("config reloaded from %s: %d venues, %d VTS", new.path, len(new.venues),
+                 len(new.vts))
+        return True
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await asyncio.gather(*(p.stop() for p in self.processes.values()))
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        log.info("ami-bridge stopped")
+
+
+async def run(config_path: Path) -> int:
+    bridge = Bridge(config_mod.load(config_path))
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(bridge.reload()))
+    await bridge.start()
+    await stopping.wait()
+    await bridge.stop()
+    return 0

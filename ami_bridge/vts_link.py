@@ -1,0 +1,89 @@
+"""asyncio glue for one bridge <-> VTS connection (the bridge side).
+
+On connect the bridge sends its `hello` (protocol version and the routing protocols
+of the tenants this VTS serves); the VTS is attached to the intermediary only after its
+own `hello` with a matching version. Frames are decoded by the sans-I/O
+`tenants.protocol.FrameDecoder`; a protocol error or a VTS that stops reading (its
+unread output passes `MAX_WRITE_BUFFER`) closes the link, and the intermediary
+default-routes that VTS's pending calls. Other tenants are unaffected: each VTS has its
+own socket and buffers, and nothing here waits on a VTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ami_bridge.intermediary import Intermediary
+from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
+
+log = logging.getLogger(__name__)
+
+# A VTS that does not read 4 MiB of route requests (several thousand calls) is hung.
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+
+
+class VtsLinkProtocol(asyncio.Protocol):
+    def __init__(self, name: str, intermediary: Intermediary) -> None:
+        self.name = name
+        self._intermediary = intermediary
+        self._decoder = FrameDecoder()
+        self._transport: asyncio.Transport | None = None
+        self.ready = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._write(self._intermediary.hello_for(self.name))
+
+    def data_received(self, data: bytes) -> None:
+        self._decoder.receive_data(data)
+        try:
+            while (message := self._decoder.next_message()) is not None:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("vts %s << %r", self.name, message)
+                if self.ready:
+                    self._intermediary.on_vts_message(self.name, message)
+                else:
+                    self._on_hello(message)
+        except RemoteProtocolError as exc:
+            log.error("VTS %s: protocol error: %s; closing the link", self.name, exc)
+            self.close()
+        except Exception:
+            log.exception("VTS %s: message handling failed; closing the link", self.name)
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self.ready:
+            self.ready = False
+            self._intermediary.detach_vts(self.name)
+
+    def _on_hello(self, message: Message) -> None:
+        if message.get("type") != "hello" or message.get("v") != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"expected hello with v={PROTOCOL_VERSION}, got {str(message)[:120]}")
+        self.ready = True
+        self._intermediary.attach_vts(self.name, self)
+
+    # -- VtsLink -----------------------------------------------------------------------
+    def send(self, message: Message) -> None:
+        self._write(message)
+
+    def _write(self, message: Message) -> None:
+        if self._transport is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("vts %s >> %r", self.name, message)
+        self._transport.write(encode(message))
+        if self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.error("VTS %s is not reading (%d bytes queued); closing the link",
+                      self.name, self._transport.get_write_buffer_size())
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

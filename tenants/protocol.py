@@ -1,0 +1,82 @@
+"""Sans-I/O core of the bridge <-> VTS wire protocol (version 1).
+
+Frames are single-line JSON objects (UTF-8) ended by LF: JSON escapes every control
+character inside strings, so the newline is an unambiguous delimiter and a VTS can be
+written in any language with a JSON library and a line reader. Each message carries a
+`type`; the full message set is documented in docs/vts-protocol.md.
+
+`FrameDecoder.receive_data(bytes)` buffers; `next_message()` returns one decoded message
+(a dict) or None when more bytes are needed. A frame longer than `MAX_FRAME_BYTES`, EOF in
+the middle of a frame, bad UTF-8, bad JSON or a non-object is a `RemoteProtocolError`
+quoting the offending bytes. `encode(message)` is the only way a frame is built.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+# The largest message is `hello` from the bridge carrying the tenants' routing
+# protocols (a few hundred rules is a few tens of KiB); route requests are < 1 KiB.
+MAX_FRAME_BYTES = 1024 * 1024
+
+Message = dict[str, Any]
+
+
+class RemoteProtocolError(Exception):
+    """The peer sent bytes that break the VTS wire protocol."""
+
+
+class FrameDecoder:
+    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._buffer = bytearray()
+        self._eof = False
+        self._max = max_frame_bytes
+        self._scan_from = 0
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buffer += data
+
+    def next_message(self) -> Message | None:
+        """One decoded message, or None if a complete frame is not buffered yet."""
+        end = self._buffer.find(b"\n", self._scan_from)
+        if end < 0:
+            self._scan_from = len(self._buffer)
+            if len(self._buffer) > self._max:
+                raise RemoteProtocolError(
+                    f"frame longer than {self._max} bytes: {bytes(self._buffer[:60])!r}..."
+                )
+            if self._eof and self._buffer:
+                raise RemoteProtocolError(
+                    f"EOF inside a frame: {bytes(self._buffer[:60])!r}"
+                )
+            return None
+        if end > self._max:
+            raise RemoteProtocolError(f"frame longer than {self._max} bytes")
+        raw = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scan_from = 0
+        return decode_frame(raw)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buffer
+
+
+def decode_frame(raw: bytes) -> Message:
+    try:
+        message = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RemoteProtocolError(f"undecodable frame {raw[:80]!r}: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise RemoteProtocolError(f"frame is not an object with a string 'type': {raw[:80]!r}")
+    return message
+
+
+def encode(message: Message) -> bytes:
+    """Serialise one message as a frame. ensure_ascii keeps frames 7-bit clean."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"

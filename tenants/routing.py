@@ -1,0 +1,270 @@
+"""Routing protocols: a tenant's ordered rules turning a route request into a disposition.
+
+Pure code: no I/O, no clock of its own (`evaluate` takes `now`), no randomness of its
+own (percentage split takes an injected `random.Random`). The bridge uses
+`parse_protocol` to validate a tenant's rules when it loads its config (so errors name
+the config file and key); the VTS runtime parses the same data again and evaluates it.
+
+Rules are tried in order and the first whose every condition holds wins. Conditions:
+  dnis / dnis_prefix         dialled number, exact or by prefix (string or list)
+  ani / ani_prefix           caller number, exact or by prefix
+  ani_withheld = true|false  caller id withheld, anonymous or unknown
+  days = ["mon", ...]        weekday in the tenant's timezone
+  hours = "HH:MM-HH:MM"      time window in the tenant's timezone; a window whose end is
+                             before its start runs across midnight (22:00-06:00); the
+                             days condition then applies to the day the window opened
+  holiday = true|false       today is (not) in the tenant's holiday calendar
+  digits                     digits the caller entered during a treatment
+Actions: route (targets with strategy first | round_robin | split), reject (cause busy |
+congestion), default (the venue's default route).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+STRATEGIES = ("first", "round_robin", "split")
+ACTIONS = ("route", "reject", "default")
+REJECT_CAUSES = ("busy", "congestion")
+# A target is an extension in the tenant's own internal context; same alphabet as the
+# bridge's check (ami_bridge.intermediary.TARGET_RE) so a rule can't hold what the wire
+# would refuse.
+TARGET_RE = re.compile(r"^[0-9A-Za-z_+*#-]{1,64}$")
+_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+# Caller-id numbers Asterisk and carriers use for "withheld".
+WITHHELD_ANI = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
+_CONDITION_KEYS = frozenset(
+    {"dnis", "dnis_prefix", "ani", "ani_prefix", "ani_withheld", "days", "hours", "holiday",
+     "digits"}
+)
+_RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause"}
+
+
+class RuleError(ValueError):
+    """A routing rule is invalid; the message names the rule and the key."""
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What a routing protocol may look at: the route request's caller data."""
+
+    ani: str
+    dnis: str
+    digits: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    target: str = ""
+    cause: str = ""
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str
+    dnis: tuple[str, ...] = ()
+    dnis_prefix: tuple[str, ...] = ()
+    ani: tuple[str, ...] = ()
+    ani_prefix: tuple[str, ...] = ()
+    ani_withheld: bool | None = None
+    days: frozenset[int] | None = None
+    hours: tuple[int, int] | None = None  # minutes since midnight, [start, end)
+    holiday: bool | None = None
+    digits: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    strategy: str = "first"
+    weights: tuple[int, ...] = ()
+    cause: str = "busy"
+
+
+@dataclass
+class RoutingProtocol:
+    """A tenant's rules plus the mutable selection state (round-robin cursors)."""
+
+    rules: tuple[Rule, ...]
+    timezone: ZoneInfo
+    holidays: frozenset[dt.date] = frozenset()
+    _cursors: dict[str, int] = field(default_factory=dict)
+
+    def evaluate(self, call: CallInfo, now: dt.datetime, rng: random.Random) -> Decision:
+        local = now.astimezone(self.timezone)
+        for rule in self.rules:
+            if matches(rule, call, local, self.holidays):
+                return self._decide(rule, rng)
+        return Decision("default", rule="(no rule matched)")
+
+    def _decide(self, rule: Rule, rng: random.Random) -> Decision:
+        if rule.action != "route":
+            return Decision(rule.action, cause=rule.cause if rule.action == "reject" else "",
+                            rule=rule.name)
+        if rule.strategy == "round_robin":
+            index = self._cursors.get(rule.name, 0)
+            self._cursors[rule.name] = (index + 1) % len(rule.targets)
+            target = rule.targets[index]
+        elif rule.strategy == "split":
+            target = rng.choices(rule.targets, weights=rule.weights)[0]
+        else:
+            target = rule.targets[0]
+        return Decision("route", target=target, rule=rule.name)
+
+
+def matches(rule: Rule, call: CallInfo, local: dt.datetime, holidays: frozenset[dt.date]) -> bool:
+    if rule.dnis and call.dnis not in rule.dnis:
+        return False
+    if rule.dnis_prefix and not call.dnis.startswith(rule.dnis_prefix):
+        return False
+    if rule.ani and call.ani not in rule.ani:
+        return False
+    if rule.ani_prefix and not call.ani.startswith(rule.ani_prefix):
+        return False
+    if rule.ani_withheld is not None and is_withheld(call.ani) != rule.ani_withheld:
+        return False
+    if rule.digits and call.digits not in rule.digits:
+        return False
+    if rule.holiday is not None and (local.date() in holidays) != rule.holiday:
+        return False
+    return _time_matches(rule, local)
+
+
+def is_withheld(ani: str) -> bool:
+    return ani.strip().lower() in WITHHELD_ANI
+
+
+def _time_matches(rule: Rule, local: dt.datetime) -> bool:
+    minute = local.hour * 60 + local.minute
+    opened_on = local.weekday()
+    if rule.hours is not None:
+        start, end = rule.hours
+        if start <= end:
+            if not start <= minute < end:
+                return False
+        elif minute >= start:
+            pass  # evening part of a window across midnight: opened today
+        elif minute < end:
+            opened_on = (opened_on - 1) % 7  # morning part: the window opened yesterday
+        else:
+            return False
+    return rule.days is None or opened_on in rule.days
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+def parse_protocol(
+    rules: Sequence[Mapping[str, Any]],
+    *,
+    timezone: str,
+    holidays: Sequence[str] = (),
+    where: str = "rules",
+) -> RoutingProtocol:
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RuleError(f"timezone: unknown timezone {timezone!r}") from None
+    days: set[dt.date] = set()
+    for i, text in enumerate(holidays):
+        try:
+            days.add(dt.date.fromisoformat(str(text)))
+        except ValueError:
+            raise RuleError(f"holidays[{i}]: not an ISO date (YYYY-MM-DD): {text!r}") from None
+    if not isinstance(rules, Sequence) or isinstance(rules, str):
+        raise RuleError(f"{where}: must be a list of rule tables")
+    parsed = tuple(parse_rule(raw, where=f"{where}[{i}]") for i, raw in enumerate(rules))
+    names = [rule.name for rule in parsed]
+    for name in names:
+        if names.count(name) > 1:
+            raise RuleError(f"{where}: rule name {name!r} is used twice")
+    return RoutingProtocol(rules=parsed, timezone=zone, holidays=frozenset(days))
+
+
+def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise RuleError(f"{where}: a rule must be a table, got {raw!r}")
+    unknown = sorted(set(raw) - _RULE_KEYS)
+    if unknown:
+        raise RuleError(f"{where}: unknown key {unknown[0]!r}")
+    name = raw.get("name", where)
+    if not isinstance(name, str) or not name:
+        raise RuleError(f"{where}.name: must be a non-empty string, got {name!r}")
+    action = raw.get("action", "route")
+    if action not in ACTIONS:
+        raise RuleError(f"{where}.action: must be one of {ACTIONS}, got {action!r}")
+    targets = _strings(raw, "targets", where)
+    for target in targets:
+        if not TARGET_RE.match(target):
+            raise RuleError(f"{where}.targets: {target!r} is not a valid extension")
+    if action == "route" and not targets:
+        raise RuleError(f"{where}.targets: a route rule needs at least one target")
+    strategy = raw.get("strategy", "first")
+    if strategy not in STRATEGIES:
+        raise RuleError(f"{where}.strategy: must be one of {STRATEGIES}, got {strategy!r}")
+    weights = tuple(raw.get("weights", ()))
+    if strategy == "split" and (
+        len(weights) != len(targets)
+        or not all(isinstance(w, int) and w >= 0 for w in weights)
+        or sum(weights) == 0
+    ):
+        raise RuleError(f"{where}.weights: split needs one non-negative integer per target, "
+                        f"not all zero; got {list(weights)!r}")
+    cause = raw.get("cause", "busy")
+    if cause not in REJECT_CAUSES:
+        raise RuleError(f"{where}.cause: must be one of {REJECT_CAUSES}, got {cause!r}")
+    return Rule(
+        name=name, action=action, targets=targets, strategy=strategy, weights=weights,
+        cause=cause,
+        dnis=_strings(raw, "dnis", where), dnis_prefix=_strings(raw, "dnis_prefix", where),
+        ani=_strings(raw, "ani", where), ani_prefix=_strings(raw, "ani_prefix", where),
+        digits=_strings(raw, "digits", where),
+        ani_withheld=_optional_bool(raw, "ani_withheld", where),
+        holiday=_optional_bool(raw, "holiday", where),
+        days=_days(raw, where), hours=_hours(raw, where),
+    )
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key, ())
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise RuleError(f"{where}.{key}: must be a string or a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _optional_bool(raw: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RuleError(f"{where}.{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _days(raw: Mapping[str, Any], where: str) -> frozenset[int] | None:
+    if "days" not in raw:
+        return None
+    names = _strings(raw, "days", where)
+    bad = [d for d in names if d.lower() not in DAYS]
+    if bad or not names:
+        raise RuleError(f"{where}.days: expected names from {DAYS}, got {list(names)!r}")
+    return frozenset(DAYS.index(d.lower()) for d in names)
+
+
+def _hours(raw: Mapping[str, Any], where: str) -> tuple[int, int] | None:
+    if "hours" not in raw:
+        return None
+    text = raw["hours"]
+    match = _HOURS_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise RuleError(f"{where}.hours: expected 'HH:MM-HH:MM', got {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if end > 24 * 60 or start == end:
+        raise RuleError(f"{where}.hours: empty or out-of-range window {text!r}")
+    return start, end

@@ -1,0 +1,140 @@
+"""Supervision of virtual transaction server processes (desired state: running).
+
+Each `VtsProcess` keeps one VTS OS process alive: it makes a connected Unix socket pair,
+starts the VTS with one end (its number in AMI_BRIDGE_VTS_FD), hands the other end to
+the bridge (`on_connect`), waits for the process to exit, asks the pure
+`RestartPolicy` how long to wait, and starts it again. Stopping is SIGTERM, a grace
+period, then SIGKILL. The VTS holds no Asterisk credentials: its environment is the
+bridge's minus anything named like a secret, plus the two AMI_BRIDGE_VTS_* variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from tenants.restart_policy import RestartPolicy
+
+log = logging.getLogger(__name__)
+
+FD_ENV = "AMI_BRIDGE_VTS_FD"
+NAME_ENV = "AMI_BRIDGE_VTS_NAME"
+_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
+
+
+def default_command(name: str) -> list[str]:
+    return [sys.executable, "-m", "tenants.worker", "--vts", name]
+
+
+def _child_env(fd: int, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not any(hint in k.upper() for hint in _SECRET_HINTS)}
+    env[FD_ENV] = str(fd)
+    env[NAME_ENV] = name
+    return env
+
+
+class VtsProcess:
+    def __init__(
+        self,
+        *,
+        name: str,
+        command: Sequence[str],
+        grace_period: float,
+        on_connect: Callable[[str, socket.socket], None],
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.command = list(command) or default_command(name)
+        self.grace_period = grace_period
+        self.policy = policy or RestartPolicy()
+        self._on_connect = on_connect
+        self._clock = clock
+        self._proc: asyncio.subprocess.Process | None = None
+        self._wanted = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.starts = 0
+        self.flapping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def start(self) -> None:
+        self._wanted = True
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"vts-{self.name}")
+
+    async def stop(self) -> None:
+        self._wanted = False
+        self._wake.set()
+        await self._terminate()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while self._wanted:
+            try:
+                await self._spawn_and_wait()
+            except OSError as exc:
+                log.error("VTS %s: cannot start %s: %s", self.name, self.command[0], exc)
+            if not self._wanted:
+                return
+            decision = self.policy.exited(self._clock())
+            self.flapping = decision.flapping
+            if decision.flapping:
+                log.error("VTS %s is flapping (%d quick exits); next start in %.1f s",
+                          self.name, decision.attempt, decision.delay)
+            else:
+                log.warning("VTS %s: restart in %.2f s (attempt %d)", self.name,
+                            decision.delay, decision.attempt)
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), decision.delay)
+
+    async def _spawn_and_wait(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.policy.started(self._clock())
+            self.starts += 1
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command, pass_fds=(child.fileno(),),
+                env=_child_env(child.fileno(), self.name), stdin=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        log.info("VTS %s started (pid %d)", self.name, self._proc.pid)
+        self._on_connect(self.name, parent)
+        code = await self._proc.wait()
+        if self._wanted:
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            log.error("VTS %s (pid %d) exited with %s", self.name, self._proc.pid, how)
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.grace_period)
+        except TimeoutError:
+            log.warning("VTS %s did not stop in %.1f s; SIGKILL", self.name, self.grace_period)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -1,0 +1,187 @@
+"""The shipped virtual transaction server runtime: `python -m tenants.worker`.
+
+One OS process per VTS. It talks to the bridge over the connected socket whose number
+is in AMI_BRIDGE_VTS_FD (see docs/vts-protocol.md), learns the routing protocols of its
+tenants from the bridge's `hello`, and answers every `route_request` with a
+`disposition` from `tenants.routing`. It has no Asterisk credentials and sees only the
+calls of its own venues. It exits when the bridge closes the socket.
+
+The `--behaviour` option exists for tests and demos of fault handling (a VTS that stays
+silent, answers late or answers outside its namespace); production runs use `rules`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from typing import Any
+
+from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
+from tenants.routing import CallInfo, RoutingProtocol, RuleError, parse_protocol
+from tenants.supervisor import FD_ENV
+
+log = logging.getLogger("tenants.worker")
+
+BEHAVIOURS = ("rules", "silent", "late", "foreign-target")
+
+
+class Worker(asyncio.Protocol):
+    def __init__(self, *, name: str, behaviour: str, late_by: float, foreign_target: str,
+                 done: asyncio.Future[None]) -> None:
+        self.name = name
+        self.behaviour = behaviour
+        self.late_by = late_by
+        self.foreign_target = foreign_target
+        self._done = done
+        self._decoder = FrameDecoder()
+        self._transport: asyncio.Transport | None = None
+        self._protocols: dict[str, RoutingProtocol] = {}
+        self._rng = random.Random()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._send({"type": "hello", "v": PROTOCOL_VERSION, "vts": self.name})
+
+    def data_received(self, data: bytes) -> None:
+        self._decoder.receive_data(data)
+        try:
+            while (message := self._decoder.next_message()) is not None:
+                self._on_message(message)
+        except RemoteProtocolError as exc:
+            log.error("vts %s: protocol error from the bridge: %s", self.name, exc)
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _on_message(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "hello":
+            self._configure(message)
+        elif kind == "route_request":
+            self._route(message)
+        elif kind == "error":
+            log.warning("vts %s: bridge refused: %s (%s)", self.name, message.get("message"),
+                        message.get("code"))
+        elif kind == "event":
+            log.info("vts %s: event %s for %s", self.name, message.get("event"),
+                     message.get("handle"))
+        else:
+            log.warning("vts %s: ignoring message type %r", self.name, kind)
+
+    def _configure(self, message: Message) -> None:
+        if message.get("v") != PROTOCOL_VERSION:
+            log.error("vts %s: bridge speaks protocol %r, not %d", self.name, message.get("v"),
+                      PROTOCOL_VERSION)
+            self._close()
+            return
+        tenants: dict[str, Any] = message.get("tenants") or {}
+        try:
+            self._protocols = {
+                name: parse_protocol(t.get("rules", []), timezone=t.get("timezone", "UTC"),
+                                     holidays=t.get("holidays", []), where=f"{name}.rules")
+                for name, t in tenants.items()
+            }
+        except RuleError as exc:
+            log.error("vts %s: bad routing protocol from the bridge: %s", self.name, exc)
+            self._close()
+            return
+        log.info("vts %s: serving %s", self.name, ", ".join(sorted(self._protocols)) or "nobody")
+
+    def _route(self, message: Message) -> None:
+        handle = message.get("handle")
+        if self.behaviour == "silent":
+            return
+        if self.behaviour == "foreign-target":
+            self._send({"type": "disposition", "handle": handle, "action": "route",
+                        "target": self.foreign_target})
+            return
+        answer = self._decide(message)
+        if self.behaviour == "late":
+            asyncio.get_running_loop().call_later(self.late_by, self._send, answer)
+        else:
+            self._send(answer)
+
+    def _decide(self, message: Message) -> Message:
+        handle = message.get("handle")
+        protocol = self._protocols.get(str(message.get("tenant")))
+        if protocol is None:
+            return {"type": "disposition", "handle": handle, "action": "default"}
+        call = message.get("call") or {}
+        decision = protocol.evaluate(
+            CallInfo(ani=str(call.get("ani", "")), dnis=str(call.get("dnis", "")),
+                     digits=str(call.get("digits", ""))),
+            dt.datetime.now(dt.UTC), self._rng)
+        answer: Message = {"type": "disposition", "handle": handle, "action": decision.action}
+        if decision.target:
+            answer["target"] = decision.target
+        if decision.action == "reject":
+            answer["cause"] = decision.cause
+        return answer
+
+    def _send(self, message: Message) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode(message))
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def run(args: argparse.Namespace) -> int:
+    fd_text = os.environ.get(FD_ENV)
+    if fd_text is None or not fd_text.isdigit():
+        print(f"tenants.worker: {FD_ENV} is not set; this program is started by ami-bridge "
+              "(see docs/vts-protocol.md)", file=sys.stderr)
+        return 2
+    sock = socket.socket(fileno=int(fd_text))
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, finish)
+    transport, _ = await loop.create_unix_connection(
+        lambda: Worker(name=args.vts, behaviour=args.behaviour, late_by=args.late_by,
+                       foreign_target=args.foreign_target, done=done),
+        sock=sock)
+    try:
+        await done
+    finally:
+        transport.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tenants.worker",
+        description="ami-bridge's virtual transaction server runtime (started by the bridge).")
+    parser.add_argument("--vts", required=True, help="the VTS name from the bridge config")
+    parser.add_argument("--behaviour", choices=BEHAVIOURS, default="rules",
+                        help="rules (default): evaluate the tenants' routing protocols; "
+                        "the others simulate faults for tests")
+    parser.add_argument("--late-by", type=float, default=5.0,
+                        help="seconds to delay answers with --behaviour late")
+    parser.add_argument("--foreign-target", default="2001",
+                        help="target used with --behaviour foreign-target")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s vts[{args.vts}] %(levelname)s %(message)s")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
