@@ -1,0 +1,34 @@
+# ami-bridge: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit lint sandbox bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The sandbox Asterisk 22 + SIPp root (Debian unstable packages), cached outside the repo.
+sandbox:
+	./scripts/provision-sandbox
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Unit and loopback tests only: no sandbox, no root, seconds.
+unit: $(STAMP)
+	$(BIN)/pytest -m "not asterisk"
+
+test: $(STAMP) sandbox lint
+	$(BIN)/pytest
+
+demo: $(STAMP) sandbox
+	$(BIN)/python -m ami_bridge.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
