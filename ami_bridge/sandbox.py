@@ -16,6 +16,7 @@ trunk; both report :class:`SippStats` read from SIPp's own final statistics dump
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -48,6 +49,10 @@ BOOT_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 # How long a started SIPp may take to bind its SIP port.
 SIPP_BIND_TIMEOUT_S = 5.0
+# Only one sandbox Asterisk can hold SIP 5060 and AMI 5038 at a time; concurrent test
+# runs (developers, CI, the demo) queue on this lock instead of failing. 20 minutes is
+# longer than any test module holds it.
+LOCK_TIMEOUT_S = 20 * 60.0
 # Lines of a log quoted in an error message.
 LOG_TAIL_LINES = 40
 
@@ -172,6 +177,23 @@ def _udp_bound(port: int) -> bool:
     return any(line.split()[1] == wanted for line in lines)
 
 
+def _acquire_lock(root: Path) -> IO[bytes]:
+    path = root / INSIDE_RUN_DIR.lstrip("/") / ".asterisk.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.open("ab")
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise SandboxError(f"another sandbox Asterisk held {path} for "
+                                   f"{LOCK_TIMEOUT_S:.0f} s") from None
+            time.sleep(0.2)
+
+
 class Asterisk:
     """One Asterisk 22 in the sandbox, configured from `conf_src`; a context manager.
 
@@ -208,6 +230,7 @@ class Asterisk:
         self.boot_time_s: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._lock: IO[bytes] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -215,6 +238,19 @@ class Asterisk:
         if self._proc is not None:
             raise SandboxError(f"asterisk {self.name} already started")
         _require_ready(self.root)
+        self._lock = _acquire_lock(self.root)
+        try:
+            self._start_locked()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # closing the descriptor drops the flock
+
+    def _start_locked(self) -> None:
         stale = _pids_in_root(self.root, self.conf_inside)
         if stale:
             _terminate(stale, STOP_GRACE_S)
@@ -328,6 +364,7 @@ class Asterisk:
             if self._log is not None:
                 self._log.close()
                 self._log = None
+            self._release_lock()
 
     @property
     def running(self) -> bool:
