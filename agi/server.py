@@ -4,8 +4,10 @@ Read, feed the sans-I/O `AgiSession`, pull events, write. A `SessionHandler` (th
 bridge's intermediary adapter) decides what to do with the environment; it answers
 through `AgiConnection.send_commands`, which writes the commands one at a time (each
 waits for Asterisk's reply: res_agi polls its socket, so pipelined commands could sit
-unread in its stdio buffer) and then closes the connection, which ends the AGI
-application in the dialplan with AGISTATUS=SUCCESS.
+unread in its stdio buffer). `run` sends a command and keeps the session open (a
+treatment: a prompt, music, digit collection); `finish` queues the final commands after
+whatever is in flight and then closes the connection, which ends the AGI application
+in the dialplan with AGISTATUS=SUCCESS.
 
 Per-session exception barrier: a protocol error or a handler bug is logged and closes
 that one session (the dialplan then takes its default route); the server goes on.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from agi.protocol import (
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 HEADER_TIMEOUT = 10.0
 
 
+ReplyCallback = Callable[[Reply], None]
+
+
 class SessionHandler(Protocol):
     def on_environment(self, conn: AgiConnection, env: Environment) -> None: ...
 
@@ -49,7 +55,10 @@ class AgiConnection(asyncio.Protocol):
         self._handler = handler
         self._session = AgiSession()
         self._transport: asyncio.Transport | None = None
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, ReplyCallback | None]] = deque()
+        self._in_flight = False
+        self._in_flight_callback: ReplyCallback | None = None
+        self._closing = False
         self._header_timer: asyncio.TimerHandle | None = None
         self.finished = False  # our answer was delivered completely
         self.gone = False
@@ -81,12 +90,25 @@ class AgiConnection(asyncio.Protocol):
         self._mark_gone()
 
     # -- used by the handler ---------------------------------------------------------
-    def send_commands(self, commands: list[bytes]) -> None:
-        """Send these commands in turn, each after the previous reply, then close."""
-        if self._transport is None or self._queue:
+    def run(self, command: bytes, on_reply: ReplyCallback | None = None) -> None:
+        """Queue one command; `on_reply` gets Asterisk's reply (or is never called if the
+        connection goes first). The session stays open afterwards."""
+        if self._transport is None or self._closing:
             return
-        self._queue.extend(commands)
-        self._send_next()
+        self._queue.append((command, on_reply))
+        if not self._in_flight:
+            self._send_next()
+
+    def finish(self, commands: list[bytes]) -> None:
+        """Queue these commands after anything in flight, then close the session."""
+        if self._transport is None or self._closing:
+            return
+        self._closing = True
+        self._queue.extend((command, None) for command in commands)
+        if not self._in_flight:
+            self._send_next()
+
+    send_commands = finish
 
     def close(self) -> None:
         if self._transport is not None:
@@ -121,20 +143,26 @@ class AgiConnection(asyncio.Protocol):
             self._abort()
 
     def _on_reply(self, reply: Reply) -> None:
+        callback, self._in_flight = self._in_flight_callback, False
+        self._in_flight_callback = None
         if reply.code != 200:
             # 510/511/520: Asterisk refused a command (dead channel, bad syntax). The
             # dialplan still runs on and takes the default when AB_ACTION is unset.
             log.warning("AGI session from %s: Asterisk answered %r", self.peer, reply.raw)
+        if callback is not None:
+            callback(reply)
         self._send_next()
 
     def _send_next(self) -> None:
-        if self._transport is None:
+        if self._transport is None or self._in_flight:
             return
         if not self._queue:
-            self.finished = True
-            self._transport.close()
+            if self._closing:
+                self.finished = True
+                self._transport.close()
             return
-        command = self._queue.popleft()
+        command, self._in_flight_callback = self._queue.popleft()
+        self._in_flight = True
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s >> %r", self.peer, command)
         self._session.command_sent()

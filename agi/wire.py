@@ -13,6 +13,8 @@ This module does no I/O; it turns intentions into bytes.
 
 from __future__ import annotations
 
+import re
+
 from agi.variables import WRITABLE_VARIABLES
 
 # A single AGI command line is read by Asterisk into a fixed buffer (AGI_BUF_LEN, 2048
@@ -61,3 +63,50 @@ def set_variable(name: str, value: str) -> bytes:
 def verbose(message: str, level: int = 3) -> bytes:
     """`VERBOSE "message" level` (used for operator-visible notes in the CLI)."""
     return _line("VERBOSE", quote(message), str(int(level)))
+
+
+# -- treatments -----------------------------------------------------------------------
+# Prompt names are sound-file paths relative to Asterisk's sounds directory, without
+# extension. Playback treats ',' as an option separator and '&' as a file separator, so
+# the alphabet below excludes both (and '.', so no '..' and no extension games).
+PROMPT_PART = r"[A-Za-z0-9_-]{1,64}"
+MAX_PROMPT_DEPTH = 4
+MAX_COLLECT_DIGITS = 32
+# The only applications the bridge ever EXECs. Never taken from a VTS, caller or user.
+APP_PLAYBACK = "Playback"
+APP_START_MOH = "StartMusicOnHold"
+APP_STOP_MOH = "StopMusicOnHold"
+_APPS = frozenset({APP_PLAYBACK, APP_START_MOH, APP_STOP_MOH})
+
+
+def check_prompt(prompt: str) -> str:
+    if not isinstance(prompt, str) or not re.fullmatch(
+            rf"{PROMPT_PART}(/{PROMPT_PART}){{0,{MAX_PROMPT_DEPTH - 1}}}", prompt):
+        raise UnsafeValueError(f"prompt {prompt!r} is not a safe sound name "
+                               "(letters, digits, _ and - in up to 4 '/'-separated parts)")
+    return prompt
+
+
+def answer() -> bytes:
+    return _line("ANSWER")
+
+
+def exec_app(app: str, argument: str = "") -> bytes:
+    """`EXEC app "argument"` for one of the whitelisted applications."""
+    if app not in _APPS:
+        raise UnsafeValueError(f"application {app!r} is not on the whitelist")
+    if app == APP_PLAYBACK:
+        check_prompt(argument)
+    if argument and ("," in argument or "|" in argument or "&" in argument):
+        raise UnsafeValueError(f"argument {argument!r} for {app} holds a separator")
+    return _line("EXEC", app, quote(argument)) if argument else _line("EXEC", app)
+
+
+def get_data(prompt: str, timeout_ms: int, max_digits: int) -> bytes:
+    """`GET DATA prompt timeout maxdigits`: play the prompt and collect DTMF digits."""
+    check_prompt(prompt)
+    if not 1 <= int(max_digits) <= MAX_COLLECT_DIGITS:
+        raise UnsafeValueError(f"max_digits {max_digits!r} not in 1..{MAX_COLLECT_DIGITS}")
+    if not 1 <= int(timeout_ms) <= 600_000:
+        raise UnsafeValueError(f"timeout_ms {timeout_ms!r} not in 1..600000")
+    return _line("GET DATA", quote(prompt), str(int(timeout_ms)), str(int(max_digits)))

@@ -15,6 +15,7 @@ Layout (see examples/bridge.toml, docs/configuration.md):
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -27,9 +28,9 @@ from tenants.routing import TARGET_RE, RuleError, parse_protocol
 DEFAULT_AGI_PORT = 4573  # the FastAGI port Asterisk assumes for agi:// URLs
 DEFAULT_ROUTER_TIMEOUT = 2.0
 DEFAULT_MAX_PENDING_PER_VTS = 2000
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
 # Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
-_CONTEXT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
+_CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
 
 
 class ConfigError(ValueError):
@@ -146,14 +147,15 @@ def _tenant(
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise fail(f"{key}.targets", f"must be a list of extensions, got {targets!r}")
     for target in targets:
-        if not TARGET_RE.match(target):
+        if not TARGET_RE.fullmatch(target):
             raise fail(f"{key}.targets", f"{target!r} is not a valid extension")
     holidays = raw.get("holidays", [])
     rules = raw.get("rules", [])
     try:
         protocol = parse_protocol(rules, timezone=str(timezone), holidays=holidays, where="rules")
     except RuleError as exc:
-        raise fail(key, str(exc)) from None
+        # RuleError messages start with the key inside the tenant ("rules[1].action: ...").
+        raise ConfigError(f"{fail(key, '').args[0][:-2]}.{exc}") from None
     for rule in protocol.rules:
         outside = [t for t in rule.targets if t not in targets]
         if outside:
@@ -162,7 +164,7 @@ def _tenant(
     venues: dict[str, VenueConfig] = {}
     for context, vraw in _table(raw, "venues", fail, prefix=key).items():
         vkey = f"{key}.venues.{context}"
-        if not _CONTEXT_RE.match(context):
+        if not _CONTEXT_RE.fullmatch(context):
             raise fail(vkey, f"{context!r} is not a safe dialplan context name")
         if not isinstance(vraw, Mapping):
             raise fail(vkey, "must be a table")
@@ -196,19 +198,20 @@ def _no_unknown(raw: Mapping[str, Any], allowed: set[str], key: str, fail: Any) 
 
 
 def _check_name(name: str, key: str, fail: Any) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise fail(key, f"name {name!r} must match {_NAME_RE.pattern}")
 
 
 def _positive(raw: Mapping[str, Any], key: str, default: float, where: str, fail: Any) -> float:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise fail(f"{where}.{key}", f"must be a positive number of seconds, got {value!r}")
     return float(value)
 
 
 def _listen(value: Any, fail: Any) -> tuple[str, int]:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isascii() or not port.isdigit() \
+            or not 0 < int(port) < 65536:
         raise fail("bridge.agi_listen", f"expected HOST:PORT, got {value!r}")
     return host, int(port)

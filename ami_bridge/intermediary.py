@@ -33,7 +33,7 @@ from tenants.protocol import Message
 log = logging.getLogger(__name__)
 
 # Same alphabet as tenants.routing.TARGET_RE: an extension in the tenant's own context.
-TARGET_RE = re.compile(r"^[0-9A-Za-z_+*#-]{1,64}$")
+TARGET_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")  # fullmatch
 REJECT_CAUSES = frozenset({"busy", "congestion"})
 # Closed handles remembered to tell a late or duplicate reply *why* it is refused;
 # bounded so a flood of calls cannot grow it without end.
@@ -205,7 +205,7 @@ class Intermediary:
         tenant = self._config.tenants[pending.venue.tenant]
         if action == "route":
             target = message.get("target")
-            if not isinstance(target, str) or not TARGET_RE.match(target):
+            if not isinstance(target, str) or not TARGET_RE.fullmatch(target):
                 raise ValueError(f"target {target!r} is not a valid extension")
             if target not in tenant.targets:
                 other = [t.name for t in self._config.tenants.values() if target in t.targets]

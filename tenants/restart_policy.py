@@ -11,6 +11,7 @@ broken and comes back by itself when it is fixed.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -34,9 +35,13 @@ class RestartPolicy:
         flap_max: int = 5,
         flap_cooldown: float = 30.0,
     ) -> None:
-        if initial <= 0 or factor < 1 or maximum < initial or flap_max < 1:
-            raise ValueError("restart policy: need initial > 0, factor >= 1, "
-                             "maximum >= initial, flap_max >= 1")
+        # Written as positive checks so NaN fails them too.
+        if not (0 < initial <= maximum < math.inf and 1 <= factor < math.inf and flap_max >= 1
+                and 0 <= stable_after < math.inf and 0 < flap_window < math.inf
+                and 0 <= flap_cooldown < math.inf):
+            raise ValueError("restart policy: need 0 < initial <= maximum, 1 <= factor, "
+                             "flap_max >= 1, stable_after >= 0, flap_window > 0, "
+                             "flap_cooldown >= 0, all finite")
         self.initial, self.factor, self.maximum = initial, factor, maximum
         self.stable_after = stable_after
         self.flap_window, self.flap_max, self.flap_cooldown = flap_window, flap_max, flap_cooldown
@@ -53,7 +58,11 @@ class RestartPolicy:
     def exited(self, now: float) -> RestartDecision:
         if self._last_start is not None and now - self._last_start >= self.stable_after:
             self._attempt = 0
-        delay = min(self.initial * self.factor ** self._attempt, self.maximum)
+        delay = self.maximum
+        if self.initial * self.factor ** min(self._attempt, 64) < self.maximum:
+            # min(): the power would overflow a float after a long crash loop, and past
+            # 2**64 times `initial` any cap is reached anyway.
+            delay = self.initial * self.factor ** self._attempt
         self._attempt += 1
         recent = [t for t in self._starts if now - t <= self.flap_window]
         flapping = len(recent) > self.flap_max

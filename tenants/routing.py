@@ -36,8 +36,8 @@ REJECT_CAUSES = ("busy", "congestion")
 # A target is an extension in the tenant's own internal context; same alphabet as the
 # bridge's check (ami_bridge.intermediary.TARGET_RE) so a rule can't hold what the wire
 # would refuse.
-TARGET_RE = re.compile(r"^[0-9A-Za-z_+*#-]{1,64}$")
-_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+TARGET_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")  # use with fullmatch
+_HOURS_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
 # Caller-id numbers Asterisk and carriers use for "withheld".
 WITHHELD_ANI = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
 _CONDITION_KEYS = frozenset(
@@ -179,10 +179,12 @@ def parse_protocol(
     if not isinstance(rules, Sequence) or isinstance(rules, str):
         raise RuleError(f"{where}: must be a list of rule tables")
     parsed = tuple(parse_rule(raw, where=f"{where}[{i}]") for i, raw in enumerate(rules))
-    names = [rule.name for rule in parsed]
-    for name in names:
-        if names.count(name) > 1:
-            raise RuleError(f"{where}: rule name {name!r} is used twice")
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(parsed):
+        if rule.name in seen:
+            raise RuleError(f"{where}[{i}].name: rule name {rule.name!r} is already used by "
+                            f"{where}[{seen[rule.name]}]")
+        seen[rule.name] = i
     return RoutingProtocol(rules=parsed, timezone=zone, holidays=frozenset(days))
 
 
@@ -200,19 +202,20 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
         raise RuleError(f"{where}.action: must be one of {ACTIONS}, got {action!r}")
     targets = _strings(raw, "targets", where)
     for target in targets:
-        if not TARGET_RE.match(target):
+        if not TARGET_RE.fullmatch(target):
             raise RuleError(f"{where}.targets: {target!r} is not a valid extension")
     if action == "route" and not targets:
         raise RuleError(f"{where}.targets: a route rule needs at least one target")
     strategy = raw.get("strategy", "first")
     if strategy not in STRATEGIES:
         raise RuleError(f"{where}.strategy: must be one of {STRATEGIES}, got {strategy!r}")
-    weights = tuple(raw.get("weights", ()))
-    if strategy == "split" and (
-        len(weights) != len(targets)
-        or not all(isinstance(w, int) and w >= 0 for w in weights)
-        or sum(weights) == 0
-    ):
+    raw_weights = raw.get("weights", ())
+    if not isinstance(raw_weights, Sequence) or isinstance(raw_weights, str):
+        raise RuleError(f"{where}.weights: must be a list of integers, got {raw_weights!r}")
+    weights = tuple(raw_weights)
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in weights):
+        raise RuleError(f"{where}.weights: must be non-negative integers, got {list(weights)!r}")
+    if strategy == "split" and (len(weights) != len(targets) or sum(weights) == 0):
         raise RuleError(f"{where}.weights: split needs one non-negative integer per target, "
                         f"not all zero; got {list(weights)!r}")
     cause = raw.get("cause", "busy")
@@ -260,7 +263,7 @@ def _hours(raw: Mapping[str, Any], where: str) -> tuple[int, int] | None:
     if "hours" not in raw:
         return None
     text = raw["hours"]
-    match = _HOURS_RE.match(text) if isinstance(text, str) else None
+    match = _HOURS_RE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise RuleError(f"{where}.hours: expected 'HH:MM-HH:MM', got {text!r}")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
