@@ -1,8 +1,10 @@
 """Adapter between the FastAGI server and the intermediary.
 
-`RouteHandler` turns an AGI session for the `route` script into a route request and a
-disposition back into AGI commands (`commands_for`, the only place that does so). A
-session for any other script, or a value the wire refuses, ends with the venue's
+`RouteHandler` turns an AGI session for the `route` script into a route request, and
+`AgiResponder` turns the intermediary's answers into AGI commands: a disposition into
+`SET VARIABLE` lines (`commands_for`, the only place that does so) and a treatment into
+`ANSWER` + `EXEC Playback` / `GET DATA` / `EXEC StartMusicOnHold`, keeping the session
+open. A session for any other script, or a value the wire refuses, ends with the venue's
 default route: AB_ACTION is always the last variable written, and an unset AB_ACTION
 sends the dialplan to its default label.
 """
@@ -12,10 +14,10 @@ from __future__ import annotations
 import logging
 
 from agi import wire
-from agi.protocol import Environment
+from agi.protocol import Environment, Reply
 from agi.server import AgiConnection
-from agi.variables import AB_ACTION, AB_CAUSE, AB_TARGET
-from ami_bridge.intermediary import Disposition, Intermediary
+from agi.variables import AB_ACTION, AB_CAUSE, AB_DIAL_TIMEOUT, AB_KIND, AB_TARGET
+from ami_bridge.intermediary import Disposition, Intermediary, Treatment, TreatmentDone
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,10 @@ def commands_for(disposition: Disposition) -> list[bytes]:
     try:
         commands = []
         if disposition.target:
+            commands.append(wire.set_variable(AB_KIND, disposition.kind))
             commands.append(wire.set_variable(AB_TARGET, disposition.target))
+        if disposition.dial_timeout:
+            commands.append(wire.set_variable(AB_DIAL_TIMEOUT, str(disposition.dial_timeout)))
         if disposition.cause:
             commands.append(wire.set_variable(AB_CAUSE, disposition.cause))
         commands.append(wire.set_variable(AB_ACTION, disposition.action))
@@ -37,14 +42,46 @@ def commands_for(disposition: Disposition) -> list[bytes]:
                 wire.set_variable(AB_ACTION, "default")]
 
 
-class _Responder:
-    __slots__ = ("_conn",)
+class AgiResponder:
+    __slots__ = ("_answered", "_conn", "_moh")
 
     def __init__(self, conn: AgiConnection) -> None:
         self._conn = conn
+        self._answered = False
+        self._moh = False
 
     def dispose(self, disposition: Disposition) -> None:
-        self._conn.send_commands(commands_for(disposition))
+        commands = commands_for(disposition)
+        if self._moh:
+            commands.insert(0, wire.exec_app(wire.APP_STOP_MOH))
+        self._conn.finish(commands)
+
+    def treat(self, treatment: Treatment, done: TreatmentDone) -> None:
+        try:
+            if treatment.moh_class:
+                command = wire.exec_app(wire.APP_START_MOH, treatment.moh_class)
+            elif treatment.collect_digits:
+                command = wire.get_data(treatment.prompt, treatment.timeout_ms,
+                                        treatment.collect_digits)
+            else:
+                command = wire.exec_app(wire.APP_PLAYBACK, treatment.prompt)
+        except wire.UnsafeValueError as exc:
+            log.error("treatment %r refused at the AGI wire: %s", treatment, exc)
+            done(None)
+            return
+        if not self._answered:
+            self._answered = True
+            self._conn.run(wire.answer())
+        if treatment.moh_class:
+            self._moh = True
+        self._conn.run(command, lambda reply: done(_digits(reply, treatment)))
+
+
+def _digits(reply: Reply, treatment: Treatment) -> str | None:
+    """What a treatment gave: collected digits ('' for none), None if it failed."""
+    if reply.code != 200 or reply.result == "-1":
+        return None
+    return reply.result if treatment.collect_digits else ""
 
 
 class RouteHandler:
@@ -56,9 +93,9 @@ class RouteHandler:
         if script != ROUTE_SCRIPT:
             log.warning("AGI request for unknown script %r from %s (context %r): default route",
                         script, conn.peer, env.get("agi_context"))
-            _Responder(conn).dispose(Disposition("default", cause="unknown-script"))
+            AgiResponder(conn).dispose(Disposition("default", cause="unknown-script"))
             return
-        conn.tag = self._intermediary.route_request(env.variables, _Responder(conn))
+        conn.tag = self._intermediary.route_request(env.variables, AgiResponder(conn))
 
     def on_gone(self, conn: AgiConnection) -> None:
         if isinstance(conn.tag, str):

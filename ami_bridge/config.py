@@ -7,10 +7,12 @@ uses (`tenants.routing.parse_protocol`), so a bad rule stops the load, not a cal
 
 Layout (see examples/bridge.toml, docs/configuration.md):
 
-    [bridge]          agi_listen, router_timeout, max_pending_per_vts
+    [bridge]          agi_listen, router_timeout, max_pending_per_vts, redirect_limit,
+                      max_route_requests, control_socket
     [vts.NAME]        command (optional: any-language VTS), grace_period
-    [tenants.NAME]    timezone, targets (the tenant's namespace), holidays, rules
-    [tenants.NAME.venues.CONTEXT]   vts, router_timeout (overrides the bridge's)
+    [tenants.NAME]    timezone, targets / queues / external_prefixes (the tenant's
+                      namespace), prompts, moh_class, holidays, rules
+    [tenants.NAME.venues.CONTEXT]   vts, router_timeout, default_targets, redirect_limit
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ from tenants.routing import TARGET_RE, RuleError, parse_protocol
 DEFAULT_AGI_PORT = 4573  # the FastAGI port Asterisk assumes for agi:// URLs
 DEFAULT_ROUTER_TIMEOUT = 2.0
 DEFAULT_MAX_PENDING_PER_VTS = 2000
+# Redirections venue -> default -> venue before the call is rejected (the usual value in
+# transaction-server products); reset whenever the VTS gives a real instruction.
+DEFAULT_REDIRECT_LIMIT = 4
+# Route requests one call may make in all (re-entries after busy/no answer included):
+# a last guard against a VTS that routes a call round a loop of failing targets forever.
+DEFAULT_MAX_ROUTE_REQUESTS = 16
+DEFAULT_CONTROL_SOCKET = "/run/ami-bridge/control.sock"
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
+_PREFIX_RE = re.compile(r"\+?[0-9]{0,15}")  # fullmatch
+_SOUND_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,2}")  # fullmatch
 _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
 # Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
 _CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
@@ -51,6 +63,8 @@ class VenueConfig:
     tenant: str
     vts: str
     router_timeout: float
+    default_targets: tuple[str, ...] = ()  # tried in turn, then reject
+    redirect_limit: int = DEFAULT_REDIRECT_LIMIT
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,10 @@ class TenantConfig:
     targets: frozenset[str]
     holidays: tuple[str, ...]
     rules: tuple[Mapping[str, Any], ...]  # validated raw rules, sent to the VTS as data
+    queues: frozenset[str] = frozenset()
+    external_prefixes: tuple[str, ...] = ()  # "" allows any number; none: no external
+    prompts: str = ""  # the tenant's sound directory, prefixed to every prompt
+    moh_class: str = "default"
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,9 @@ class BridgeConfig:
     tenants: Mapping[str, TenantConfig]
     venues: Mapping[str, VenueConfig]
     vts: Mapping[str, VtsConfig]
+    redirect_limit: int = DEFAULT_REDIRECT_LIMIT
+    max_route_requests: int = DEFAULT_MAX_ROUTE_REQUESTS
+    control_socket: str = DEFAULT_CONTROL_SOCKET
 
 
 def load(path: Path) -> BridgeConfig:
@@ -90,12 +111,18 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
 
     _no_unknown(raw, {"bridge", "vts", "tenants"}, "", fail)
     bridge = _table(raw, "bridge", fail)
-    _no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts"}, "bridge", fail)
+    _no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
+                         "max_route_requests", "control_socket"}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = _positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
-    max_pending = bridge.get("max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS)
-    if not isinstance(max_pending, int) or isinstance(max_pending, bool) or max_pending < 1:
-        raise fail("bridge.max_pending_per_vts", f"must be a positive integer, got {max_pending!r}")
+    max_pending = _count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS, "bridge",
+                         fail)
+    redirect_limit = _count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
+    max_requests = _count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS, "bridge",
+                          fail)
+    control_socket = bridge.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    if not isinstance(control_socket, str) or not control_socket.startswith("/"):
+        raise fail("bridge.control_socket", f"must be an absolute path, got {control_socket!r}")
 
     vts_raw = _table(raw, "vts", fail)
     tenants: dict[str, TenantConfig] = {}
@@ -105,7 +132,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         _check_name(tname, key, fail)
         if not isinstance(traw, Mapping):
             raise fail(key, "must be a table")
-        tenant, tvenues = _tenant(tname, traw, key, router_timeout, fail)
+        tenant, tvenues = _tenant(tname, traw, key, router_timeout, redirect_limit, fail)
         tenants[tname] = tenant
         for context, venue in tvenues.items():
             if context in venues:
@@ -135,13 +162,26 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     return BridgeConfig(
         path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
         max_pending_per_vts=max_pending, tenants=tenants, venues=venues, vts=vts,
+        redirect_limit=redirect_limit, max_route_requests=max_requests,
+        control_socket=control_socket,
     )
 
 
 def _tenant(
-    name: str, raw: Mapping[str, Any], key: str, router_timeout: float, fail: Any
+    name: str, raw: Mapping[str, Any], key: str, router_timeout: float, redirect_limit: int,
+    fail: Any,
 ) -> tuple[TenantConfig, dict[str, VenueConfig]]:
-    _no_unknown(raw, {"timezone", "targets", "holidays", "rules", "venues"}, key, fail)
+    _no_unknown(raw, {"timezone", "targets", "holidays", "rules", "venues", "queues",
+                      "external_prefixes", "prompts", "moh_class"}, key, fail)
+    queues = _names(raw, "queues", _QUEUE_RE, key, fail)
+    prefixes = _names(raw, "external_prefixes", _PREFIX_RE, key, fail)
+    prompts = raw.get("prompts", "")
+    if not isinstance(prompts, str) or (prompts and not _SOUND_DIR_RE.fullmatch(prompts)):
+        raise fail(f"{key}.prompts", f"must be a sound directory like 'tenants/acme', got "
+                   f"{prompts!r}")
+    moh_class = raw.get("moh_class", "default")
+    if not isinstance(moh_class, str) or not _QUEUE_RE.fullmatch(moh_class):
+        raise fail(f"{key}.moh_class", f"must be a music-on-hold class name, got {moh_class!r}")
     timezone = raw.get("timezone", "UTC")
     targets = raw.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
@@ -157,10 +197,17 @@ def _tenant(
         # RuleError messages start with the key inside the tenant ("rules[1].action: ...").
         raise ConfigError(f"{fail(key, '').args[0][:-2]}.{exc}") from None
     for rule in protocol.rules:
-        outside = [t for t in rule.targets if t not in targets]
-        if outside:
-            raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {outside[0]!r}, "
-                       f"which is not in {key}.targets")
+        for target in rule.targets:
+            kind, sep, value = target.partition(":")
+            if not sep and target not in targets:
+                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
+                           f"which is not in {key}.targets")
+            if kind == "queue" and value not in queues:
+                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
+                           f"which is not in {key}.queues")
+            if kind == "external" and not any(value.startswith(p) for p in prefixes):
+                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
+                           f"which matches none of {key}.external_prefixes")
     venues: dict[str, VenueConfig] = {}
     for context, vraw in _table(raw, "venues", fail, prefix=key).items():
         vkey = f"{key}.venues.{context}"
@@ -168,19 +215,48 @@ def _tenant(
             raise fail(vkey, f"{context!r} is not a safe dialplan context name")
         if not isinstance(vraw, Mapping):
             raise fail(vkey, "must be a table")
-        _no_unknown(vraw, {"vts", "router_timeout"}, vkey, fail)
+        _no_unknown(vraw, {"vts", "router_timeout", "default_targets", "redirect_limit"}, vkey,
+                    fail)
         vts_name = vraw.get("vts")
         if not isinstance(vts_name, str):
             raise fail(f"{vkey}.vts", f"must name a [vts.NAME] section, got {vts_name!r}")
+        defaults = vraw.get("default_targets", [])
+        if not isinstance(defaults, list) or not all(isinstance(t, str) for t in defaults):
+            raise fail(f"{vkey}.default_targets", f"must be a list of extensions, got {defaults!r}")
+        outside = [t for t in defaults if t not in targets]
+        if outside:
+            raise fail(f"{vkey}.default_targets", f"{outside[0]!r} is not in {key}.targets")
         venues[context] = VenueConfig(
             context=context, tenant=name, vts=vts_name,
             router_timeout=_positive(vraw, "router_timeout", router_timeout, vkey, fail),
+            default_targets=tuple(defaults),
+            redirect_limit=_count(vraw, "redirect_limit", redirect_limit, vkey, fail),
         )
     tenant = TenantConfig(
         name=name, timezone=str(timezone), targets=frozenset(targets),
         holidays=tuple(str(h) for h in holidays), rules=tuple(rules),
+        queues=frozenset(queues), external_prefixes=tuple(prefixes), prompts=prompts,
+        moh_class=moh_class,
     )
     return tenant, venues
+
+
+def _count(raw: Mapping[str, Any], key: str, default: int, where: str, fail: Any) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise fail(f"{where}.{key}", f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _names(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], where: str,
+           fail: Any) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(f"{where}.{key}", f"must be a list of strings, got {value!r}")
+    for item in value:
+        if not pattern.fullmatch(item):
+            raise fail(f"{where}.{key}", f"{item!r} is not valid")
+    return value
 
 
 def _table(raw: Mapping[str, Any], key: str, fail: Any, prefix: str = "") -> Mapping[str, Any]:

@@ -16,7 +16,14 @@ Rules are tried in order and the first whose every condition holds wins. Conditi
   holiday = true|false       today is (not) in the tenant's holiday calendar
   digits                     digits the caller entered during a treatment
 Actions: route (targets with strategy first | round_robin | split), reject (cause busy |
-congestion), default (the venue's default route).
+congestion), default (the venue's default route), treatment (play `prompt`, optionally
+collecting `collect_digits` digits within `timeout_ms`, or `moh = true`; the call stays
+pending and the protocol is evaluated again with the digits; a treatment rule applies at
+most once per call). A target is an extension ("1001"), a queue ("queue:sales") or an
+external number ("external:+4930123456"). `overflow_after = N` dials each target for N
+seconds; when the call comes back because that target did not answer or was busy, the
+rule goes on with the next target in its list, and past the last one it no longer
+matches, so a later rule (a default or reject) decides.
 """
 
 from __future__ import annotations
@@ -31,7 +38,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("first", "round_robin", "split")
-ACTIONS = ("route", "reject", "default")
+ACTIONS = ("route", "reject", "default", "treatment")
+TARGET_KINDS = ("queue", "external")
+# DIALSTATUS values after which an overflow rule moves on to its next target.
+OVERFLOW_STATUSES = frozenset({"NOANSWER", "BUSY", "CHANUNAVAIL", "CONGESTION"})
+MAX_COLLECT_DIGITS = 32
 REJECT_CAUSES = ("busy", "congestion")
 # A target is an extension in the tenant's own internal context; same alphabet as the
 # bridge's check (ami_bridge.intermediary.TARGET_RE) so a rule can't hold what the wire
@@ -44,7 +55,12 @@ _CONDITION_KEYS = frozenset(
     {"dnis", "dnis_prefix", "ani", "ani_prefix", "ani_withheld", "days", "hours", "holiday",
      "digits"}
 )
-_RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause"}
+_RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause",
+                                "prompt", "moh", "collect_digits", "timeout_ms",
+                                "overflow_after"}
+_PROMPT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}")  # fullmatch
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
+_NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")  # fullmatch
 
 
 class RuleError(ValueError):
@@ -58,6 +74,9 @@ class CallInfo:
     ani: str
     dnis: str
     digits: str = ""
+    previous_target: str = ""  # in rule-target form: "1001", "queue:sales", ...
+    previous_status: str = ""  # Asterisk's DIALSTATUS for it
+    treated: bool = False  # a treatment already ran for this call
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,11 @@ class Decision:
     target: str = ""
     cause: str = ""
     rule: str = ""
+    dial_timeout: int = 0
+    prompt: str = ""
+    moh: bool = False
+    collect_digits: int = 0
+    timeout_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,11 @@ class Rule:
     strategy: str = "first"
     weights: tuple[int, ...] = ()
     cause: str = "busy"
+    prompt: str = ""
+    moh: bool = False
+    collect_digits: int = 0
+    timeout_ms: int = 5000
+    overflow_after: int = 0
 
 
 @dataclass
@@ -99,14 +128,31 @@ class RoutingProtocol:
     def evaluate(self, call: CallInfo, now: dt.datetime, rng: random.Random) -> Decision:
         local = now.astimezone(self.timezone)
         for rule in self.rules:
-            if matches(rule, call, local, self.holidays):
-                return self._decide(rule, rng)
+            if rule.action == "treatment" and call.treated:
+                continue
+            if not matches(rule, call, local, self.holidays):
+                continue
+            if rule.overflow_after and call.previous_target in rule.targets:
+                if call.previous_status not in OVERFLOW_STATUSES:
+                    return Decision("default", rule=rule.name)  # answered elsewhere / odd
+                index = rule.targets.index(call.previous_target) + 1
+                if index >= len(rule.targets):
+                    continue  # every target overflowed: later rules decide
+                return Decision("route", target=rule.targets[index], rule=rule.name,
+                                dial_timeout=rule.overflow_after)
+            return self._decide(rule, rng)
         return Decision("default", rule="(no rule matched)")
 
     def _decide(self, rule: Rule, rng: random.Random) -> Decision:
+        if rule.action == "treatment":
+            return Decision("treatment", rule=rule.name, prompt=rule.prompt, moh=rule.moh,
+                            collect_digits=rule.collect_digits, timeout_ms=rule.timeout_ms)
         if rule.action != "route":
             return Decision(rule.action, cause=rule.cause if rule.action == "reject" else "",
                             rule=rule.name)
+        if rule.overflow_after:
+            return Decision("route", target=rule.targets[0], rule=rule.name,
+                            dial_timeout=rule.overflow_after)
         if rule.strategy == "round_robin":
             index = self._cursors.get(rule.name, 0)
             self._cursors[rule.name] = (index + 1) % len(rule.targets)
@@ -202,8 +248,9 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
         raise RuleError(f"{where}.action: must be one of {ACTIONS}, got {action!r}")
     targets = _strings(raw, "targets", where)
     for target in targets:
-        if not TARGET_RE.fullmatch(target):
-            raise RuleError(f"{where}.targets: {target!r} is not a valid extension")
+        if not valid_target(target):
+            raise RuleError(f"{where}.targets: {target!r} is not an extension, "
+                            "queue:NAME or external:+NUMBER")
     if action == "route" and not targets:
         raise RuleError(f"{where}.targets: a route rule needs at least one target")
     strategy = raw.get("strategy", "first")
@@ -221,9 +268,21 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
     cause = raw.get("cause", "busy")
     if cause not in REJECT_CAUSES:
         raise RuleError(f"{where}.cause: must be one of {REJECT_CAUSES}, got {cause!r}")
+    prompt = raw.get("prompt", "")
+    moh = _optional_bool(raw, "moh", where) or False
+    collect = _int(raw, "collect_digits", 0, 0, MAX_COLLECT_DIGITS, where)
+    if action == "treatment":
+        if moh == bool(prompt):
+            raise RuleError(f"{where}: a treatment needs either prompt or moh = true")
+        if prompt and (not isinstance(prompt, str) or not _PROMPT_RE.fullmatch(prompt)):
+            raise RuleError(f"{where}.prompt: {prompt!r} is not a safe sound name")
+        if moh and collect:
+            raise RuleError(f"{where}.collect_digits: music on hold collects no digits")
     return Rule(
         name=name, action=action, targets=targets, strategy=strategy, weights=weights,
-        cause=cause,
+        cause=cause, prompt=prompt if isinstance(prompt, str) else "", moh=moh,
+        collect_digits=collect, timeout_ms=_int(raw, "timeout_ms", 5000, 1, 600_000, where),
+        overflow_after=_int(raw, "overflow_after", 0, 0, 600, where),
         dnis=_strings(raw, "dnis", where), dnis_prefix=_strings(raw, "dnis_prefix", where),
         ani=_strings(raw, "ani", where), ani_prefix=_strings(raw, "ani_prefix", where),
         digits=_strings(raw, "digits", where),
@@ -231,6 +290,22 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
         holiday=_optional_bool(raw, "holiday", where),
         days=_days(raw, where), hours=_hours(raw, where),
     )
+
+
+def valid_target(target: str) -> bool:
+    kind, sep, value = target.partition(":")
+    if not sep:
+        return TARGET_RE.fullmatch(target) is not None
+    if kind == "queue":
+        return _QUEUE_RE.fullmatch(value) is not None
+    return kind == "external" and _NUMBER_RE.fullmatch(value) is not None
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RuleError(f"{where}.{key}: must be an integer in {low}..{high}, got {value!r}")
+    return value
 
 
 def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:

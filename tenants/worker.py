@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import random
 import signal
 import socket
 import sys
-from typing import Any
+from dataclasses import replace
+from typing import Any, TextIO
 
 from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
 from tenants.routing import CallInfo, RoutingProtocol, RuleError, parse_protocol
@@ -30,11 +32,20 @@ from tenants.supervisor import FD_ENV
 log = logging.getLogger("tenants.worker")
 
 BEHAVIOURS = ("rules", "silent", "late", "foreign-target")
+# Calls this VTS keeps state for (pending ones); the bridge's own cap is lower.
+MAX_CALLS = 100_000
+_KIND_PREFIX = {"queues": "queue:", "outbound": "external:"}
+
+
+def _rule_target(previous: dict[str, Any]) -> str:
+    """The bridge's `previous` {kind, target} in a routing rule's target notation."""
+    target = str(previous.get("target", ""))
+    return _KIND_PREFIX.get(str(previous.get("kind", "")), "") + target if target else ""
 
 
 class Worker(asyncio.Protocol):
     def __init__(self, *, name: str, behaviour: str, late_by: float, foreign_target: str,
-                 done: asyncio.Future[None]) -> None:
+                 done: asyncio.Future[None], record: TextIO | None = None) -> None:
         self.name = name
         self.behaviour = behaviour
         self.late_by = late_by
@@ -44,6 +55,8 @@ class Worker(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._protocols: dict[str, RoutingProtocol] = {}
         self._rng = random.Random()
+        self._calls: dict[str, tuple[str, CallInfo]] = {}  # pending handle -> tenant, call
+        self._record = record
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -64,17 +77,21 @@ class Worker(asyncio.Protocol):
             self._done.set_result(None)
 
     def _on_message(self, message: Message) -> None:
+        if self._record is not None:
+            self._record.write(json.dumps(message, separators=(",", ":")) + "\n")
+            self._record.flush()
         kind = message.get("type")
         if kind == "hello":
             self._configure(message)
         elif kind == "route_request":
             self._route(message)
+        elif kind == "event":
+            self._on_event(message)
         elif kind == "error":
             log.warning("vts %s: bridge refused: %s (%s)", self.name, message.get("message"),
                         message.get("code"))
-        elif kind == "event":
-            log.info("vts %s: event %s for %s", self.name, message.get("event"),
-                     message.get("handle"))
+            if message.get("code") == "not-pending":
+                self._calls.pop(str(message.get("handle")), None)
         else:
             log.warning("vts %s: ignoring message type %r", self.name, kind)
 
@@ -98,32 +115,62 @@ class Worker(asyncio.Protocol):
         log.info("vts %s: serving %s", self.name, ", ".join(sorted(self._protocols)) or "nobody")
 
     def _route(self, message: Message) -> None:
-        handle = message.get("handle")
+        handle = str(message.get("handle"))
+        call = message.get("call") or {}
+        previous = call.get("previous") or {}
+        info = CallInfo(ani=str(call.get("ani", "")), dnis=str(call.get("dnis", "")),
+                        previous_target=_rule_target(previous),
+                        previous_status=str(previous.get("status", "")))
+        if len(self._calls) < MAX_CALLS:
+            self._calls[handle] = (str(message.get("tenant")), info)
         if self.behaviour == "silent":
             return
         if self.behaviour == "foreign-target":
             self._send({"type": "disposition", "handle": handle, "action": "route",
                         "target": self.foreign_target})
             return
-        answer = self._decide(message)
+        answer = self._decide(handle)
         if self.behaviour == "late":
             asyncio.get_running_loop().call_later(self.late_by, self._send, answer)
         else:
             self._send(answer)
 
-    def _decide(self, message: Message) -> Message:
-        handle = message.get("handle")
-        protocol = self._protocols.get(str(message.get("tenant")))
+    def _on_event(self, message: Message) -> None:
+        handle = str(message.get("handle"))
+        event = message.get("event")
+        if event == "treatment_done" and handle in self._calls:
+            tenant, info = self._calls[handle]
+            self._calls[handle] = (tenant, replace(info, digits=str(message.get("digits", "")),
+                                                   treated=True))
+            self._send(self._decide(handle))
+        else:
+            log.info("vts %s: event %s for %s", self.name, event, handle)
+            self._calls.pop(handle, None)
+
+    def _decide(self, handle: str) -> Message:
+        tenant, info = self._calls.get(handle, ("", CallInfo(ani="", dnis="")))
+        protocol = self._protocols.get(tenant)
         if protocol is None:
+            self._calls.pop(handle, None)
             return {"type": "disposition", "handle": handle, "action": "default"}
-        call = message.get("call") or {}
-        decision = protocol.evaluate(
-            CallInfo(ani=str(call.get("ani", "")), dnis=str(call.get("dnis", "")),
-                     digits=str(call.get("digits", ""))),
-            dt.datetime.now(dt.UTC), self._rng)
+        decision = protocol.evaluate(info, dt.datetime.now(dt.UTC), self._rng)
         answer: Message = {"type": "disposition", "handle": handle, "action": decision.action}
+        if decision.action == "treatment":
+            if decision.moh:
+                answer["moh"] = True
+            else:
+                answer["prompt"] = decision.prompt
+                if decision.collect_digits:
+                    answer["collect_digits"] = decision.collect_digits
+                    answer["timeout_ms"] = decision.timeout_ms
+            return answer
+        self._calls.pop(handle, None)
         if decision.target:
-            answer["target"] = decision.target
+            kind, sep, value = decision.target.partition(":")
+            answer[{"queue": "queue", "external": "external"}[kind] if sep else "target"] = (
+                value if sep else decision.target)
+        if decision.dial_timeout:
+            answer["dial_timeout"] = decision.dial_timeout
         if decision.action == "reject":
             answer["cause"] = decision.cause
         return answer
@@ -153,14 +200,17 @@ async def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, finish)
+    record = open(args.record, "a", encoding="utf-8") if args.record else None  # noqa: SIM115
     transport, _ = await loop.create_unix_connection(
         lambda: Worker(name=args.vts, behaviour=args.behaviour, late_by=args.late_by,
-                       foreign_target=args.foreign_target, done=done),
+                       foreign_target=args.foreign_target, done=done, record=record),
         sock=sock)
     try:
         await done
     finally:
         transport.close()
+        if record is not None:
+            record.close()
     return 0
 
 
@@ -176,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to delay answers with --behaviour late")
     parser.add_argument("--foreign-target", default="2001",
                         help="target used with --behaviour foreign-target")
+    parser.add_argument("--record", metavar="FILE",
+                        help="append every message received from the bridge to FILE "
+                        "(one JSON object per line), for tests and debugging")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

@@ -27,7 +27,7 @@ def test_venues_loaded(asterisk: Asterisk) -> None:
     for tenant in ("acme", "globex"):
         out = asterisk.rx(f"dialplan show {tenant}-venue")
         assert f"ami-bridge venue {tenant}-venue" in out
-        assert "AGI(${AB_AGI_URL}/route)" in out
+        assert "AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})" in out
     assert f"agi://127.0.0.1:{asterisk.agi_port}" in asterisk.rx("dialplan show globals")
 
 
@@ -89,7 +89,7 @@ def bridge(asterisk: Asterisk) -> Iterator[dict[str, str]]:
 def test_route_reaches_agent(
     asterisk: Asterisk, uas: dict[str, SippUas], bridge: dict[str, str]
 ) -> None:
-    bridge.update(AB_ACTION="route", AB_TARGET="1001")
+    bridge.update(AB_ACTION="route", AB_KIND="internal", AB_TARGET="1001")
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=CALLS, rate=10)
     assert (stats.successful, stats.failed) == (CALLS, 0), stats.failure_reasons
     assert uas["acme-agent"].stop().successful == CALLS
@@ -99,8 +99,9 @@ def test_route_reaches_agent(
 def test_unknown_target_goes_to_operator(
     asterisk: Asterisk, uas: dict[str, SippUas], bridge: dict[str, str]
 ) -> None:
-    # Another tenant's extension is not in acme-internal: the `i` extension catches it.
-    bridge.update(AB_ACTION="route", AB_TARGET="2001")
+    # Another tenant's extension is not in acme-internal: DIALPLAN_EXISTS sends it to the
+        # operator.
+    bridge.update(AB_ACTION="route", AB_KIND="internal", AB_TARGET="2001")
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=10)
     assert stats.successful == 2, stats.failure_reasons
     assert uas["acme-operator"].stop().successful == 2
