@@ -100,3 +100,5 @@ class RouteHandler:
     def on_gone(self, conn: AgiConnection) -> None:
         if isinstance(conn.tag, str):
             self._intermediary.abandon(conn.tag)
+        # The channel is gone; Asterisk holds it until the AGI script ends, so end it.
+        conn.close()

@@ -445,6 +445,16 @@ class SippStats:
             raise SandboxError(f"SIPp statistics line not understood ({exc}): {raw}") from exc
 
     @property
+    def response_time_s(self) -> float:
+        """Mean INVITE -> 200 OK time over all calls (SIPp's ResponseTime1(C)), seconds."""
+        text = self.raw.get("ResponseTime1(C)", "")
+        try:
+            hours, minutes, seconds, micros = (int(part) for part in text.split(":"))
+        except ValueError:
+            raise SandboxError(f"SIPp response time not understood: {text!r}") from None
+        return hours * 3600 + minutes * 60 + seconds + micros / 1e6
+
+    @property
     def failure_reasons(self) -> dict[str, int]:
         """Non-zero Failed*(C) counters, e.g. {'FailedTimeoutOnRecv': 3}."""
         return {
@@ -668,14 +678,17 @@ def start_uac(
     timeout_s: float = 60.0,
     dtmf: str | None = None,
     root: Path | None = None,
+    scenario: str = "uac.xml",
 ) -> SippUac:
     """Start placing `calls` calls at `rate` calls/s from trunk `from_user` to `dnis`.
 
     With `dtmf`, each answered call keys those digits as SIP INFO, 100 ms apart, before
-    its hold time (tests/sipp/uac_dtmf.xml).
+    its hold time (tests/sipp/uac_dtmf.xml). `scenario` picks another caller from
+    tests/sipp/: uac_cancel.xml hangs up after `hold_ms` while still ringing (an
+    abandon), uac_reject.xml succeeds only when the call is rejected (486 or 503).
     """
     if dtmf is None:
-        scenario, substitutions = "uac.xml", {}
+        substitutions = {}
     else:
         scenario, substitutions = "uac_dtmf.xml", {_DTMF_MARKER: _dtmf_info_requests(dtmf)}
     sipp = _Sipp(
@@ -709,6 +722,7 @@ def run_uac(
     timeout_s: float = 60.0,
     dtmf: str | None = None,
     root: Path | None = None,
+    scenario: str = "uac.xml",
 ) -> SippStats:
     """Place the calls (see :func:`start_uac`) and return SIPp's final counters."""
     return start_uac(
@@ -721,4 +735,5 @@ def run_uac(
         timeout_s=timeout_s,
         dtmf=dtmf,
         root=root,
+        scenario=scenario,
     ).wait()

@@ -47,9 +47,12 @@ def vts_pids(name: str) -> list[int]:
 
 
 class BridgeProcess:
-    def __init__(self, config_path: Path, *, log_path: Path, log_level: str = "info") -> None:
+    def __init__(self, config_path: Path, *, log_path: Path, log_level: str = "info",
+                 wait_for: list[str] | None = None) -> None:
         self.config_path = config_path
         self.config = config_mod.load(config_path)
+        # The VTS names whose connection `start` waits for (default: all of them).
+        self.wait_for = list(self.config.vts) if wait_for is None else wait_for
         self.log_path = log_path
         self.log_level = log_level
         self._proc: subprocess.Popen[bytes] | None = None
@@ -64,7 +67,7 @@ class BridgeProcess:
              "--log-level", self.log_level],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
-        wanted = {f"VTS {name} connected" for name in self.config.vts}
+        wanted = {f"VTS {name} connected" for name in self.wait_for}
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BridgeError(f"bridge exited with {self._proc.returncode}:\n{self.log()}")

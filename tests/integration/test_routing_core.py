@@ -1,0 +1,305 @@
+"""Routing-core semantics on the real Asterisk 22 with SIPp (issue: routing core).
+
+Each test runs the bridge with its own config: the shipped VTS runtime with a fault
+behaviour where needed (silent, late, foreign-target), recording on the VTS side every
+message it receives (`--record`), so assertions about what a VTS was told are made where
+the VTS is. Where a call ended is read at the SIPp UASes and in SIPp's own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
+from ami_bridge.testbed import BridgeProcess, vts_pids
+
+pytestmark = pytest.mark.asterisk
+
+
+def vts_command(name: str, record: Path, *extra: str) -> str:
+    argv = [sys.executable, "-m", "tenants.worker", "--vts", name, "--record", str(record),
+            *extra]
+    return json.dumps(argv)
+
+
+DEFAULT_ACME_RULES = """
+[[tenants.acme.rules]]
+name = "sales"
+targets = ["1001"]
+"""
+
+
+def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
+                 acme_rules: str = "", acme_extra: str = "") -> Path:
+    acme_record, globex_record = tmp_path / "acme.jsonl", tmp_path / "globex.jsonl"
+    acme_rules = acme_rules or DEFAULT_ACME_RULES
+    text = f"""
+[bridge]
+agi_listen = "127.0.0.1:4573"
+router_timeout = 2.0
+control_socket = "{tmp_path}/control.sock"
+
+[vts.acme]
+command = {acme_vts or vts_command("acme", acme_record)}
+grace_period = 1.0
+
+[vts.globex]
+command = {vts_command("globex", globex_record)}
+
+[tenants.acme]
+timezone = "Europe/Berlin"
+targets = ["1001", "1002", "operator", "9", "91", "92", "93", "94", "95"]
+queues = ["sales"]
+{acme_extra}
+
+[tenants.acme.venues.acme-venue]
+vts = "acme"
+{acme_venue}
+
+{acme_rules}
+
+[tenants.globex]
+timezone = "America/New_York"
+targets = ["2001", "operator"]
+
+[tenants.globex.venues.globex-venue]
+vts = "globex"
+
+[[tenants.globex.rules]]
+name = "support"
+targets = ["2001"]
+"""
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == kind]
+
+
+@pytest.fixture
+def run_bridge(asterisk: Asterisk, tmp_path: Path) -> Iterator[Any]:
+    started: list[BridgeProcess] = []
+
+    def start(config: Path, **kwargs: Any) -> BridgeProcess:
+        process = BridgeProcess(config, log_path=tmp_path / "bridge.log", **kwargs)
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def arrived(uas: dict[str, SippUas]) -> dict[str, int]:
+    return {name: u.stop().successful for name, u in uas.items()}
+
+
+def test_silent_vts_default_target_within_router_timeout(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path, acme_vts=vts_command("acme", tmp_path / "acme.jsonl", "--behaviour", "silent"),
+        acme_venue='router_timeout = 0.5\ndefault_targets = ["operator"]')
+    run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=2)
+    assert (stats.successful, stats.failed) == (3, 0), stats.failure_reasons
+    # INVITE -> 200 OK includes reaching the default target; router timeout 0.5 s.
+    assert 0.5 <= stats.response_time_s <= 0.5 + 0.1, stats.response_time_s
+    assert arrived(uas) == {"acme-agent": 0, "globex-agent": 0, "acme-operator": 3,
+                            "globex-operator": 0}
+    events = of_type(records(tmp_path / "acme.jsonl"), "event")
+    assert [e["event"] for e in events] == ["default_routed"] * 3
+    assert {e["reason"] for e in events} == {"timeout"}
+    assert records(tmp_path / "globex.jsonl")[1:] == []  # nothing but its hello
+
+
+def test_no_vts_connected_defaults_at_once(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    # acme's VTS program exits at once and never connects (supervisor keeps retrying).
+    config = write_config(tmp_path, acme_vts='["/bin/false"]',
+                          acme_venue='router_timeout = 3.0\ndefault_targets = ["operator"]')
+    bridge = run_bridge(config, wait_for=["globex"])
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=5)
+    assert (stats.successful, stats.failed) == (3, 0), stats.failure_reasons
+    assert stats.response_time_s < 1.0  # not the 3 s router timeout
+    assert arrived(uas)["acme-operator"] == 3
+    assert "VTS acme: restart in" in bridge.log()
+
+
+def test_reply_after_default_is_refused_and_not_acted_on(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "acme.jsonl"
+    config = write_config(
+        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "late", "--late-by", "0.8"),
+        acme_venue='router_timeout = 0.3\ndefault_targets = ["operator"]')
+    run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2, hold_ms=1500)
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    got = arrived(uas)
+    assert (got["acme-operator"], got["acme-agent"]) == (2, 0)  # the late route was not used
+    messages = records(record)
+    errors = of_type(messages, "error")
+    assert len(errors) == 2 and {e["code"] for e in errors} == {"not-pending"}
+    assert all("default:timeout" in e["message"] for e in errors)
+
+
+def test_abandon_while_pending(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "acme.jsonl"
+    config = write_config(
+        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "silent"),
+        acme_venue='router_timeout = 4.0\ndefault_targets = ["operator"]')
+    bridge = run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=3, hold_ms=800,
+                    scenario="uac_cancel.xml")
+    assert (stats.successful, stats.failed) == (3, 0), stats.failure_reasons
+    time.sleep(4.5)  # past the router timeout: no default route may fire for them
+    assert arrived(uas)["acme-operator"] == 0
+    messages = records(record)
+    handles = [m["handle"] for m in of_type(messages, "route_request")]
+    events = of_type(messages, "event")
+    assert len(handles) == 3
+    assert [(e["handle"], e["event"]) for e in events] == [(h, "abandoned") for h in handles]
+    assert asterisk.channel_count() == 0
+    assert "router timeout" not in bridge.log()
+
+
+def test_treatment_collects_digits_then_routes(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    rules = """
+[[tenants.acme.rules]]
+name = "menu"
+action = "treatment"
+prompt = "hello-world"
+collect_digits = 4
+timeout_ms = 4000
+
+[[tenants.acme.rules]]
+name = "by-digits"
+digits = "1002"
+targets = ["1002"]
+
+[[tenants.acme.rules]]
+name = "else"
+action = "default"
+"""
+    record = tmp_path / "acme.jsonl"
+    config = write_config(tmp_path, acme_venue="router_timeout = 10.0", acme_rules=rules)
+    run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, dtmf="1002",
+                    hold_ms=500, timeout_s=30)
+    assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+    assert arrived(uas)["acme-agent"] == 1  # 1002 rings acme's agent phone
+    messages = records(record)
+    done = [m for m in of_type(messages, "event") if m["event"] == "treatment_done"]
+    assert [(d["ok"], d["digits"]) for d in done] == [(True, "1002")]
+
+
+def test_default_list_exhausted_ends_in_reject(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    rules = '[[tenants.acme.rules]]\nname = "always-default"\naction = "default"'
+    config = write_config(tmp_path, acme_rules=rules,
+                          acme_venue='default_targets = ["91", "92"]')
+    bridge = run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
+                    scenario="uac_reject.xml")
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    assert arrived(uas)["acme-operator"] == 0
+    assert bridge.log().count("every default target tried; call rejected") == 2
+
+
+def test_redirection_loop_is_capped(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    rules = '[[tenants.acme.rules]]\nname = "always-default"\naction = "default"'
+    config = write_config(tmp_path, acme_rules=rules, acme_venue=(
+        'default_targets = ["91", "92", "93", "94", "95"]\nredirect_limit = 3'))
+    bridge = run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1,
+                    scenario="uac_reject.xml")
+    assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+    log = bridge.log()
+    assert "3 redirections in a row; call rejected" in log
+    assert "every default target tried" not in log
+
+
+def test_foreign_target_refused_and_default_routed(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "acme.jsonl"
+    config = write_config(
+        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "foreign-target",
+                                       "--foreign-target", "2001"),
+        acme_venue='default_targets = ["operator"]')
+    bridge = run_bridge(config)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2)
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    assert arrived(uas) == {"acme-agent": 0, "globex-agent": 0, "acme-operator": 2,
+                            "globex-operator": 0}
+    errors = of_type(records(record), "error")
+    assert [e["code"] for e in errors] == ["invalid-disposition"] * 2
+    refusals = [line for line in bridge.log().splitlines()
+                if "ami_bridge.intermediary ERROR" in line and "refused" in line]
+    assert len(refusals) == 2
+    assert all("tenant acme" in line and "tenant globex" in line for line in refusals)
+
+
+def test_sigkill_one_vts_under_load(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    """50 calls/s for 60 s (25 per tenant); acme's VTS is SIGKILLed 20 s in.
+
+    acme's VTS answers after 0.3 s, so several acme calls are always pending when it dies.
+    """
+    config = write_config(
+        tmp_path,
+        acme_vts=vts_command("acme", tmp_path / "acme.jsonl", "--behaviour", "late",
+                             "--late-by", "0.3"),
+        acme_venue='router_timeout = 1.5\ndefault_targets = ["operator"]')
+    bridge = run_bridge(config)
+    [victim] = vts_pids("acme")
+    calls = 25 * 60
+    acme = start_uac(from_user="acme-trunk", dnis="100", calls=calls, rate=25, hold_ms=200,
+                     port=5081, timeout_s=120)
+    globex = start_uac(from_user="globex-trunk", dnis="100", calls=calls, rate=25,
+                       hold_ms=200, port=5082, timeout_s=120)
+    time.sleep(20)
+    os.kill(victim, signal.SIGKILL)
+    acme_stats, globex_stats = acme.wait(), globex.wait()
+    assert (globex_stats.successful, globex_stats.failed) == (calls, 0), globex_stats.raw
+    assert (acme_stats.successful, acme_stats.failed) == (calls, 0), acme_stats.raw
+    got = arrived(uas)
+    assert got["globex-agent"] == calls and got["globex-operator"] == 0
+    assert got["acme-agent"] + got["acme-operator"] == calls
+    assert got["acme-operator"] >= 1  # its pending calls were default-routed
+    log = bridge.log()
+    assert f"VTS acme (pid {victim}) exited with signal 9" in log
+    lost = [line for line in log.splitlines() if "default-routing its" in line]
+    assert lost and int(lost[0].split("default-routing its ")[1].split()[0]) >= 1
+    [restarted] = vts_pids("acme")
+    assert restarted != victim
+    assert log.count("VTS acme connected") == 2
+    assert asterisk.channel_count() == 0
