@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -32,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
                            description="Load and validate a bridge config; print the venue "
                            "map, or the error (file, key, bad value) with exit status 2.")
     check.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload",
+                         description="Send a command to a running bridge over its control "
+                         "socket ([bridge] control_socket). `reload` re-reads the config "
+                         "file (like SIGHUP) and says whether it was accepted; `status` "
+                         "prints venues, VTS processes, pending calls and counters as JSON.")
+    ctl.add_argument("command", choices=["status", "reload"])
+    where = ctl.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="bridge config naming the control socket")
+    where.add_argument("--socket", help="control socket path")
     return parser
 
 
@@ -47,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"venue {venue.context}: tenant {venue.tenant}, VTS {venue.vts}, "
                   f"router timeout {venue.router_timeout:g} s")
         return 0
+    if args.command == "ctl":
+        return _ctl(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
 
@@ -58,6 +70,28 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 1
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    from ami_bridge import control
+
+    try:
+        path = args.socket or config_mod.load(args.config).control_socket
+        answer = control.request(path, args.command)
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ami-bridge: cannot reach the bridge's control socket: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"ami-bridge: {args.command} refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        print(json.dumps(answer["status"], indent=2, sort_keys=True))
+    else:
+        print("reloaded")
+    return 0
 
 
 if __name__ == "__main__":

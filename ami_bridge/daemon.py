@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agi.server import serve
 from ami_bridge import config as config_mod
+from ami_bridge import control
 from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.vts_link import VtsLinkProtocol
@@ -33,6 +34,7 @@ class Bridge:
         self.intermediary: Intermediary | None = None
         self.processes: dict[str, VtsProcess] = {}
         self._server: asyncio.Server | None = None
+        self._control: asyncio.AbstractServer | None = None
         self._links: dict[str, VtsLinkProtocol] = {}
 
     async def start(self) -> None:
@@ -42,6 +44,7 @@ class Bridge:
                                    host=self.config.agi_host, port=self.config.agi_port)
         for vts in self.config.vts.values():
             self._start_vts(vts)
+        self._control = await control.serve(self.config.control_socket, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
 
@@ -69,12 +72,28 @@ class Bridge:
 
         asyncio.get_running_loop().create_task(connect())
 
-    async def reload(self) -> bool:
+    async def _on_control(self, request: dict[str, object]) -> dict[str, object]:
+        command = request.get("cmd")
+        if command == "status":
+            assert self.intermediary is not None
+            status = self.intermediary.status()
+            status["vts"] = {
+                name: {"pid": p.pid, "starts": p.starts, "flapping": p.flapping,
+                       "connected": self.intermediary.connected(name)}
+                for name, p in sorted(self.processes.items())}
+            return {"ok": True, "status": status}
+        if command == "reload":
+            error = await self.reload()
+            return {"ok": error is None, "error": error}
+        return {"ok": False, "error": f"unknown command {command!r} (status, reload)"}
+
+    async def reload(self) -> str | None:
+        """Reload the config file; None on success, else why it was refused."""
         try:
             new = config_mod.load(self.config.path)
         except config_mod.ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
-            return False
+            return str(exc)
         assert self.intermediary is not None
         old = self.config
         self.config = new
@@ -88,9 +107,11 @@ class Bridge:
                 self._links[name].send(self.intermediary.hello_for(name))
         log.info("config reloaded from %s: %d venues, %d VTS", new.path, len(new.venues),
                  len(new.vts))
-        return True
+        return None
 
     async def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
         if self._server is not None:
             self._server.close()
         await asyncio.gather(*(p.stop() for p in self.processes.values()))

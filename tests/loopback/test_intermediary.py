@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ami_bridge import config as config_mod
-from ami_bridge.intermediary import Disposition, Intermediary
+from ami_bridge.intermediary import Disposition, Intermediary, Treatment
 
 RAW: dict[str, Any] = {
     "bridge": {"router_timeout": 0.2, "max_pending_per_vts": 3},
     "vts": {"acme": {}, "globex": {}},
     "tenants": {
-        "acme": {"targets": ["1001", "operator"],
+        "acme": {"targets": ["1001", "operator", "91", "92"], "queues": ["sales"],
+                 "external_prefixes": ["+49"], "prompts": "acme", "moh_class": "acme-moh",
                  "venues": {"acme-venue": {"vts": "acme", "router_timeout": 0.1}}},
         "globex": {"targets": ["2001"], "venues": {"globex-venue": {"vts": "globex"}}},
     },
@@ -37,9 +40,15 @@ class Link:
 class Responder:
     def __init__(self) -> None:
         self.dispositions: list[Disposition] = []
+        self.treatments: list[Treatment] = []
+        self.done: list[Callable[[str | None], None]] = []
 
     def dispose(self, disposition: Disposition) -> None:
         self.dispositions.append(disposition)
+
+    def treat(self, treatment: Treatment, done: Callable[[str | None], None]) -> None:
+        self.treatments.append(treatment)
+        self.done.append(done)
 
 
 def env(venue: str, **extra: str) -> dict[str, str]:
@@ -48,8 +57,8 @@ def env(venue: str, **extra: str) -> dict[str, str]:
 
 
 
-def make_world() -> tuple[Intermediary, Link, Link]:
-    inter = Intermediary(config=config_mod.parse(RAW, path=Path("test.toml")),
+def make_world(raw: dict[str, Any] = RAW) -> tuple[Intermediary, Link, Link]:
+    inter = Intermediary(config=config_mod.parse(raw, path=Path("test.toml")),
                          loop=asyncio.get_running_loop())
     acme, globex = Link(), Link()
     inter.attach_vts("acme", acme)
@@ -230,4 +239,153 @@ def test_reload_keeps_pending_calls() -> None:
         inter.reload(config_mod.parse(raw, path=Path("test.toml")))
         inter.on_vts_message("acme", disposition(handle, action="route", target="1002"))
         assert r.dispositions == [Disposition("route", target="1002")]
+    asyncio.run(main())
+
+
+def with_venue(**venue: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(RAW)
+    raw["tenants"]["acme"]["venues"]["acme-venue"].update(venue)
+    return raw
+
+
+def test_route_kinds_stay_in_the_tenants_namespace() -> None:
+    async def main() -> None:
+        inter, _acme, _ = make_world()
+        cases = [({"queue": "sales"}, ("queues", "sales")),
+                 ({"external": "+4930123"}, ("outbound", "+4930123")),
+                 ({"queue": "support"}, None), ({"external": "+1212555"}, None),
+                 ({"target": "1001", "queue": "sales"}, None)]
+        for fields, expected in cases:
+            r = Responder()
+            handle = inter.route_request(env("acme-venue"), r)
+            assert handle is not None
+            inter.on_vts_message("acme", disposition(handle, action="route", **fields))
+            [d] = r.dispositions
+            got = (d.kind, d.target) if d.action == "route" else None
+            assert got == expected, (fields, d)
+    asyncio.run(main())
+
+
+def test_treatment_keeps_the_call_pending_and_returns_digits() -> None:
+    async def main() -> None:
+        inter, acme, _ = make_world(with_venue(router_timeout=5.0))
+        r = Responder()
+        handle = inter.route_request(env("acme-venue"), r)
+        assert handle is not None
+        inter.on_vts_message("acme", disposition(handle, action="treatment", prompt="welcome",
+                                                 collect_digits=4, timeout_ms=3000))
+        [treatment] = r.treatments
+        assert treatment == Treatment(prompt="acme/welcome", collect_digits=4, timeout_ms=3000)
+        assert inter.pending_count() == 1 and r.dispositions == []
+        # a second treatment while the first runs is refused, the call goes on
+        inter.on_vts_message("acme", disposition(handle, action="treatment", moh=True))
+        assert acme.of_type("error")[-1]["code"] == "treatment-busy"
+        r.done[0]("1234")
+        assert acme.of_type("event")[-1] == {"type": "event", "handle": handle,
+                                             "event": "treatment_done", "ok": True,
+                                             "digits": "1234"}
+        inter.on_vts_message("acme", disposition(handle, action="treatment", moh=True))
+        assert r.treatments[-1] == Treatment(moh_class="acme-moh")  # the tenant's own class
+        inter.on_vts_message("acme", disposition(handle, action="route", target="1001"))
+        assert r.dispositions == [Disposition("route", target="1001")]
+    asyncio.run(main())
+
+
+def test_treatment_timeout_is_bounded_by_the_router_timer() -> None:
+    async def main() -> None:
+        inter, _, _ = make_world(with_venue(router_timeout=1.0))
+        r = Responder()
+        handle = inter.route_request(env("acme-venue"), r)
+        assert handle is not None
+        inter.on_vts_message("acme", disposition(handle, action="treatment", prompt="p",
+                                                 collect_digits=2, timeout_ms=60_000))
+        assert r.treatments[0].timeout_ms < 1000
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bad", [{"prompt": "../x"}, {"prompt": "a,b"}, {"moh": "yes"},
+                                 {"prompt": "a", "collect_digits": 99}, {}])
+def test_bad_treatments_are_refused(bad: dict[str, Any]) -> None:
+    async def main() -> None:
+        inter, _acme, _ = make_world(with_venue(router_timeout=5.0))
+        r = Responder()
+        handle = inter.route_request(env("acme-venue"), r)
+        assert handle is not None
+        inter.on_vts_message("acme", disposition(handle, action="treatment", **bad))
+        assert r.treatments == []
+        assert r.dispositions == [Disposition("default", cause="refused")]
+    asyncio.run(main())
+
+
+def test_default_targets_in_turn_then_reject() -> None:
+    async def main() -> None:
+        inter, _, _ = make_world(with_venue(default_targets=["91", "92"]))
+        got = []
+        for _ in range(3):  # the call comes back each time its default target failed
+            r = Responder()
+            handle = inter.route_request(env("acme-venue", agi_uniqueid="c1"), r)
+            assert handle is not None
+            inter.on_vts_message("acme", disposition(handle, action="default"))
+            got += r.dispositions
+        assert got == [Disposition("route", target="91", cause="vts"),
+                       Disposition("route", target="92", cause="vts"),
+                       Disposition("reject", cause="congestion")]
+    asyncio.run(main())
+
+
+def test_redirect_limit_is_reset_by_a_real_instruction() -> None:
+    async def main() -> None:
+        inter, _, _ = make_world(with_venue(default_targets=["91", "92", "operator"],
+                                            redirect_limit=2))
+        actions = []
+        for reply in ["default", "default", "route", "default"]:
+            r = Responder()
+            handle = inter.route_request(env("acme-venue", agi_uniqueid="c2"), r)
+            assert handle is not None
+            fields = {"target": "1001"} if reply == "route" else {}
+            inter.on_vts_message("acme", disposition(handle, action=reply, **fields))
+            actions.append(r.dispositions[0].action)
+        assert actions == ["route", "route", "route", "route"]
+        # two defaults in a row are allowed, the third is not
+        r = Responder()
+        h = inter.route_request(env("acme-venue", agi_uniqueid="c3"), r)
+        for _ in range(2):
+            assert h is not None
+            inter.on_vts_message("acme", disposition(h, action="default"))
+            r = Responder()
+            h = inter.route_request(env("acme-venue", agi_uniqueid="c3"), r)
+        assert h is not None
+        inter.on_vts_message("acme", disposition(h, action="default"))
+        assert r.dispositions == [Disposition("reject", cause="congestion")]
+    asyncio.run(main())
+
+
+def test_route_requests_per_call_are_capped() -> None:
+    async def main() -> None:
+        raw = copy.deepcopy(RAW)
+        raw["bridge"]["max_route_requests"] = 3
+        inter, acme, _ = make_world(raw)
+        for _ in range(3):
+            r = Responder()
+            handle = inter.route_request(env("acme-venue", agi_uniqueid="loop"), r)
+            assert handle is not None
+            inter.on_vts_message("acme", disposition(handle, action="route", target="1001"))
+        r = Responder()
+        assert inter.route_request(env("acme-venue", agi_uniqueid="loop"), r) is None
+        assert r.dispositions == [Disposition("reject", cause="congestion")]
+        assert len(acme.of_type("route_request")) == 3
+    asyncio.run(main())
+
+
+def test_previous_attempt_reaches_the_vts() -> None:
+    async def main() -> None:
+        inter, acme, _ = make_world()
+        inter.route_request(env("acme-venue", agi_arg_1="internal/1001",
+                                agi_arg_2="NOANSWER"), Responder())
+        inter.route_request(env("acme-venue", agi_arg_1="bogus/1001",
+                                agi_arg_2="NOANSWER"), Responder())
+        first, second = acme.of_type("route_request")
+        assert first["call"]["previous"] == {"kind": "internal", "target": "1001",
+                                             "status": "NOANSWER"}
+        assert "previous" not in second["call"]
     asyncio.run(main())

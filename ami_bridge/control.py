@@ -1,0 +1,73 @@
+"""The bridge's control socket: `status` and `reload`, for `ami-bridge ctl` and scripts.
+
+A Unix stream socket (mode 0600: whoever can use it can reload the bridge) speaking one
+JSON object per line each way: `{"cmd": "status"}` -> the intermediary's venue map,
+VTS connections, pending counts, counters and supervisor state;
+`{"cmd": "reload"}` -> `{"ok": true}` or `{"ok": false, "error": "..."}` (the running
+config is kept when the file does not validate). The same framing core as the VTS wire
+(`tenants.protocol`) bounds each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tenants.protocol import FrameDecoder, RemoteProtocolError, encode
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4096  # requests are one short command
+CLIENT_TIMEOUT = 30.0  # a reload of a large config stays well under this
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
+    sock_path = Path(path)
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if sock_path.is_socket():
+            sock_path.unlink()  # a stale socket from a bridge that did not stop cleanly
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder(max_frame_bytes=MAX_REQUEST_BYTES)
+        try:
+            while data := await reader.read(MAX_REQUEST_BYTES):
+                decoder.receive_data(data)
+                while (request := decoder.next_message()) is not None:
+                    writer.write(encode(await handler(request)))
+                    await writer.drain()
+        except RemoteProtocolError as exc:
+            writer.write(encode({"type": "error", "ok": False, "error": str(exc)}))
+        except Exception:
+            log.exception("control session failed")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(session, path=str(sock_path))
+    os.chmod(sock_path, 0o600)
+    return server
+
+
+def request(path: str, command: str, *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Send one command to a running bridge and return its answer (blocking client)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(encode({"type": "request", "cmd": command}))
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer: dict[str, Any] = json.loads(data)
+    return answer

@@ -1,0 +1,156 @@
+"""The whole daemon in-process with real VTS processes, driven by a scripted Asterisk.
+
+A scripted FastAGI client speaks as Asterisk does (environment, then `200 result=1` for
+each command); the bridge runs its real FastAGI server, intermediary, supervisor and
+shipped VTS runtime. Covers reload (control socket and SIGHUP path) and the control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ami_bridge import config as config_mod
+from ami_bridge import control
+from ami_bridge.daemon import Bridge
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write(tmp_path: Path, port: int, *, acme_extra: str = "", late: float = 0.0,
+          more: str = "") -> Path:
+    behaviour = (f'command = ["{sys.executable}", "-m", "tenants.worker", "--vts", "acme", '
+                 f'"--behaviour", "late", "--late-by", "{late}"]') if late else ""
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[bridge]
+agi_listen = "127.0.0.1:{port}"
+control_socket = "{tmp_path}/control.sock"
+[vts.acme]
+{behaviour}
+[tenants.acme]
+targets = ["1001", "1002"]
+{acme_extra}
+[tenants.acme.venues.acme-venue]
+vts = "acme"
+[[tenants.acme.rules]]
+name = "r"
+targets = ["1001"]
+{more}
+""")
+    return path
+
+
+async def agi_call(port: int, venue: str, *, hangup_after: float | None = None) -> list[str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    env = {"agi_network": "yes", "agi_network_script": "route", "agi_context": venue,
+           "agi_extension": "100", "agi_callerid": "555", "agi_uniqueid": f"{venue}.{port}",
+           "agi_channel": "PJSIP/t-1"}
+    writer.write("".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n")
+    commands = []
+    if hangup_after is not None:
+        await asyncio.sleep(hangup_after)
+        writer.write(b"HANGUP\n")
+    while line := await reader.readline():
+        commands.append(line.decode().strip())
+        writer.write(b"200 result=1\n")
+    writer.close()
+    return commands
+
+
+async def with_bridge(path: Path, body: Callable[[Bridge], Awaitable[None]]) -> None:
+    bridge = Bridge(config_mod.load(path))
+    await bridge.start()
+    try:
+        for _ in range(200):  # wait for the VTS processes to connect
+            assert bridge.intermediary is not None
+            if all(bridge.intermediary.connected(n) for n in bridge.config.vts):
+                break
+            await asyncio.sleep(0.05)
+        await body(bridge)
+    finally:
+        await bridge.stop()
+
+
+def test_route_and_status_over_the_control_socket(tmp_path: Path) -> None:
+    port = free_port()
+
+    async def body(bridge: Bridge) -> None:
+        assert await agi_call(port, "acme-venue") == [
+            'SET VARIABLE AB_KIND "internal"', 'SET VARIABLE AB_TARGET "1001"',
+            'SET VARIABLE AB_ACTION "route"']
+        assert await agi_call(port, "nowhere") == [
+            'SET VARIABLE AB_CAUSE "unknown-venue"', 'SET VARIABLE AB_ACTION "default"']
+        answer = await asyncio.to_thread(control.request, bridge.config.control_socket, "status")
+        status = answer["status"]
+        assert status["venues"]["acme-venue"] == {"tenant": "acme", "vts": "acme",
+                                                  "connected": True}
+        assert status["counters"]["routed"] == 1
+        assert status["vts"]["acme"]["starts"] == 1
+
+    asyncio.run(with_bridge(write(tmp_path, port), body))
+
+
+def test_reload_adds_a_venue_and_keeps_pending_calls(tmp_path: Path) -> None:
+    port = free_port()
+    path = write(tmp_path, port, late=0.6)
+
+    async def body(bridge: Bridge) -> None:
+        pending = asyncio.create_task(agi_call(port, "acme-venue"))
+        await asyncio.sleep(0.2)  # the call waits for the late VTS...
+        write(tmp_path, port, late=0.6, more="""
+[tenants.acme.venues.acme-overflow]
+vts = "acme"
+""")
+        answer = await asyncio.to_thread(control.request, bridge.config.control_socket, "reload")
+        assert answer["ok"] is True, answer
+        assert "acme-overflow" in bridge.config.venues
+        # ...and is routed exactly once after the reload.
+        assert await pending == ['SET VARIABLE AB_KIND "internal"',
+                                 'SET VARIABLE AB_TARGET "1001"',
+                                 'SET VARIABLE AB_ACTION "route"']
+        assert bridge.intermediary is not None
+        assert bridge.intermediary.counters.routed == 1
+        assert await agi_call(port, "acme-overflow") == [
+            'SET VARIABLE AB_KIND "internal"', 'SET VARIABLE AB_TARGET "1001"',
+            'SET VARIABLE AB_ACTION "route"']
+
+    asyncio.run(with_bridge(path, body))
+
+
+def test_broken_reload_keeps_the_running_config(tmp_path: Path) -> None:
+    port = free_port()
+    path = write(tmp_path, port)
+
+    async def body(bridge: Bridge) -> None:
+        path.write_text(path.read_text().replace('targets = ["1001"]', 'targets = ["1003"]'))
+        answer: dict[str, Any] = await asyncio.to_thread(
+            control.request, bridge.config.control_socket, "reload")
+        assert answer["ok"] is False
+        assert str(path) in answer["error"] and "tenants.acme.rules" in answer["error"]
+        assert "'1003'" in answer["error"]
+        assert (await agi_call(port, "acme-venue"))[1] == 'SET VARIABLE AB_TARGET "1001"'
+
+    asyncio.run(with_bridge(path, body))
+
+
+def test_caller_hangup_while_pending_is_an_abandon(tmp_path: Path) -> None:
+    port = free_port()
+
+    async def body(bridge: Bridge) -> None:
+        commands = await agi_call(port, "acme-venue", hangup_after=0.1)
+        assert commands == []  # nothing is sent to a dead channel; the session is closed
+        assert bridge.intermediary is not None
+        assert bridge.intermediary.counters.abandoned == 1
+        assert bridge.intermediary.pending_count() == 0
+
+    asyncio.run(with_bridge(write(tmp_path, port, late=0.5), body))
