@@ -1,4 +1,4 @@
-"""Bridge configuration: one TOML file loaded once into frozen dataclasses.
+"""Bridge configuration: one TOML file (plus tenant files) loaded once into frozen dataclasses.
 
 Every error names the file, the key and the bad value (`ConfigError`). Components get
 their settings as keyword arguments from these objects and never read globals. The
@@ -8,45 +8,49 @@ uses (`tenants.routing.parse_protocol`), so a bad rule stops the load, not a cal
 Layout (see examples/bridge.toml, docs/configuration.md):
 
     [bridge]          agi_listen, router_timeout, max_pending_per_vts, redirect_limit,
-                      max_route_requests, control_socket
+                      max_route_requests, control_socket, tenants_dir
     [vts.NAME]        command (optional: any-language VTS), grace_period
-    [tenants.NAME]    timezone, targets / queues / external_prefixes (the tenant's
-                      namespace), prompts, moh_class, holidays, rules
-    [tenants.NAME.venues.CONTEXT]   vts, router_timeout, default_targets, redirect_limit
+    [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
+    <tenants_dir>/NAME/tenant.toml   the same keys at top level
 """
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tenants.routing import TARGET_RE, RuleError, parse_protocol
+from ami_bridge.tenant_config import (
+    DEFAULT_REDIRECT_LIMIT,
+    NAME_RE,
+    QueueConfig,
+    TenantConfig,
+    VenueConfig,
+    parse_tenant,
+)
+from ami_bridge.validation import (
+    ConfigError,
+    Fail,
+    count,
+    failer,
+    no_unknown,
+    positive,
+    table,
+)
+
+__all__ = ["BridgeConfig", "ConfigError", "QueueConfig", "TenantConfig", "VenueConfig",
+           "VtsConfig", "load", "load_tenant_file", "parse"]
 
 DEFAULT_AGI_PORT = 4573  # the FastAGI port Asterisk assumes for agi:// URLs
 DEFAULT_ROUTER_TIMEOUT = 2.0
 DEFAULT_MAX_PENDING_PER_VTS = 2000
-# Redirections venue -> default -> venue before the call is rejected (the usual value in
-# transaction-server products); reset whenever the VTS gives a real instruction.
-DEFAULT_REDIRECT_LIMIT = 4
 # Route requests one call may make in all (re-entries after busy/no answer included):
 # a last guard against a VTS that routes a call round a loop of failing targets forever.
 DEFAULT_MAX_ROUTE_REQUESTS = 16
 DEFAULT_CONTROL_SOCKET = "/run/ami-bridge/control.sock"
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
-_PREFIX_RE = re.compile(r"\+?[0-9]{0,15}")  # fullmatch
-_SOUND_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,2}")  # fullmatch
-_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
-# Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
-_CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message says where and why."""
+TENANT_FILE = "tenant.toml"
 
 
 @dataclass(frozen=True)
@@ -55,29 +59,6 @@ class VtsConfig:
     command: tuple[str, ...]  # empty: the shipped runtime (python -m tenants.worker)
     grace_period: float
     tenants: tuple[str, ...]  # filled in from the venues that map to this VTS
-
-
-@dataclass(frozen=True)
-class VenueConfig:
-    context: str
-    tenant: str
-    vts: str
-    router_timeout: float
-    default_targets: tuple[str, ...] = ()  # tried in turn, then reject
-    redirect_limit: int = DEFAULT_REDIRECT_LIMIT
-
-
-@dataclass(frozen=True)
-class TenantConfig:
-    name: str
-    timezone: str
-    targets: frozenset[str]
-    holidays: tuple[str, ...]
-    rules: tuple[Mapping[str, Any], ...]  # validated raw rules, sent to the VTS as data
-    queues: frozenset[str] = frozenset()
-    external_prefixes: tuple[str, ...] = ()  # "" allows any number; none: no external
-    prompts: str = ""  # the tenant's sound directory, prefixed to every prompt
-    moh_class: str = "default"
 
 
 @dataclass(frozen=True)
@@ -93,199 +74,126 @@ class BridgeConfig:
     redirect_limit: int = DEFAULT_REDIRECT_LIMIT
     max_route_requests: int = DEFAULT_MAX_ROUTE_REQUESTS
     control_socket: str = DEFAULT_CONTROL_SOCKET
+    tenants_dir: Path | None = None
 
 
-def load(path: Path) -> BridgeConfig:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(raw, path=path)
+
+
+def load(path: Path) -> BridgeConfig:
+    return parse(_read_toml(path), path=path)
+
+
+def load_tenant_file(path: Path) -> dict[str, Any]:
+    """The raw table of one tenant file (validated later, with the bridge's defaults)."""
+    return _read_toml(path)
 
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {message}")
-
-    _no_unknown(raw, {"bridge", "vts", "tenants"}, "", fail)
-    bridge = _table(raw, "bridge", fail)
-    _no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
-                         "max_route_requests", "control_socket"}, "bridge", fail)
+    fail = failer(path)
+    no_unknown(raw, {"bridge", "vts", "tenants"}, "", fail)
+    bridge = table(raw, "bridge", fail)
+    no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
+                        "max_route_requests", "control_socket", "tenants_dir"}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
-    router_timeout = _positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
-    max_pending = _count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS, "bridge",
-                         fail)
-    redirect_limit = _count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
-    max_requests = _count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS, "bridge",
-                          fail)
+    router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
+    redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
     control_socket = bridge.get("control_socket", DEFAULT_CONTROL_SOCKET)
     if not isinstance(control_socket, str) or not control_socket.startswith("/"):
         raise fail("bridge.control_socket", f"must be an absolute path, got {control_socket!r}")
+    tenants_dir = _tenants_dir(bridge, path, fail)
 
-    vts_raw = _table(raw, "vts", fail)
+    vts_raw = table(raw, "vts", fail)
     tenants: dict[str, TenantConfig] = {}
     venues: dict[str, VenueConfig] = {}
-    for tname, traw in _table(raw, "tenants", fail).items():
-        key = f"tenants.{tname}"
-        _check_name(tname, key, fail)
+    sources = [(name, traw, fail, f"tenants.{name}", str(path))
+               for name, traw in table(raw, "tenants", fail).items()]
+    if tenants_dir is not None:
+        sources += _tenant_files(tenants_dir)
+    for tname, traw, tfail, prefix, source in sources:
         if not isinstance(traw, Mapping):
-            raise fail(key, "must be a table")
-        tenant, tvenues = _tenant(tname, traw, key, router_timeout, redirect_limit, fail)
+            raise tfail(prefix or tname, "must be a table")
+        if tname in tenants:
+            raise tfail(prefix or "name", f"tenant {tname!r} is declared twice (also in "
+                        f"{tenants[tname].source})")
+        tenant, tvenues = parse_tenant(tname, traw, fail=tfail, prefix=prefix,
+                                       router_timeout=router_timeout,
+                                       redirect_limit=redirect_limit, source=source)
         tenants[tname] = tenant
         for context, venue in tvenues.items():
+            vkey = f"{prefix}.venues.{context}" if prefix else f"venues.{context}"
             if context in venues:
-                raise fail(f"{key}.venues.{context}",
-                           f"venue already belongs to tenant {venues[context].tenant!r}; "
-                           "a venue belongs to exactly one tenant")
+                raise tfail(vkey, f"venue already belongs to tenant {venues[context].tenant!r}; "
+                            "a venue belongs to exactly one tenant")
             if venue.vts not in vts_raw:
-                raise fail(f"{key}.venues.{context}.vts", f"no [vts.{venue.vts}] section")
+                raise tfail(f"{vkey}.vts", f"no [vts.{venue.vts}] section"
+                            + ("" if tfail is fail else f" in {path}"))
             venues[context] = venue
 
+    return BridgeConfig(
+        path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
+        max_pending_per_vts=count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS,
+                                  "bridge", fail),
+        tenants=tenants, venues=venues, vts=_vts(vts_raw, venues, fail),
+        redirect_limit=redirect_limit,
+        max_route_requests=count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS,
+                                 "bridge", fail),
+        control_socket=control_socket, tenants_dir=tenants_dir,
+    )
+
+
+def _tenants_dir(bridge: Mapping[str, Any], path: Path, fail: Fail) -> Path | None:
+    value = bridge.get("tenants_dir")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise fail("bridge.tenants_dir", f"must be a directory path, got {value!r}")
+    directory = (path.parent / value).resolve()
+    if not directory.is_dir():
+        raise fail("bridge.tenants_dir", f"{str(directory)!r} is not a directory")
+    return directory
+
+
+def _tenant_files(directory: Path) -> list[tuple[str, Any, Fail, str, str]]:
+    found = []
+    for entry in sorted(directory.iterdir()):
+        tenant_file = entry / TENANT_FILE
+        if entry.name.startswith(".") or not tenant_file.is_file():
+            continue  # staging directories and anything else that is not a tenant
+        found.append((entry.name, _read_toml(tenant_file), failer(tenant_file), "",
+                      str(tenant_file)))
+    return found
+
+
+def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
+         fail: Fail) -> dict[str, VtsConfig]:
     vts: dict[str, VtsConfig] = {}
     for vname, vraw in vts_raw.items():
         key = f"vts.{vname}"
-        _check_name(vname, key, fail)
+        if not NAME_RE.fullmatch(vname):
+            raise fail(key, f"name {vname!r} must match {NAME_RE.pattern}")
         if not isinstance(vraw, Mapping):
             raise fail(key, "must be a table")
-        _no_unknown(vraw, {"command", "grace_period"}, key, fail)
+        no_unknown(vraw, {"command", "grace_period"}, key, fail)
         command = vraw.get("command", [])
         if not isinstance(command, list) or not all(isinstance(c, str) and c for c in command):
             raise fail(f"{key}.command", f"must be a list of non-empty strings, got {command!r}")
         served = sorted({v.tenant for v in venues.values() if v.vts == vname})
         vts[vname] = VtsConfig(
             name=vname, command=tuple(command),
-            grace_period=_positive(vraw, "grace_period", 3.0, key, fail),
+            grace_period=positive(vraw, "grace_period", 3.0, key, fail),
             tenants=tuple(served),
         )
-    return BridgeConfig(
-        path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
-        max_pending_per_vts=max_pending, tenants=tenants, venues=venues, vts=vts,
-        redirect_limit=redirect_limit, max_route_requests=max_requests,
-        control_socket=control_socket,
-    )
+    return vts
 
 
-def _tenant(
-    name: str, raw: Mapping[str, Any], key: str, router_timeout: float, redirect_limit: int,
-    fail: Any,
-) -> tuple[TenantConfig, dict[str, VenueConfig]]:
-    _no_unknown(raw, {"timezone", "targets", "holidays", "rules", "venues", "queues",
-                      "external_prefixes", "prompts", "moh_class"}, key, fail)
-    queues = _names(raw, "queues", _QUEUE_RE, key, fail)
-    prefixes = _names(raw, "external_prefixes", _PREFIX_RE, key, fail)
-    prompts = raw.get("prompts", "")
-    if not isinstance(prompts, str) or (prompts and not _SOUND_DIR_RE.fullmatch(prompts)):
-        raise fail(f"{key}.prompts", f"must be a sound directory like 'tenants/acme', got "
-                   f"{prompts!r}")
-    moh_class = raw.get("moh_class", "default")
-    if not isinstance(moh_class, str) or not _QUEUE_RE.fullmatch(moh_class):
-        raise fail(f"{key}.moh_class", f"must be a music-on-hold class name, got {moh_class!r}")
-    timezone = raw.get("timezone", "UTC")
-    targets = raw.get("targets", [])
-    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise fail(f"{key}.targets", f"must be a list of extensions, got {targets!r}")
-    for target in targets:
-        if not TARGET_RE.fullmatch(target):
-            raise fail(f"{key}.targets", f"{target!r} is not a valid extension")
-    holidays = raw.get("holidays", [])
-    rules = raw.get("rules", [])
-    try:
-        protocol = parse_protocol(rules, timezone=str(timezone), holidays=holidays, where="rules")
-    except RuleError as exc:
-        # RuleError messages start with the key inside the tenant ("rules[1].action: ...").
-        raise ConfigError(f"{fail(key, '').args[0][:-2]}.{exc}") from None
-    for rule in protocol.rules:
-        for target in rule.targets:
-            kind, sep, value = target.partition(":")
-            if not sep and target not in targets:
-                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
-                           f"which is not in {key}.targets")
-            if kind == "queue" and value not in queues:
-                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
-                           f"which is not in {key}.queues")
-            if kind == "external" and not any(value.startswith(p) for p in prefixes):
-                raise fail(f"{key}.rules", f"rule {rule.name!r} routes to {target!r}, "
-                           f"which matches none of {key}.external_prefixes")
-    venues: dict[str, VenueConfig] = {}
-    for context, vraw in _table(raw, "venues", fail, prefix=key).items():
-        vkey = f"{key}.venues.{context}"
-        if not _CONTEXT_RE.fullmatch(context):
-            raise fail(vkey, f"{context!r} is not a safe dialplan context name")
-        if not isinstance(vraw, Mapping):
-            raise fail(vkey, "must be a table")
-        _no_unknown(vraw, {"vts", "router_timeout", "default_targets", "redirect_limit"}, vkey,
-                    fail)
-        vts_name = vraw.get("vts")
-        if not isinstance(vts_name, str):
-            raise fail(f"{vkey}.vts", f"must name a [vts.NAME] section, got {vts_name!r}")
-        defaults = vraw.get("default_targets", [])
-        if not isinstance(defaults, list) or not all(isinstance(t, str) for t in defaults):
-            raise fail(f"{vkey}.default_targets", f"must be a list of extensions, got {defaults!r}")
-        outside = [t for t in defaults if t not in targets]
-        if outside:
-            raise fail(f"{vkey}.default_targets", f"{outside[0]!r} is not in {key}.targets")
-        venues[context] = VenueConfig(
-            context=context, tenant=name, vts=vts_name,
-            router_timeout=_positive(vraw, "router_timeout", router_timeout, vkey, fail),
-            default_targets=tuple(defaults),
-            redirect_limit=_count(vraw, "redirect_limit", redirect_limit, vkey, fail),
-        )
-    tenant = TenantConfig(
-        name=name, timezone=str(timezone), targets=frozenset(targets),
-        holidays=tuple(str(h) for h in holidays), rules=tuple(rules),
-        queues=frozenset(queues), external_prefixes=tuple(prefixes), prompts=prompts,
-        moh_class=moh_class,
-    )
-    return tenant, venues
-
-
-def _count(raw: Mapping[str, Any], key: str, default: int, where: str, fail: Any) -> int:
-    value = raw.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise fail(f"{where}.{key}", f"must be a positive integer, got {value!r}")
-    return value
-
-
-def _names(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], where: str,
-           fail: Any) -> list[str]:
-    value = raw.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise fail(f"{where}.{key}", f"must be a list of strings, got {value!r}")
-    for item in value:
-        if not pattern.fullmatch(item):
-            raise fail(f"{where}.{key}", f"{item!r} is not valid")
-    return value
-
-
-def _table(raw: Mapping[str, Any], key: str, fail: Any, prefix: str = "") -> Mapping[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, Mapping):
-        raise fail(f"{prefix}.{key}" if prefix else key, f"must be a table, got {value!r}")
-    return value
-
-
-def _no_unknown(raw: Mapping[str, Any], allowed: set[str], key: str, fail: Any) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        where = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise fail(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-
-def _check_name(name: str, key: str, fail: Any) -> None:
-    if not _NAME_RE.fullmatch(name):
-        raise fail(key, f"name {name!r} must match {_NAME_RE.pattern}")
-
-
-def _positive(raw: Mapping[str, Any], key: str, default: float, where: str, fail: Any) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise fail(f"{where}.{key}", f"must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _listen(value: Any, fail: Any) -> tuple[str, int]:
+def _listen(value: Any, fail: Fail) -> tuple[str, int]:
     host, sep, port = str(value).rpartition(":")
     if not sep or not host or not port.isascii() or not port.isdigit() \
             or not 0 < int(port) < 65536:

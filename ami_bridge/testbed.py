@@ -29,8 +29,16 @@ class BridgeError(RuntimeError):
     pass
 
 
-def vts_pids(name: str) -> list[int]:
-    """PIDs of running shipped-runtime VTS processes named `name`."""
+def _parent_pid(pid: str) -> int:
+    try:
+        stat = (Path("/proc") / pid / "stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def vts_pids(name: str, parent: int | None = None) -> list[int]:
+    """PIDs of running shipped-runtime VTS processes named `name` (children of `parent`)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -41,7 +49,8 @@ def vts_pids(name: str) -> list[int]:
             continue
         if b"tenants.worker" in argv and name.encode() in argv:
             i = argv.index(b"--vts") if b"--vts" in argv else -1
-            if i >= 0 and i + 1 < len(argv) and argv[i + 1] == name.encode():
+            if i >= 0 and i + 1 < len(argv) and argv[i + 1] == name.encode() and (
+                    parent is None or _parent_pid(entry.name) == parent):
                 pids.append(int(entry.name))
     return pids
 
@@ -107,6 +116,10 @@ class BridgeProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def vts_pids(self, name: str) -> list[int]:
+        """This bridge's running VTS processes named `name`."""
+        return vts_pids(name, parent=self.pid) if self.pid is not None else []
+
     def stop(self) -> int | None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -120,8 +133,8 @@ class BridgeProcess:
                 proc.kill()
                 proc.wait()
         for name in self.config.vts:
-            for pid in vts_pids(name):  # orphans would be a bug; never leave them running
-                os.kill(pid, signal.SIGKILL)
+            for pid in vts_pids(name, parent=1):  # orphans (re-parented to init) would be a
+                os.kill(pid, signal.SIGKILL)  # bug; never leave them running
         if self._log is not None:
             self._log.close()
         return proc.returncode

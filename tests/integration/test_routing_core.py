@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
-from ami_bridge.testbed import BridgeProcess, vts_pids
+from ami_bridge.testbed import BridgeProcess
 
 pytestmark = pytest.mark.asterisk
 
@@ -280,7 +280,7 @@ def test_sigkill_one_vts_under_load(
                              "--late-by", "0.3"),
         acme_venue='router_timeout = 1.5\ndefault_targets = ["operator"]')
     bridge = run_bridge(config)
-    [victim] = vts_pids("acme")
+    [victim] = bridge.vts_pids("acme")
     calls = 25 * 60
     acme = start_uac(from_user="acme-trunk", dnis="100", calls=calls, rate=25, hold_ms=200,
                      port=5081, timeout_s=120)
@@ -299,7 +299,7 @@ def test_sigkill_one_vts_under_load(
     assert f"VTS acme (pid {victim}) exited with signal 9" in log
     lost = [line for line in log.splitlines() if "default-routing its" in line]
     assert lost and int(lost[0].split("default-routing its ")[1].split()[0]) >= 1
-    [restarted] = vts_pids("acme")
+    [restarted] = bridge.vts_pids("acme")
     assert restarted != victim
     assert log.count("VTS acme connected") == 2
     assert asterisk.channel_count() == 0

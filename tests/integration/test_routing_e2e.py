@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ami_bridge.sandbox import Asterisk, SippUas, start_uac
-from ami_bridge.testbed import BridgeProcess, vts_pids
+from ami_bridge.testbed import BridgeProcess
 
 pytestmark = pytest.mark.asterisk
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_each_tenant_routes_its_own_calls(
 def test_killing_one_vts_does_not_fail_the_other_tenant(
     asterisk: Asterisk, bridge: BridgeProcess, uas: dict[str, SippUas]
 ) -> None:
-    [acme_vts] = vts_pids("acme")
+    [acme_vts] = bridge.vts_pids("acme")
     acme = start_uac(from_user="acme-trunk", dnis="100", calls=60, rate=10, port=5081)
     globex = start_uac(from_user="globex-trunk", dnis="100", calls=60, rate=10, port=5082)
     time.sleep(2.0)
@@ -65,7 +65,7 @@ def test_killing_one_vts_does_not_fail_the_other_tenant(
     assert got["acme-agent"] + got["acme-operator"] == 60
     assert got["acme-agent"] >= 15  # routed before the kill and again after the restart
     # The VTS was restarted by the supervisor and routes again.
-    [restarted] = vts_pids("acme")
+    [restarted] = bridge.vts_pids("acme")
     assert restarted != acme_vts
     bridge.wait_for_log("VTS acme connected", count=2)
     assert f"VTS acme (pid {acme_vts}) exited with signal 9" in bridge.log()

@@ -235,8 +235,9 @@ def test_unknown_key_in_a_tenant() -> None:
     raw["tenants"]["globex"]["timezon"] = "Europe/Paris"
     message = config_error(raw, "tenants.globex.timezon")
     assert message == (f"{PATH}: tenants.globex.timezon: unknown key "
-                       "(allowed: external_prefixes, holidays, moh_class, prompts, queues, "
-                       "rules, targets, timezone, venues)")
+                       "(allowed: channel_limit, extensions, external_prefixes, holidays, "
+                       "language, moh_class, operator, outbound, prompts, queues, rules, "
+                       "targets, timezone, venues)")
 
 
 def test_venue_claimed_by_two_tenants() -> None:

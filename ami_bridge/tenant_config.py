@@ -1,0 +1,228 @@
+"""One tenant's configuration: identity, namespace, venues, resources, routing protocol.
+
+A tenant is declared either inline in the bridge config (`[tenants.NAME]`) or, the way
+operators keep it, as its own file `tenants.d/NAME/tenant.toml` holding the same keys at
+top level (see docs/configuration.md). `parse_tenant` validates one tenant; errors name
+the file, the dotted key and the bad value. The namespace a VTS may route into is
+`targets` (extensions of `<tenant>-internal`: the keys of `extensions` plus any listed
+in `targets` for hand-written dialplan), `queues` and `external_prefixes`. `extensions`,
+`queues` (as tables), `outbound`, `language`, `moh_class` and `channel_limit` are what
+`ami-bridge conf render` needs to write the tenant's dialplan fragment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ami_bridge.validation import (
+    Fail,
+    join,
+    names,
+    no_unknown,
+    positive,
+    string,
+    table,
+)
+from ami_bridge.validation import (
+    count as count_value,
+)
+from tenants.routing import TARGET_RE, RuleError, parse_protocol
+
+DEFAULT_REDIRECT_LIMIT = 4
+NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
+# Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
+CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
+QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
+PREFIX_RE = re.compile(r"\+?[0-9]{0,15}")  # fullmatch
+SOUND_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,2}")  # fullmatch
+LANGUAGE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")  # fullmatch
+# What a rendered extension or queue member dials: one channel, no '&' (a second
+# channel), no ',' (Dial options), nothing evaluated.
+DIAL_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_.@+-]{1,80}")  # fullmatch
+# The outbound route: a dial string with one {number} placeholder.
+OUTBOUND_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI)/[A-Za-z0-9_.@+-]*\{number\}[A-Za-z0-9_.@+-]*")
+QUEUE_STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear")
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    context: str
+    tenant: str
+    vts: str
+    router_timeout: float
+    default_targets: tuple[str, ...] = ()  # tried in turn, then reject
+    redirect_limit: int = DEFAULT_REDIRECT_LIMIT
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    members: tuple[str, ...] = ()
+    strategy: str = "leastrecent"
+    timeout: int = 15
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    name: str
+    timezone: str
+    targets: frozenset[str]
+    holidays: tuple[str, ...]
+    rules: tuple[Mapping[str, Any], ...]  # validated raw rules, sent to the VTS as data
+    queues: frozenset[str] = frozenset()
+    external_prefixes: tuple[str, ...] = ()  # "" allows any number; none: no external
+    prompts: str = ""  # the tenant's sound directory, prefixed to every prompt
+    moh_class: str = "default"
+    language: str = "en"
+    channel_limit: int = 0  # concurrent calls in the tenant's venues; 0: no limit
+    extensions: Mapping[str, str] = field(default_factory=dict)  # for rendering
+    queue_configs: Mapping[str, QueueConfig] = field(default_factory=dict)
+    outbound: str = ""  # dial template with {number}; "" : no outbound route rendered
+    operator: str = "operator"  # where the venue's own fallback (bridge down) goes
+    source: str = ""  # the file it came from
+
+
+_TENANT_KEYS = {"timezone", "targets", "holidays", "rules", "venues", "queues",
+                "external_prefixes", "prompts", "moh_class", "language", "channel_limit",
+                "extensions", "outbound", "operator"}
+
+
+def parse_tenant(
+    name: str, raw: Mapping[str, Any], *, fail: Fail, prefix: str, router_timeout: float,
+    redirect_limit: int, source: str = "",
+) -> tuple[TenantConfig, dict[str, VenueConfig]]:
+    """Validate one tenant; `prefix` is its key in the file ("tenants.acme" or "")."""
+    if not NAME_RE.fullmatch(name):
+        raise fail(prefix or "name", f"name {name!r} must match {NAME_RE.pattern}")
+    no_unknown(raw, _TENANT_KEYS, prefix, fail)
+    extensions = _extensions(raw, prefix, fail)
+    targets = set(extensions) | set(_targets(raw, prefix, fail))
+    queue_configs = _queues(raw, prefix, fail)
+    prefixes = names(raw, "external_prefixes", PREFIX_RE, prefix, fail)
+    prompts = string(raw, "prompts", "", SOUND_DIR_RE, prefix, fail,
+                     what="a sound directory like 'tenants/acme'")
+    moh_class = string(raw, "moh_class", "default", QUEUE_RE, prefix, fail,
+                       what="a music-on-hold class name")
+    language = string(raw, "language", "en", LANGUAGE_RE, prefix, fail,
+                      what="a language code like 'en' or 'fr_CA'")
+    outbound = string(raw, "outbound", "", OUTBOUND_RE, prefix, fail,
+                      what="a dial string with {number}, like 'PJSIP/{number}@carrier'")
+    operator = string(raw, "operator", "operator", TARGET_RE, prefix, fail,
+                      what="an extension")
+    if extensions and operator not in extensions:
+        raise fail(join(prefix, "operator"), f"{operator!r} is not in {join(prefix, 'extensions')}")
+    channel_limit = count_value(raw, "channel_limit", 0, prefix, fail, minimum=0)
+    timezone = raw.get("timezone", "UTC")
+    holidays = raw.get("holidays", [])
+    rules = raw.get("rules", [])
+    try:
+        protocol = parse_protocol(rules, timezone=str(timezone), holidays=holidays, where="rules")
+    except RuleError as exc:
+        # RuleError messages start with the key inside the tenant ("rules[1].action: ...").
+        key, _, message = str(exc).partition(": ")
+        raise fail(join(prefix, key), message) from None
+    for rule in protocol.rules:
+        for target in rule.targets:
+            _check_rule_target(rule.name, target, targets, set(queue_configs), prefixes,
+                               prefix, fail)
+    venues: dict[str, VenueConfig] = {}
+    for context, vraw in table(raw, "venues", fail, prefix).items():
+        venues[context] = _venue(name, context, vraw, join(prefix, f"venues.{context}"),
+                                 targets, router_timeout, redirect_limit, fail)
+    tenant = TenantConfig(
+        name=name, timezone=str(timezone), targets=frozenset(targets),
+        holidays=tuple(str(h) for h in holidays), rules=tuple(rules),
+        queues=frozenset(queue_configs), external_prefixes=tuple(prefixes), prompts=prompts,
+        moh_class=moh_class, language=language, channel_limit=channel_limit,
+        extensions=dict(sorted(extensions.items())), queue_configs=queue_configs,
+        outbound=outbound, operator=operator, source=source,
+    )
+    return tenant, venues
+
+
+def _targets(raw: Mapping[str, Any], prefix: str, fail: Fail) -> list[str]:
+    targets = raw.get("targets", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise fail(join(prefix, "targets"), f"must be a list of extensions, got {targets!r}")
+    for target in targets:
+        if not TARGET_RE.fullmatch(target):
+            raise fail(join(prefix, "targets"), f"{target!r} is not a valid extension")
+    return targets
+
+
+def _extensions(raw: Mapping[str, Any], prefix: str, fail: Fail) -> dict[str, str]:
+    key = join(prefix, "extensions")
+    extensions = table(raw, "extensions", fail, prefix)
+    for ext, dial in extensions.items():
+        if not TARGET_RE.fullmatch(ext):
+            raise fail(f"{key}.{ext}", f"{ext!r} is not a valid extension")
+        if not isinstance(dial, str) or not DIAL_RE.fullmatch(dial):
+            raise fail(f"{key}.{ext}", f"must dial one channel like 'PJSIP/alice', got {dial!r}")
+    return dict(extensions)
+
+
+def _queues(raw: Mapping[str, Any], prefix: str, fail: Fail) -> dict[str, QueueConfig]:
+    key = join(prefix, "queues")
+    value = raw.get("queues", [])
+    if isinstance(value, list):  # just names: queues defined in hand-written config
+        return {q: QueueConfig(q) for q in names(raw, "queues", QUEUE_RE, prefix, fail)}
+    if not isinstance(value, Mapping):
+        raise fail(key, f"must be a list of names or a table of queues, got {value!r}")
+    queues = {}
+    for qname, qraw in value.items():
+        qkey = f"{key}.{qname}"
+        if not QUEUE_RE.fullmatch(qname) or not isinstance(qraw, Mapping):
+            raise fail(qkey, f"must be a queue table with a safe name, got {qname!r}")
+        no_unknown(qraw, {"members", "strategy", "timeout"}, qkey, fail)
+        members = qraw.get("members", [])
+        if not isinstance(members, list) or not all(
+                isinstance(m, str) and DIAL_RE.fullmatch(m) for m in members):
+            raise fail(f"{qkey}.members", f"must be a list of channels, got {members!r}")
+        strategy = qraw.get("strategy", "leastrecent")
+        if strategy not in QUEUE_STRATEGIES:
+            raise fail(f"{qkey}.strategy", f"must be one of {QUEUE_STRATEGIES}, got {strategy!r}")
+        queues[qname] = QueueConfig(qname, tuple(members), strategy,
+                                    count_value(qraw, "timeout", 15, qkey, fail))
+    return queues
+
+
+def _check_rule_target(rule: str, target: str, targets: set[str], queues: set[str],
+                       prefixes: list[str], prefix: str, fail: Fail) -> None:
+    kind, sep, value = target.partition(":")
+    where = join(prefix, "rules")
+    if not sep and target not in targets:
+        raise fail(where, f"rule {rule!r} routes to {target!r}, which is not in "
+                   f"{join(prefix, 'targets')}")
+    if kind == "queue" and value not in queues:
+        raise fail(where, f"rule {rule!r} routes to {target!r}, which is not in "
+                   f"{join(prefix, 'queues')}")
+    if kind == "external" and not any(value.startswith(p) for p in prefixes):
+        raise fail(where, f"rule {rule!r} routes to {target!r}, which matches none of "
+                   f"{join(prefix, 'external_prefixes')}")
+
+
+def _venue(tenant: str, context: str, raw: Any, key: str, targets: set[str],
+           router_timeout: float, redirect_limit: int, fail: Fail) -> VenueConfig:
+    if not CONTEXT_RE.fullmatch(context):
+        raise fail(key, f"{context!r} is not a safe dialplan context name")
+    if not isinstance(raw, Mapping):
+        raise fail(key, "must be a table")
+    no_unknown(raw, {"vts", "router_timeout", "default_targets", "redirect_limit"}, key, fail)
+    vts_name = raw.get("vts")
+    if not isinstance(vts_name, str):
+        raise fail(f"{key}.vts", f"must name a [vts.NAME] section, got {vts_name!r}")
+    defaults = raw.get("default_targets", [])
+    if not isinstance(defaults, list) or not all(isinstance(t, str) for t in defaults):
+        raise fail(f"{key}.default_targets", f"must be a list of extensions, got {defaults!r}")
+    outside = [t for t in defaults if t not in targets]
+    if outside:
+        raise fail(f"{key}.default_targets", f"{outside[0]!r} is not in the tenant's targets")
+    return VenueConfig(
+        context=context, tenant=tenant, vts=vts_name,
+        router_timeout=positive(raw, "router_timeout", router_timeout, key, fail),
+        default_targets=tuple(defaults),
+        redirect_limit=count_value(raw, "redirect_limit", redirect_limit, key, fail),
+    )

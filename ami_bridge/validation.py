@@ -1,0 +1,79 @@
+"""Validation helpers shared by the bridge and tenant config loaders.
+
+Every check raises `ConfigError` through a `Fail` callable that the loader builds for
+one file, so each message reads `FILE: dotted.key: what is wrong (got VALUE)`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where and why."""
+
+
+Fail = Callable[[str, str], ConfigError]
+
+
+def failer(path: object) -> Fail:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{path}: {key}: {message}")
+
+    return fail
+
+
+def join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def table(raw: Mapping[str, Any], key: str, fail: Fail, prefix: str = "") -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise fail(join(prefix, key), f"must be a table, got {value!r}")
+    return value
+
+
+def no_unknown(raw: Mapping[str, Any], allowed: set[str], key: str, fail: Fail) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise fail(join(key, unknown[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def count(raw: Mapping[str, Any], key: str, default: int, where: str, fail: Fail,
+          *, minimum: int = 1) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise fail(join(where, key), f"must be {what}, got {value!r}")
+    return value
+
+
+def positive(raw: Mapping[str, Any], key: str, default: float, where: str, fail: Fail) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise fail(join(where, key), f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def names(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], where: str,
+          fail: Fail) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(join(where, key), f"must be a list of strings, got {value!r}")
+    for item in value:
+        if not pattern.fullmatch(item):
+            raise fail(join(where, key), f"{item!r} is not valid")
+    return value
+
+
+def string(raw: Mapping[str, Any], key: str, default: str, pattern: re.Pattern[str] | None,
+           where: str, fail: Fail, *, what: str = "value") -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or (pattern is not None and value != default
+                                      and not pattern.fullmatch(value)):
+        raise fail(join(where, key), f"must be {what}, got {value!r}")
+    return value
