@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from ami_bridge.validation import (
     table,
 )
 
-__all__ = ["BridgeConfig", "ConfigError", "QueueConfig", "TenantConfig", "VenueConfig",
+__all__ = ["AmiConfig", "BridgeConfig", "ConfigError", "QueueConfig", "TenantConfig", "VenueConfig",
            "VtsConfig", "load", "load_tenant_file", "parse"]
 
 DEFAULT_AGI_PORT = 4573  # the FastAGI port Asterisk assumes for agi:// URLs
@@ -62,6 +62,14 @@ class VtsConfig:
 
 
 @dataclass(frozen=True)
+class AmiConfig:
+    host: str
+    port: int
+    username: str
+    secret: str = field(repr=False)  # never printed
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     path: Path
     agi_host: str
@@ -75,6 +83,7 @@ class BridgeConfig:
     max_route_requests: int = DEFAULT_MAX_ROUTE_REQUESTS
     control_socket: str = DEFAULT_CONTROL_SOCKET
     tenants_dir: Path | None = None
+    ami: AmiConfig | None = None  # None: no AMI session (routing works without events)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def load_tenant_file(path: Path) -> dict[str, Any]:
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     fail = failer(path)
-    no_unknown(raw, {"bridge", "vts", "tenants"}, "", fail)
+    no_unknown(raw, {"bridge", "vts", "tenants", "ami"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir"}, "bridge", fail)
@@ -145,7 +154,37 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         max_route_requests=count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS,
                                  "bridge", fail),
         control_socket=control_socket, tenants_dir=tenants_dir,
+        ami=_ami(raw, path, fail),
     )
+
+
+def _ami(raw: Mapping[str, Any], path: Path, fail: Fail) -> AmiConfig | None:
+    if "ami" not in raw:
+        return None
+    ami = table(raw, "ami", fail)
+    no_unknown(ami, {"host", "port", "username", "secret", "secret_file"}, "ami", fail)
+    host, port = ami.get("host", "127.0.0.1"), ami.get("port", 5038)
+    if not isinstance(host, str) or not host:
+        raise fail("ami.host", f"must be a host name or address, got {host!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise fail("ami.port", f"must be a TCP port, got {port!r}")
+    username = ami.get("username")
+    if not isinstance(username, str) or not username or not username.isprintable():
+        raise fail("ami.username", f"must be the manager user name, got {username!r}")
+    if ("secret" in ami) == ("secret_file" in ami):
+        raise fail("ami", "give exactly one of secret, secret_file")
+    if "secret_file" in ami:
+        secret_path = path.parent / str(ami["secret_file"])
+        try:
+            secret = secret_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise fail("ami.secret_file", f"cannot read {str(secret_path)!r}: "
+                       f"{exc.strerror}") from None
+    else:
+        secret = ami["secret"]
+    if not isinstance(secret, str) or not secret or not secret.isprintable():
+        raise fail("ami.secret", "must be a non-empty printable string (value not shown)")
+    return AmiConfig(host=host, port=port, username=username, secret=secret)
 
 
 def _tenants_dir(bridge: Mapping[str, Any], path: Path, fail: Fail) -> Path | None:

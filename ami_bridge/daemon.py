@@ -21,6 +21,7 @@ from agi.server import serve
 from ami_bridge import config as config_mod
 from ami_bridge import control
 from ami_bridge.agi_adapter import RouteHandler
+from ami_bridge.ami_link import AmiLink
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.vts_link import VtsLinkProtocol
 from tenants.supervisor import VtsProcess
@@ -35,6 +36,7 @@ class Bridge:
         self.processes: dict[str, VtsProcess] = {}
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
+        self.ami: AmiLink | None = None
         self._links: dict[str, VtsLinkProtocol] = {}
 
     async def start(self) -> None:
@@ -44,6 +46,10 @@ class Bridge:
                                    host=self.config.agi_host, port=self.config.agi_port)
         for vts in self.config.vts.values():
             self._start_vts(vts)
+        if self.config.ami is not None:
+            self.ami = AmiLink(settings=self.config.ami, config=self.config,
+                               intermediary=self.intermediary)
+            self.ami.start()
         self._control = await control.serve(self.config.control_socket, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
@@ -81,6 +87,11 @@ class Bridge:
                 name: {"pid": p.pid, "starts": p.starts, "flapping": p.flapping,
                        "connected": self.intermediary.connected(name)}
                 for name, p in sorted(self.processes.items())}
+            if self.ami is not None:
+                status["ami"] = {"connected": self.ami.client.connected,
+                                 "attempts": self.ami.client.attempts,
+                                 "resyncs": self.ami.resyncs,
+                                 "calls": len(self.ami.tracker.calls())}
             return {"ok": True, "status": status}
         if command == "reload":
             error = await self.reload()
@@ -98,6 +109,8 @@ class Bridge:
         old = self.config
         self.config = new
         self.intermediary.reload(new)
+        if self.ami is not None:
+            self.ami.reload(new)
         for name in set(old.vts) - set(new.vts):
             await self.processes.pop(name).stop()
         for name, vts in new.vts.items():
@@ -110,6 +123,8 @@ class Bridge:
         return None
 
     async def stop(self) -> None:
+        if self.ami is not None:
+            await self.ami.stop()
         if self._control is not None:
             self._control.close()
         if self._server is not None:

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from agi import wire
 from agi.variables import KIND_INTERNAL, KIND_OUTBOUND, KIND_QUEUE, KINDS
+from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
 from tenants.protocol import PROTOCOL_VERSION, Message
 
@@ -127,6 +128,7 @@ class Counters:
     abandoned: int = 0
     refused: int = 0
     treatments: int = 0
+    call_events: int = 0
 
 
 class Intermediary:
@@ -402,6 +404,18 @@ class Intermediary:
         if uniqueid:
             self._history[uniqueid] = history
         return history
+
+    # -- from the AMI side ---------------------------------------------------------
+    def forward_call_event(self, event: CallEvent) -> None:
+        """A tracked call's event goes to its venue's VTS, and only there."""
+        venue = self._config.venues.get(event.venue)
+        link = self._links.get(venue.vts) if venue is not None else None
+        if venue is None or link is None or venue.tenant != event.tenant:
+            return
+        self.counters.call_events += 1
+        link.send({"type": "event", "event": "call", "kind": event.kind, "venue": event.venue,
+                   "uniqueid": event.call, "leg": event.uniqueid, "channel": event.channel,
+                   "detail": dict(event.detail)})
 
     # -- introspection ---------------------------------------------------------------
     def status(self) -> Message:

@@ -83,11 +83,12 @@ class TenantConfig:
     outbound: str = ""  # dial template with {number}; "" : no outbound route rendered
     operator: str = "operator"  # where the venue's own fallback (bridge down) goes
     source: str = ""  # the file it came from
+    devices: tuple[str, ...] = ()  # agent devices besides those its extensions dial
 
 
 _TENANT_KEYS = {"timezone", "targets", "holidays", "rules", "venues", "queues",
                 "external_prefixes", "prompts", "moh_class", "language", "channel_limit",
-                "extensions", "outbound", "operator"}
+                "extensions", "outbound", "operator", "devices"}
 
 
 def parse_tenant(
@@ -139,6 +140,7 @@ def parse_tenant(
         moh_class=moh_class, language=language, channel_limit=channel_limit,
         extensions=dict(sorted(extensions.items())), queue_configs=queue_configs,
         outbound=outbound, operator=operator, source=source,
+        devices=tuple(names(raw, "devices", DIAL_RE, prefix, fail)),
     )
     return tenant, venues
 

@@ -138,7 +138,10 @@ class Worker(asyncio.Protocol):
     def _on_event(self, message: Message) -> None:
         handle = str(message.get("handle"))
         event = message.get("event")
-        if event == "treatment_done" and handle in self._calls:
+        if event == "call":  # AMI call progress for one of our calls (docs/vts-protocol.md)
+            log.debug("vts %s: call %s %s", self.name, message.get("uniqueid"),
+                      message.get("kind"))
+        elif event == "treatment_done" and handle in self._calls:
             tenant, info = self._calls[handle]
             self._calls[handle] = (tenant, replace(info, digits=str(message.get("digits", "")),
                                                    treated=True))

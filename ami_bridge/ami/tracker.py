@@ -104,6 +104,11 @@ class CallTracker:
         self._recent_hangups: OrderedDict[str, None] = OrderedDict()
         self.agents: dict[str, AgentState] = {}
 
+    def set_mapping(self, *, devices: Mapping[str, str], venues: Mapping[str, str]) -> None:
+        """New device and venue maps (config reload); calls already tracked keep theirs."""
+        self._devices = dict(devices)
+        self._venues = dict(venues)
+
     # -- calls ----------------------------------------------------------------------
 
     def bind(self, uniqueid: str, venue: str, tenant: str) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from ami_bridge.sandbox import (
     sandbox_ready,
     sandbox_root,
 )
+from ami_bridge.testbed import BridgeProcess
 
 AGI_PORT = 4573
 # Destination name -> SIPp UAS port, as in asterisk-conf/pjsip.conf.
@@ -79,3 +82,18 @@ def uas() -> Iterator[dict[str, SippUas]]:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture
+def run_bridge(asterisk: Asterisk, tmp_path: Path) -> Iterator[Any]:
+    started: list[BridgeProcess] = []
+
+    def start(config: Path, **kwargs: Any) -> BridgeProcess:
+        process = BridgeProcess(config, log_path=tmp_path / "bridge.log", **kwargs)
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -8,108 +8,18 @@ the VTS is. Where a call ended is read at the SIPp UASes and in SIPp's own count
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
-from ami_bridge.testbed import BridgeProcess
+from tests.integration.helpers import arrived, of_type, records, vts_command, write_config
 
 pytestmark = pytest.mark.asterisk
-
-
-def vts_command(name: str, record: Path, *extra: str) -> str:
-    argv = [sys.executable, "-m", "tenants.worker", "--vts", name, "--record", str(record),
-            *extra]
-    return json.dumps(argv)
-
-
-DEFAULT_ACME_RULES = """
-[[tenants.acme.rules]]
-name = "sales"
-targets = ["1001"]
-"""
-
-
-def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
-                 acme_rules: str = "", acme_extra: str = "") -> Path:
-    acme_record, globex_record = tmp_path / "acme.jsonl", tmp_path / "globex.jsonl"
-    acme_rules = acme_rules or DEFAULT_ACME_RULES
-    text = f"""
-[bridge]
-agi_listen = "127.0.0.1:4573"
-router_timeout = 2.0
-control_socket = "{tmp_path}/control.sock"
-
-[vts.acme]
-command = {acme_vts or vts_command("acme", acme_record)}
-grace_period = 1.0
-
-[vts.globex]
-command = {vts_command("globex", globex_record)}
-
-[tenants.acme]
-timezone = "Europe/Berlin"
-targets = ["1001", "1002", "operator", "9", "91", "92", "93", "94", "95"]
-queues = ["sales"]
-{acme_extra}
-
-[tenants.acme.venues.acme-venue]
-vts = "acme"
-{acme_venue}
-
-{acme_rules}
-
-[tenants.globex]
-timezone = "America/New_York"
-targets = ["2001", "operator"]
-
-[tenants.globex.venues.globex-venue]
-vts = "globex"
-
-[[tenants.globex.rules]]
-name = "support"
-targets = ["2001"]
-"""
-    path = tmp_path / "bridge.toml"
-    path.write_text(text)
-    return path
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [m for m in messages if m["type"] == kind]
-
-
-@pytest.fixture
-def run_bridge(asterisk: Asterisk, tmp_path: Path) -> Iterator[Any]:
-    started: list[BridgeProcess] = []
-
-    def start(config: Path, **kwargs: Any) -> BridgeProcess:
-        process = BridgeProcess(config, log_path=tmp_path / "bridge.log", **kwargs)
-        started.append(process)
-        process.start()
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-def arrived(uas: dict[str, SippUas]) -> dict[str, int]:
-    return {name: u.stop().successful for name, u in uas.items()}
 
 
 def test_silent_vts_default_target_within_router_timeout(

@@ -235,7 +235,7 @@ def test_unknown_key_in_a_tenant() -> None:
     raw["tenants"]["globex"]["timezon"] = "Europe/Paris"
     message = config_error(raw, "tenants.globex.timezon")
     assert message == (f"{PATH}: tenants.globex.timezon: unknown key "
-                       "(allowed: channel_limit, extensions, external_prefixes, holidays, "
+                       "(allowed: channel_limit, devices, extensions, external_prefixes, holidays, "
                        "language, moh_class, operator, outbound, prompts, queues, rules, "
                        "targets, timezone, venues)")
 

@@ -1,0 +1,86 @@
+"""The bridge's AMI side: one session, per-call tracking, events to the owning VTS only.
+
+`AmiLink` owns the single `AmiClient` (the one CTI attachment besides FastAGI) and a
+`CallTracker`. Every AMI event goes through the tracker, which knows which venue (and so
+which tenant) each channel belongs to; the normalised `CallEvent`s it returns are handed
+to the intermediary, which sends each to that venue's VTS and nobody else. After every
+(re)connect the client waits for FullyBooted and the link resyncs the tracker from
+`CoreShowChannels`, `DeviceStateList` and `QueueStatus`, so its view equals Asterisk's.
+VTS processes never see AMI: no credentials, no raw blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ami_bridge.ami.client import AmiClient, AmiError
+from ami_bridge.ami.protocol import Event
+from ami_bridge.ami.tracker import CallTracker
+from ami_bridge.config import AmiConfig, BridgeConfig
+from ami_bridge.intermediary import Intermediary
+
+log = logging.getLogger(__name__)
+
+
+def devices_of(config: BridgeConfig) -> dict[str, str]:
+    """Device -> tenant: the channels tenants' extensions and queue members dial."""
+    devices: dict[str, str] = {}
+    for tenant in config.tenants.values():
+        for dial in [*tenant.extensions.values(), *tenant.devices,
+                     *(m for q in tenant.queue_configs.values() for m in q.members)]:
+            devices.setdefault(dial, tenant.name)
+    return devices
+
+
+class AmiLink:
+    def __init__(self, *, settings: AmiConfig, config: BridgeConfig,
+                 intermediary: Intermediary) -> None:
+        self._intermediary = intermediary
+        self.tracker = CallTracker(devices=devices_of(config),
+                                   venues={v.context: v.tenant for v in config.venues.values()})
+        self.client = AmiClient(
+            host=settings.host, port=settings.port, username=settings.username,
+            secret=settings.secret, on_event=self._on_event, on_connected=self._resync,
+            on_disconnected=self._on_disconnected)
+        self._task: asyncio.Task[None] | None = None
+        self.resyncs = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.client.run(), name="ami-link")
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def reload(self, config: BridgeConfig) -> None:
+        """New venues and devices; calls already tracked keep their venue."""
+        self.tracker.set_mapping(devices=devices_of(config),
+                                 venues={v.context: v.tenant for v in config.venues.values()})
+
+    def _on_event(self, event: Event) -> None:
+        for call_event in self.tracker.handle(event):
+            self._intermediary.forward_call_event(call_event)
+
+    async def _resync(self) -> None:
+        try:
+            _, channels = await self.client.send_list_action("CoreShowChannels")
+            _, devices = await self.client.send_list_action("DeviceStateList")
+            _, members = await self.client.send_list_action("QueueStatus")
+        except AmiError as exc:
+            log.error("AMI resync failed: %s; the session will be re-established", exc)
+            raise
+        ended = self.tracker.resync(channels, devices,
+                                    [e for e in members if e.name == "QueueMember"])
+        for call_event in ended:
+            self._intermediary.forward_call_event(call_event)
+        self.resyncs += 1
+        log.info("AMI connected; resync: %d live channels, %d calls, %d agents",
+                 len(channels), len(self.tracker.calls()), len(self.tracker.agents))
+
+    def _on_disconnected(self, reason: str) -> None:
+        log.warning("AMI session lost: %s; reconnecting with backoff", reason)

@@ -1,0 +1,92 @@
+"""Shared pieces of the integration tests: bridge configs, VTS records, UAS counts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ami_bridge.sandbox import SippUas
+
+AMI_SECTION = """
+[ami]
+host = "127.0.0.1"
+port = 5038
+username = "ami-bridge"
+secret = "ami-bridge-secret"
+"""
+
+
+def vts_command(name: str, record: Path, *extra: str) -> str:
+    argv = [sys.executable, "-m", "tenants.worker", "--vts", name, "--record", str(record),
+            *extra]
+    return json.dumps(argv)
+
+
+DEFAULT_ACME_RULES = """
+[[tenants.acme.rules]]
+name = "sales"
+targets = ["1001"]
+"""
+
+
+def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
+                 acme_rules: str = "", acme_extra: str = "", ami: bool = False) -> Path:
+    acme_record, globex_record = tmp_path / "acme.jsonl", tmp_path / "globex.jsonl"
+    acme_rules = acme_rules or DEFAULT_ACME_RULES
+    text = f"""
+[bridge]
+agi_listen = "127.0.0.1:4573"
+router_timeout = 2.0
+control_socket = "{tmp_path}/control.sock"
+{AMI_SECTION if ami else ""}
+
+[vts.acme]
+command = {acme_vts or vts_command("acme", acme_record)}
+grace_period = 1.0
+
+[vts.globex]
+command = {vts_command("globex", globex_record)}
+
+[tenants.acme]
+timezone = "Europe/Berlin"
+targets = ["1001", "1002", "operator", "9", "91", "92", "93", "94", "95"]
+queues = ["sales"]
+{acme_extra}
+
+[tenants.acme.venues.acme-venue]
+vts = "acme"
+{acme_venue}
+
+{acme_rules}
+
+[tenants.globex]
+timezone = "America/New_York"
+targets = ["2001", "operator"]
+
+[tenants.globex.venues.globex-venue]
+vts = "globex"
+
+[[tenants.globex.rules]]
+name = "support"
+targets = ["2001"]
+"""
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == kind]
+
+
+
+def arrived(uas: dict[str, SippUas]) -> dict[str, int]:
+    return {name: u.stop().successful for name, u in uas.items()}

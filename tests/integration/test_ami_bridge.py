@@ -1,0 +1,117 @@
+"""The bridge's AMI link on the real Asterisk 22 with SIPp (issue: AMI link).
+
+Events are asserted where they arrive: in each VTS's own record of what the bridge sent
+it. The AMI session is dropped from Asterisk's side (`manager kick session`) and
+Asterisk itself is restarted while SIPp calls flow.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
+from ami_bridge.testbed import BridgeProcess
+from tests.integration.helpers import arrived, of_type, records, write_config
+
+pytestmark = pytest.mark.asterisk
+
+
+def call_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in of_type(messages, "event") if m["event"] == "call"]
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not within {timeout} s")
+
+
+def test_each_vts_gets_all_its_call_events_and_none_of_the_others(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    bridge = run_bridge(write_config(tmp_path, ami=True))
+    bridge.wait_for_log("AMI connected; resync")
+    acme = start_uac(from_user="acme-trunk", dnis="100", calls=10, rate=5, port=5081)
+    globex = start_uac(from_user="globex-trunk", dnis="100", calls=10, rate=5, port=5082)
+    for stats in (acme.wait(), globex.wait()):
+        assert (stats.successful, stats.failed) == (10, 0), stats.failure_reasons
+    assert arrived(uas)["acme-agent"] == 10
+    time.sleep(1.0)  # let the last hangups' events arrive
+    for tenant, other in (("acme", "globex"), ("globex", "acme")):
+        messages = records(tmp_path / f"{tenant}.jsonl")
+        calls = {m["call"]["uniqueid"] for m in of_type(messages, "route_request")}
+        events = call_events(messages)
+        assert len(calls) == 10
+        assert {e["uniqueid"] for e in events} == calls  # every call has events...
+        for call in calls:  # ...and the whole story of each
+            kinds = [e["kind"] for e in events if e["uniqueid"] == call]
+            for kind in ("dial_begin", "dial_end", "answer", "bridge_enter", "hangup",
+                         "call_end"):
+                assert kind in kinds, (tenant, call, kinds)
+            statuses = [e["detail"].get("status") for e in events
+                        if e["uniqueid"] == call and e["kind"] == "dial_end"]
+            assert "ANSWER" in statuses
+        leaked = [e for e in events if other in e["channel"] or other in str(e["detail"])]
+        assert leaked == [], leaked[:3]
+        assert all(e["venue"] == f"{tenant}-venue" for e in events)
+
+
+def kick_ami_session(asterisk: Asterisk) -> None:
+    out = asterisk.rx("manager show connected")
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("ami-bridge"))
+    fd = re.split(r"\s+", line.strip())[4]  # Username IP Start Elapsed FileDes ...
+    asterisk.rx(f"manager kick session {fd}")
+
+
+def test_ami_session_drop_fails_no_call(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    bridge: BridgeProcess = run_bridge(write_config(tmp_path, ami=True))
+    bridge.wait_for_log("AMI connected; resync")
+    acme = start_uac(from_user="acme-trunk", dnis="100", calls=80, rate=10, port=5081)
+    globex = start_uac(from_user="globex-trunk", dnis="100", calls=80, rate=10, port=5082)
+    time.sleep(3)
+    kick_ami_session(asterisk)
+    back = wait_for(lambda: bridge.log().count("AMI connected; resync") >= 2, 5.0,
+                    "AMI reconnect")
+    for stats in (acme.wait(), globex.wait()):
+        assert (stats.successful, stats.failed) == (80, 0), stats.failure_reasons
+    got = arrived(uas)
+    assert (got["acme-agent"], got["globex-agent"]) == (80, 80)
+    assert "AMI session lost" in bridge.log()
+    assert back < 5.0
+
+
+def test_asterisk_restart_reconnects_and_routing_continues(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    bridge: BridgeProcess = run_bridge(write_config(tmp_path, ami=True))
+    bridge.wait_for_log("AMI connected; resync")
+    before = run_uac(from_user="acme-trunk", dnis="100", calls=5, rate=5)
+    assert (before.successful, before.failed) == (5, 0)
+    asterisk.stop()
+    down_since = time.monotonic()
+    time.sleep(4.0)  # the bridge retries with backoff meanwhile
+    attempts_log = bridge.log()
+    asterisk.start()
+    back = wait_for(lambda: bridge.log().count("AMI connected; resync") >= 2, 5.0,
+                    "AMI reconnect after the restart")
+    down_for = time.monotonic() - down_since
+    # One attempt per backoff step (0.5 s doubling to 4 s, with jitter): the client logs
+    # each failed attempt with the delay before the next one.
+    delays = [float(d) for d in re.findall(r"next attempt in ([0-9.]+) s", attempts_log)]
+    assert 1 <= len(delays) <= 6, delays
+    assert sum(delays[:-1]) <= down_for, (delays, down_for)  # no attempt before its step
+    assert all(later >= 0.25 for later in delays), delays
+    after = run_uac(from_user="acme-trunk", dnis="100", calls=5, rate=5)
+    assert (after.successful, after.failed) == (5, 0), after.failure_reasons
+    assert arrived(uas)["acme-agent"] == 10
+    assert back < 5.0
