@@ -33,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
                            description="Load and validate a bridge config; print the venue "
                            "map, or the error (file, key, bad value) with exit status 2.")
     check.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    conf = sub.add_parser("conf", help="tenant dialplan fragments: render, check",
+                          description="Render the tenants' dialplan fragments from the "
+                          "config, or lint fragments (rendered and hand-written).")
+    conf_sub = conf.add_subparsers(dest="conf_command", required=True, metavar="ACTION")
+    render = conf_sub.add_parser(
+        "render", help="write ami-bridge/extensions.conf, ami-bridge/tenants/*.conf and "
+        "ami-bridge/queues.conf under --out",
+        description="Render every tenant's dialplan fragment (venues with the FastAGI "
+        "route and AGISTATUS fallback, internal, queue and outbound contexts, language, "
+        "music class, channel limit), the include file for extensions.conf and the "
+        "queues. Deterministic; only changed files are rewritten, atomically.")
+    render.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    render.add_argument("--out", type=Path, required=True,
+                        help="Asterisk's config directory (files go to OUT/ami-bridge/)")
+    render.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the rendered files differ from OUT")
     ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload",
                          description="Send a command to a running bridge over its control "
                          "socket ([bridge] control_socket). `reload` re-reads the config "
@@ -59,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "ctl":
         return _ctl(args)
+    if args.command == "conf":
+        return _conf(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
 
@@ -70,6 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 1
+
+
+def _conf(args: argparse.Namespace) -> int:
+    from ami_bridge.dialplan import render
+
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 2
+    files = render.render_tree(cfg)
+    if args.check:
+        stale = [name for name, text in files.items()
+                 if not (args.out / name).is_file()
+                 or (args.out / name).read_text(encoding="utf-8") != text]
+        for name in stale:
+            print(f"{args.out / name}: differs from what the config renders")
+        return 1 if stale else 0
+    for name in render.write_tree(files, args.out):
+        print(f"wrote {args.out / name}")
+    return 0
 
 
 def _ctl(args: argparse.Namespace) -> int:

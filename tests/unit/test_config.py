@@ -33,7 +33,17 @@ from tenants.routing import CallInfo, parse_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "bridge.toml"
-EXAMPLE_RAW = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+
+def _inline_example() -> dict[str, Any]:
+    """The example config with its tenant files inlined as [tenants.NAME] tables."""
+    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    directory = EXAMPLE.parent / raw["bridge"].pop("tenants_dir")
+    raw["tenants"] = {d.name: tomllib.loads((d / "tenant.toml").read_text(encoding="utf-8"))
+                      for d in sorted(directory.iterdir()) if (d / "tenant.toml").is_file()}
+    return raw
+
+
+EXAMPLE_RAW = _inline_example()
 PATH = Path("/etc/ami-bridge/bridge.toml")
 
 
@@ -74,7 +84,7 @@ def test_example_bridge_section(cfg: BridgeConfig) -> None:
 def test_example_venues_map_to_tenant_and_vts(cfg: BridgeConfig) -> None:
     assert cfg.venues == {
         "acme-venue": VenueConfig(context="acme-venue", tenant="acme", vts="acme",
-                                  router_timeout=1.5),
+                                  router_timeout=1.5, default_targets=("operator",)),
         "globex-venue": VenueConfig(context="globex-venue", tenant="globex", vts="globex",
                                     router_timeout=2.0),
     }
@@ -92,12 +102,15 @@ def test_example_tenants(cfg: BridgeConfig) -> None:
     assert set(cfg.tenants) == {"acme", "globex"}
     assert acme.name == "acme"
     assert acme.timezone == "Europe/Berlin"
-    assert acme.targets == frozenset({"1001", "1002", "operator"})
+    unplugged = {"9", "91", "92", "93", "94", "95"}  # hand-written extensions
+    assert acme.targets == frozenset({"1001", "1002", "operator"} | unplugged)
+    assert dict(acme.extensions) == {"1001": "PJSIP/acme-agent", "1002": "PJSIP/acme-agent",
+                                     "operator": "PJSIP/acme-operator"}
     assert acme.holidays == ("2026-12-25",)
     assert [r["name"] for r in acme.rules] == ["withheld-to-operator", "sales",
                                                 "everything-else"]
     assert globex.timezone == "America/New_York"
-    assert globex.targets == frozenset({"2001", "2002", "operator"})
+    assert globex.targets == frozenset({"2001", "2002", "operator"} | unplugged)
     assert globex.holidays == ()
     assert [r["name"] for r in globex.rules] == ["support"]
 
@@ -411,6 +424,7 @@ def test_rule_routing_to_another_tenants_target_is_refused() -> None:
 def test_tenant_without_targets_cannot_route() -> None:
     raw = example()
     del raw["tenants"]["globex"]["targets"]
+    del raw["tenants"]["globex"]["extensions"]
     config_error(raw, "tenants.globex.rules", "'support'", "'2001'")
 
 
@@ -511,13 +525,16 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 
 def test_load_reports_parse_errors_with_the_loaded_path(tmp_path: Path) -> None:
-    text = EXAMPLE.read_text(encoding="utf-8").replace("router_timeout = 1.5",
-                                                       "router_timeout = -1.5")
-    path = tmp_path / "bridge.toml"
-    path.write_text(text, encoding="utf-8")
+    import shutil
+
+    shutil.copytree(EXAMPLE.parent, tmp_path / "examples")
+    tenant = tmp_path / "examples" / "tenants.d" / "acme" / "tenant.toml"
+    tenant.write_text(tenant.read_text(encoding="utf-8").replace(
+        "router_timeout = 1.5", "router_timeout = -1.5"), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
-        load(path)
-    assert str(info.value) == (f"{path}: tenants.acme.venues.acme-venue.router_timeout: "
+        load(tmp_path / "examples" / "bridge.toml")
+    # a tenant file's error names that file and the key inside it
+    assert str(info.value) == (f"{tenant}: venues.acme-venue.router_timeout: "
                                "must be a positive number of seconds, got -1.5")
 
 

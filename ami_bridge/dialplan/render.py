@@ -1,0 +1,172 @@
+"""Render each tenant's dialplan fragment from its tenant config (`ami-bridge conf render`).
+
+Pure functions from config to text; `write_tree` is the only I/O. The output is
+deterministic (sorted, no timestamps) so a rendered tree diffs cleanly and can be kept
+in version control. Layout, relative to Asterisk's config directory:
+
+    ami-bridge/extensions.conf       #include of every tenant fragment (include it once
+                                     from extensions.conf)
+    ami-bridge/tenants/<tenant>.conf the tenant's venues, internal, queue and outbound
+                                     contexts
+    ami-bridge/queues.conf           the tenants' queues (include it from queues.conf)
+
+The venue context is the contract with the bridge (agi/variables.py): it asks the
+FastAGI server, checks AGISTATUS (bridge down: the tenant's operator), enforces the
+tenant's channel limit with GROUP()/GROUP_COUNT(), sets the tenant's language and
+music class, and Gosubs only into the tenant's own `<tenant>-<kind>` contexts, guarded
+by DIALPLAN_EXISTS. Caller-controlled data reaches a Dial string only through FILTER().
+Hand-written fragments may extend the same contexts (Asterisk merges them).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+
+OUTPUT_DIR = "ami-bridge"
+HEADER = "; Rendered by `ami-bridge conf render` from {source}. Do not edit: change the\n" \
+         "; tenant file and render again. Hand-written additions go in other files.\n"
+# Characters an external number keeps on its way to the carrier: digits and a leading +.
+NUMBER_FILTER = "0-9+"
+
+
+def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
+    t = tenant.name
+    lines = [
+        f"[{venue.context}]",
+        f"exten => _X.,1,NoOp(ami-bridge venue {venue.context} of tenant {t})",
+        f" same => n,Set(CHANNEL(language)={tenant.language})",
+        f" same => n,Set(CHANNEL(musicclass)={tenant.moh_class})",
+    ]
+    if tenant.channel_limit:
+        lines += [
+            f" same => n,Set(GROUP(ami-bridge-tenant)={t})",
+            f" same => n,GotoIf($[${{GROUP_COUNT({t}@ami-bridge-tenant)}} > "
+            f"{tenant.channel_limit}]?limit)",
+        ]
+    lines += [
+        " same => n,Set(AB_LAST=)",
+        " same => n(ask),Set(AB_ACTION=)",
+        " same => n,Set(AB_KIND=)",
+        " same => n,Set(AB_TARGET=)",
+        " same => n,Set(AB_CAUSE=)",
+        " same => n,Set(AB_DIAL_TIMEOUT=20)",
+        " same => n,AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})",
+        ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)',
+        ' same => n,GotoIf($["${AB_ACTION}" = "reject"]?reject)',
+        ' same => n,GotoIf($["${AB_ACTION}" != "route"]?fallback)',
+        f" same => n,GotoIf($[${{DIALPLAN_EXISTS({t}-${{AB_KIND}},${{AB_TARGET}},1)}}]"
+        "?:fallback)",
+        " same => n,Set(AB_LAST=${AB_KIND}/${AB_TARGET})",
+        " same => n,Set(DIALSTATUS=)",
+        f" same => n,Gosub({t}-${{AB_KIND}},${{AB_TARGET}},1)",
+        ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)',
+        " same => n,Goto(ask)",
+        " same => n(done),Hangup()",
+        f" same => n(fallback),Gosub({t}-internal,{tenant.operator},1)",
+        " same => n,Hangup()",
+        ' same => n(reject),GotoIf($["${AB_CAUSE}" = "congestion"]?congestion)',
+        " same => n,Busy(2)",
+        " same => n,Hangup(17)",
+        " same => n(congestion),Congestion(2)",
+        " same => n,Hangup(34)",
+    ]
+    if tenant.channel_limit:
+        lines += [f" same => n(limit),NoOp(tenant {t} is at its limit of "
+                  f"{tenant.channel_limit} calls)", " same => n,Congestion(2)",
+                  " same => n,Hangup(34)"]
+    return lines
+
+
+def render_internal(tenant: TenantConfig) -> list[str]:
+    lines = [f"[{tenant.name}-internal]"]
+    for ext, dial in tenant.extensions.items():
+        lines += [f"exten => {ext},1,Dial({dial},${{AB_DIAL_TIMEOUT}})", " same => n,Return()"]
+    return lines
+
+
+def render_queues(tenant: TenantConfig) -> list[str]:
+    lines = [f"[{tenant.name}-queues]"]
+    for name in sorted(tenant.queue_configs):
+        lines += [
+            f"exten => {name},1,Queue({tenant.name}-{name},,,,${{AB_DIAL_TIMEOUT}})",
+            ' same => n,Set(DIALSTATUS=${IF($["${QUEUESTATUS}" = "CONTINUE"]'
+            '?ANSWER:NOANSWER)})',
+            " same => n,Return()",
+        ]
+    return lines
+
+
+def render_outbound(tenant: TenantConfig) -> list[str]:
+    lines = [f"[{tenant.name}-outbound]"]
+    if tenant.outbound:
+        dial = tenant.outbound.replace("{number}", f"${{FILTER({NUMBER_FILTER},${{EXTEN}})}}")
+        for pattern in ("_+X.", "_X."):
+            lines += [f"exten => {pattern},1,Dial({dial},${{AB_DIAL_TIMEOUT}})",
+                      " same => n,Return()"]
+    return lines
+
+
+def render_tenant(tenant: TenantConfig, venues: Iterable[VenueConfig]) -> str:
+    blocks = [HEADER.format(source=_source(tenant)).rstrip("\n").split("\n")]
+    blocks += [render_venue(tenant, v) for v in sorted(venues, key=lambda v: v.context)]
+    blocks += [render_internal(tenant), render_queues(tenant), render_outbound(tenant)]
+    return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+
+
+def render_queue_config(config: BridgeConfig) -> str:
+    blocks = [["; Rendered by `ami-bridge conf render`: every tenant's queues, named "
+               "<tenant>-<queue>."]]
+    for tenant in sorted(config.tenants.values(), key=lambda t: t.name):
+        for queue in sorted(tenant.queue_configs.values(), key=lambda q: q.name):
+            if not queue.members:
+                continue  # declared by name only: defined in hand-written queues config
+            blocks.append([f"[{tenant.name}-{queue.name}]", f"strategy = {queue.strategy}",
+                           f"timeout = {queue.timeout}",
+                           *(f"member => {m}" for m in queue.members)])
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
+def render_includes(config: BridgeConfig) -> str:
+    lines = ["; Rendered by `ami-bridge conf render`. Include this file once from",
+             '; extensions.conf: #include "ami-bridge/extensions.conf"', ""]
+    lines += [f'#include "{OUTPUT_DIR}/tenants/{name}.conf"' for name in sorted(config.tenants)]
+    return "\n".join(lines) + "\n"
+
+
+def render_tree(config: BridgeConfig) -> dict[str, str]:
+    """Relative path (under Asterisk's config directory) -> file content."""
+    files = {f"{OUTPUT_DIR}/extensions.conf": render_includes(config),
+             f"{OUTPUT_DIR}/queues.conf": render_queue_config(config)}
+    for name, tenant in config.tenants.items():
+        venues = [v for v in config.venues.values() if v.tenant == name]
+        files[f"{OUTPUT_DIR}/tenants/{name}.conf"] = render_tenant(tenant, venues)
+    return dict(sorted(files.items()))
+
+
+def write_tree(files: dict[str, str], out: Path) -> list[str]:
+    """Write the files atomically (temp file + rename); returns those that changed."""
+    changed = []
+    for relative, text in files.items():
+        target = out / relative
+        if target.exists() and target.read_text(encoding="utf-8") == text:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        changed.append(relative)
+    return changed
+
+
+def _source(tenant: TenantConfig) -> str:
+    source = Path(tenant.source) if tenant.source else None
+    if source is None:
+        return f"tenant {tenant.name}"
+    return f"{source.parent.name}/{source.name}" if source.name == "tenant.toml" else source.name
