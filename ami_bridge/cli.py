@@ -49,12 +49,30 @@ def _parser() -> argparse.ArgumentParser:
                         help="Asterisk's config directory (files go to OUT/ami-bridge/)")
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the rendered files differ from OUT")
-    ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload",
+    check = conf_sub.add_parser(
+        "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
+        description="Lint dialplan files and their #includes: every context belongs to "
+        "exactly one tenant; no include, Goto, Gosub, Dial or Local/ channel crosses into "
+        "another tenant's contexts unless declared shared; caller-controlled data never "
+        "reaches a Dial string unfiltered; venues check AGISTATUS. Prints "
+        "'file:line: code message'; exit 0 clean, 1 findings, 2 usage or I/O error.")
+    check.add_argument("files", nargs="*", type=Path,
+                       help="dialplan files (default: extensions.conf of --asterisk-conf)")
+    check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners")
+    check.add_argument("--tenant", action="append", default=[],
+                       help="a tenant name (repeatable), instead of or besides --config")
+    check.add_argument("--shared", action="append", default=[],
+                       help="a context every tenant may reach (repeatable)")
+    check.add_argument("--asterisk-conf", type=Path,
+                       help="Asterisk's config directory, where #include paths start")
+    ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload, apply",
                          description="Send a command to a running bridge over its control "
                          "socket ([bridge] control_socket). `reload` re-reads the config "
                          "file (like SIGHUP) and says whether it was accepted; `status` "
                          "prints venues, VTS processes, pending calls and counters as JSON.")
-    ctl.add_argument("command", choices=["status", "reload"])
+    ctl.add_argument("command", choices=["status", "reload", "apply"],
+                     help="apply: reload, and render + check + swap the tenants' dialplan "
+                     "fragments and reload them in Asterisk, rolling back on failure")
     where = ctl.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="bridge config naming the control socket")
     where.add_argument("--socket", help="control socket path")
@@ -93,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 def _conf(args: argparse.Namespace) -> int:
     from ami_bridge.dialplan import render
 
+    if args.conf_command == "check":
+        return _conf_check(args)
     try:
         cfg = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
@@ -109,6 +129,24 @@ def _conf(args: argparse.Namespace) -> int:
     for name in render.write_tree(files, args.out):
         print(f"wrote {args.out / name}")
     return 0
+
+
+def _conf_check(args: argparse.Namespace) -> int:
+    from ami_bridge.dialplan.check import run_check
+
+    tenants = list(args.tenant)
+    conf_dir = args.asterisk_conf
+    if args.config is not None:
+        try:
+            cfg = config_mod.load(args.config)
+        except config_mod.ConfigError as exc:
+            print(f"ami-bridge: {exc}", file=sys.stderr)
+            return 2
+        tenants += list(cfg.tenants)
+        conf_dir = conf_dir or cfg.asterisk_conf_dir
+    files = list(args.files) or ([conf_dir / "extensions.conf"] if conf_dir else [])
+    return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(args.shared),
+                     out=sys.stdout, config_dir=conf_dir)
 
 
 def _ctl(args: argparse.Namespace) -> int:
@@ -128,6 +166,10 @@ def _ctl(args: argparse.Namespace) -> int:
         return 1
     if args.command == "status":
         print(json.dumps(answer["status"], indent=2, sort_keys=True))
+    elif args.command == "apply":
+        for name in answer.get("changed") or []:
+            print(f"changed {name}")
+        print("applied")
     else:
         print("reloaded")
     return 0

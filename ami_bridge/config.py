@@ -67,6 +67,9 @@ class AmiConfig:
     port: int
     username: str
     secret: str = field(repr=False)  # never printed
+    # The separate login that may reload modules (conf apply); None: apply can't reload.
+    reload_username: str | None = None
+    reload_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class BridgeConfig:
     control_socket: str = DEFAULT_CONTROL_SOCKET
     tenants_dir: Path | None = None
     ami: AmiConfig | None = None  # None: no AMI session (routing works without events)
+    asterisk_conf_dir: Path | None = None  # where `ctl apply` writes rendered fragments
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -109,7 +113,8 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     no_unknown(raw, {"bridge", "vts", "tenants", "ami"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
-                        "max_route_requests", "control_socket", "tenants_dir"}, "bridge", fail)
+                        "max_route_requests", "control_socket", "tenants_dir",
+                        "asterisk_conf_dir"}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
@@ -155,6 +160,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
                                  "bridge", fail),
         control_socket=control_socket, tenants_dir=tenants_dir,
         ami=_ami(raw, path, fail),
+        asterisk_conf_dir=_directory(bridge, "asterisk_conf_dir", path, fail),
     )
 
 
@@ -162,7 +168,8 @@ def _ami(raw: Mapping[str, Any], path: Path, fail: Fail) -> AmiConfig | None:
     if "ami" not in raw:
         return None
     ami = table(raw, "ami", fail)
-    no_unknown(ami, {"host", "port", "username", "secret", "secret_file"}, "ami", fail)
+    no_unknown(ami, {"host", "port", "username", "secret", "secret_file", "reload_username",
+                     "reload_secret", "reload_secret_file"}, "ami", fail)
     host, port = ami.get("host", "127.0.0.1"), ami.get("port", 5038)
     if not isinstance(host, str) or not host:
         raise fail("ami.host", f"must be a host name or address, got {host!r}")
@@ -171,31 +178,46 @@ def _ami(raw: Mapping[str, Any], path: Path, fail: Fail) -> AmiConfig | None:
     username = ami.get("username")
     if not isinstance(username, str) or not username or not username.isprintable():
         raise fail("ami.username", f"must be the manager user name, got {username!r}")
-    if ("secret" in ami) == ("secret_file" in ami):
-        raise fail("ami", "give exactly one of secret, secret_file")
-    if "secret_file" in ami:
-        secret_path = path.parent / str(ami["secret_file"])
+    secret = _secret(ami, "secret", path, fail)
+    reload_username = ami.get("reload_username")
+    if reload_username is not None and (not isinstance(reload_username, str)
+                                        or not reload_username.isprintable()):
+        raise fail("ami.reload_username", f"must be a manager user name, got {reload_username!r}")
+    reload_secret = _secret(ami, "reload_secret", path, fail) if reload_username else ""
+    return AmiConfig(host=host, port=port, username=username, secret=secret,
+                     reload_username=reload_username, reload_secret=reload_secret)
+
+
+def _secret(ami: Mapping[str, Any], key: str, path: Path, fail: Fail) -> str:
+    if (key in ami) == (f"{key}_file" in ami):
+        raise fail("ami", f"give exactly one of {key}, {key}_file")
+    if f"{key}_file" in ami:
+        secret_path = path.parent / str(ami[f"{key}_file"])
         try:
             secret = secret_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise fail("ami.secret_file", f"cannot read {str(secret_path)!r}: "
+            raise fail(f"ami.{key}_file", f"cannot read {str(secret_path)!r}: "
                        f"{exc.strerror}") from None
     else:
-        secret = ami["secret"]
+        secret = ami[key]
     if not isinstance(secret, str) or not secret or not secret.isprintable():
-        raise fail("ami.secret", "must be a non-empty printable string (value not shown)")
-    return AmiConfig(host=host, port=port, username=username, secret=secret)
+        raise fail(f"ami.{key}", "must be a non-empty printable string (value not shown)")
+    return secret
 
 
 def _tenants_dir(bridge: Mapping[str, Any], path: Path, fail: Fail) -> Path | None:
-    value = bridge.get("tenants_dir")
+    return _directory(bridge, "tenants_dir", path, fail)
+
+
+def _directory(bridge: Mapping[str, Any], key: str, path: Path, fail: Fail) -> Path | None:
+    value = bridge.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise fail("bridge.tenants_dir", f"must be a directory path, got {value!r}")
+        raise fail(f"bridge.{key}", f"must be a directory path, got {value!r}")
     directory = (path.parent / value).resolve()
     if not directory.is_dir():
-        raise fail("bridge.tenants_dir", f"{str(directory)!r} is not a directory")
+        raise fail(f"bridge.{key}", f"{str(directory)!r} is not a directory")
     return directory
 
 

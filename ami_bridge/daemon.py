@@ -2,10 +2,12 @@
 
 Builds the intermediary, the FastAGI server and one supervised VTS process per
 `[vts.NAME]`, wires each VTS socket to a `VtsLinkProtocol`, and runs until SIGTERM or
-SIGINT. SIGHUP reloads the config file: the venue map is swapped (pending calls keep
-the venue they entered with, so none is dropped or routed twice), new VTS sections are
-started, removed ones stopped, and every connected VTS gets a fresh `hello` with its
-tenants' routing protocols. A config that fails to load leaves the running one in place.
+SIGINT. SIGHUP (or `ctl reload`) reloads the config file: the venue map is swapped (pending
+calls keep the venue they entered with, so none is dropped or routed twice), new VTS
+sections are started, removed ones stopped, and every connected VTS gets a fresh
+`hello` with its tenants' routing protocols. A config that fails to load leaves the
+running one in place. `ctl apply` does the same and also renders, checks and reloads
+the tenants' dialplan fragments in Asterisk, with rollback (ami_bridge.apply).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from agi.server import serve
 from ami_bridge import config as config_mod
 from ami_bridge import control
 from ami_bridge.agi_adapter import RouteHandler
+from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
+from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.vts_link import VtsLinkProtocol
 from tenants.supervisor import VtsProcess
@@ -37,6 +41,7 @@ class Bridge:
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
+        self._apply_lock = asyncio.Lock()
         self._links: dict[str, VtsLinkProtocol] = {}
 
     async def start(self) -> None:
@@ -96,7 +101,11 @@ class Bridge:
         if command == "reload":
             error = await self.reload()
             return {"ok": error is None, "error": error}
-        return {"ok": False, "error": f"unknown command {command!r} (status, reload)"}
+        if command == "apply":
+            result = await self.apply()
+            return {"ok": result.ok, "error": None if result.ok else result.message,
+                    "changed": result.changed}
+        return {"ok": False, "error": f"unknown command {command!r} (status, reload, apply)"}
 
     async def reload(self) -> str | None:
         """Reload the config file; None on success, else why it was refused."""
@@ -105,6 +114,40 @@ class Bridge:
         except config_mod.ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
             return str(exc)
+        await self._swap(new)
+        return None
+
+    async def apply(self) -> ApplyResult:
+        """Reload the config and make Asterisk's dialplan follow it (ami_bridge.apply)."""
+        try:
+            new = config_mod.load(self.config.path)
+        except config_mod.ConfigError as exc:
+            log.error("apply refused, running config kept: %s", exc)
+            return ApplyResult(False, f"{exc}; nothing changed")
+        ami = self.config.ami
+        if self.ami is None or ami is None or not ami.reload_username:
+            return ApplyResult(False, "apply needs [ami] with reload_username and "
+                               "reload_secret (the login that may reload the dialplan)")
+        link, reload_user = self.ami, ami.reload_username
+
+        async def reload_asterisk() -> None:
+            await reload_modules(host=ami.host, port=ami.port, username=reload_user,
+                                 secret=ami.reload_secret, modules=["pbx_config", "app_queue"])
+
+        async def missing(contexts: list[str]) -> list[str]:
+            absent = []
+            for context in contexts:
+                response, _ = await link.client.send_list_action("ShowDialPlan",
+                                                                  Context=context)
+                if not response.success:
+                    absent.append(context)
+            return absent
+
+        async with self._apply_lock:
+            return await apply_config(current=self.config, new=new, swap_bridge=self._swap,
+                                      reload_asterisk=reload_asterisk, missing_contexts=missing)
+
+    async def _swap(self, new: config_mod.BridgeConfig) -> None:
         assert self.intermediary is not None
         old = self.config
         self.config = new
@@ -118,9 +161,8 @@ class Bridge:
                 self._start_vts(vts)
             elif name in self._links and self._links[name].ready:
                 self._links[name].send(self.intermediary.hello_for(name))
-        log.info("config reloaded from %s: %d venues, %d VTS", new.path, len(new.venues),
+        log.info("config loaded from %s: %d venues, %d VTS", new.path, len(new.venues),
                  len(new.vts))
-        return None
 
     async def stop(self) -> None:
         if self.ami is not None:

@@ -1,0 +1,126 @@
+"""Live change of tenant config: render -> check -> swap -> reload, or roll everything back.
+
+`apply_config` takes the newly loaded config (already validated: a broken tenant file
+never gets here) and, with the callbacks the daemon passes in, does in order:
+
+1. render every tenant's fragment (`dialplan.render`);
+2. lint the rendered files together with the hand-written ones exactly as Asterisk will
+   read them (`extensions.conf` and its includes, rendered text laid over the disk);
+   any finding stops here and nothing is touched;
+3. write the changed fragments atomically, keeping the old text;
+4. swap the bridge's venue map (new venues are known before Asterisk can send calls);
+5. reload the dialplan and queues over AMI and check with Asterisk's own `ShowDialPlan`
+   that every venue of every tenant is there.
+
+A failure in 3-5 restores the old fragments and venue map and reloads again, and the
+result says why. Other tenants' calls are unaffected: a dialplan reload does not touch
+calls in progress, and their venue entries are unchanged by the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ami_bridge.ami.admin import ReloadError
+from ami_bridge.config import BridgeConfig
+from ami_bridge.dialplan.lint import check
+from ami_bridge.dialplan.parser import DialplanReadError, DiskSource, OverlaySource
+from ami_bridge.dialplan.render import OUTPUT_DIR, render_tree, write_tree
+
+log = logging.getLogger(__name__)
+
+MAX_FINDINGS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    ok: bool
+    message: str
+    changed: list[str] = field(default_factory=list)
+
+
+async def apply_config(
+    *,
+    current: BridgeConfig,
+    new: BridgeConfig,
+    swap_bridge: Callable[[BridgeConfig], Awaitable[None]],
+    reload_asterisk: Callable[[], Awaitable[None]],
+    missing_contexts: Callable[[list[str]], Awaitable[list[str]]],
+) -> ApplyResult:
+    conf_dir = new.asterisk_conf_dir
+    if conf_dir is None:
+        return ApplyResult(False, f"{new.path}: bridge.asterisk_conf_dir is not set: "
+                           "where should the rendered fragments go?")
+    files = render_tree(new)
+    findings = lint(files, conf_dir, new)
+    if findings:
+        shown = "\n".join(findings[:MAX_FINDINGS_SHOWN])
+        more = len(findings) - MAX_FINDINGS_SHOWN
+        return ApplyResult(False, "conf check refused the new dialplan; nothing changed:\n"
+                           + shown + (f"\n... and {more} more" if more > 0 else ""))
+    backup = _backup(conf_dir, files)
+    changed: list[str] = []
+    reloaded = False  # whether Asterisk may have read the new fragments
+    try:
+        changed = write_tree(files, conf_dir)
+        stale = [rel for rel in backup if rel not in files]
+        for rel in stale:
+            (conf_dir / rel).unlink()
+        await swap_bridge(new)
+        reloaded = True
+        await reload_asterisk()
+        missing = await missing_contexts(sorted(new.venues))
+        if missing:
+            raise RuntimeError(f"after the reload Asterisk lacks venue contexts "
+                               f"{', '.join(missing)}")
+    except Exception as exc:
+        log.error("apply failed, rolling back: %s", exc)
+        if isinstance(exc, ReloadError) and not exc.started:
+            reloaded = False  # Asterisk never read the new fragments
+        _restore(conf_dir, files, backup)
+        try:
+            await swap_bridge(current)
+            if reloaded:
+                await reload_asterisk()
+        except Exception as again:
+            return ApplyResult(False, f"apply failed ({exc}) and the rollback reload failed "
+                               f"too ({again}); fragments restored on disk")
+        return ApplyResult(False, f"apply failed, rolled back: {exc}")
+    changed += [f"{rel} (removed)" for rel in backup if rel not in files]
+    log.info("applied %s: %s", new.path, ", ".join(changed) or "no fragment changed")
+    return ApplyResult(True, "applied", changed)
+
+
+def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
+    """Findings for the rendered text as Asterisk would load it with the files on disk."""
+    overlay = OverlaySource({conf_dir / rel: text for rel, text in files.items()}, DiskSource())
+    top = conf_dir / "extensions.conf"
+    entry = top if overlay.read(top) is not None else conf_dir / f"{OUTPUT_DIR}/extensions.conf"
+    try:
+        found = check([entry], tenants=sorted(config.tenants), source=overlay,
+                      config_dir=conf_dir)
+    except DialplanReadError as exc:
+        return [f"{exc}"]
+    return [str(f) for f in found]
+
+
+def _backup(conf_dir: Path, files: dict[str, str]) -> dict[str, str | None]:
+    """Old text of every file apply may write or remove (None: did not exist)."""
+    tenants_dir = conf_dir / OUTPUT_DIR / "tenants"
+    existing = {str(p.relative_to(conf_dir)) for p in tenants_dir.glob("*.conf")} \
+        if tenants_dir.is_dir() else set()
+    backup: dict[str, str | None] = {}
+    for rel in sorted(set(files) | existing):
+        path = conf_dir / rel
+        backup[rel] = path.read_text(encoding="utf-8") if path.is_file() else None
+    return backup
+
+
+def _restore(conf_dir: Path, files: dict[str, str], backup: dict[str, str | None]) -> None:
+    write_tree({rel: text for rel, text in backup.items() if text is not None}, conf_dir)
+    for rel, text in backup.items():
+        if text is None and (conf_dir / rel).exists():
+            (conf_dir / rel).unlink()

@@ -1,0 +1,346 @@
+"""`conf check` rules: ownership, crossings, caller data in dial strings, venue contract.
+
+`check(files, tenants=..., owners=..., shared=..., file_owners=...)` reads the files
+(and their #includes) and returns sorted, de-duplicated `Finding`s; `check_dialplan`
+does the same on an already parsed `Dialplan`, with no I/O. A context's owner is the
+caller's explicit answer (`owners`: a mapping or a function, context → tenant) or else
+the naming convention `<tenant>-<anything>` over the known tenants; `[general]` and
+`[globals]` are no contexts; names in `shared` need no owner and may be reached by
+everyone. A file's tenant is `file_owners`' answer or else its stem (`tenants/acme.conf`
+is acme's). Rules: every context has exactly one owner (OWN201/OWN203) and is written
+only in its own tenant's files or platform files (OWN202); no include, jump, Local
+channel or queue of a tenant's context reaches another tenant's or an unowned context
+unless it is shared (X301-X303, X305), nor any context chosen at run time unless its
+literal prefix pins it to `<tenant>-` of the same tenant (X304); a shared context may
+lead only into shared ones; caller data reaches no dial string unfiltered (T401, see
+`taint`); a venue that asks the bridge for a route tests AGISTATUS afterwards (V501).
+Statements inherited from a template are checked in each inheriting context and
+reported where the template writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from ami_bridge.dialplan import findings as codes
+from ami_bridge.dialplan.findings import Finding
+from ami_bridge.dialplan.parser import (
+    Dialplan,
+    Include,
+    Section,
+    Source,
+    Statement,
+    Step,
+    Switch,
+    load,
+)
+from ami_bridge.dialplan.syntax import is_dynamic, literal_prefix, split_top
+from ami_bridge.dialplan.taint import sink_taint, tainted_variables
+from ami_bridge.dialplan.targets import Target, calls, targets
+
+OwnerLookup = Mapping[str, str] | Callable[[str], str | None]
+FileOwnerLookup = Mapping[Path, str] | Callable[[Path], str | None]
+_NONE: Mapping[str, str] = MappingProxyType({})
+# The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
+ROUTE_AGI_RE = re.compile(r"(?:\$\{AB_AGI_URL\}|agis?://[^/\s]*)/route", re.IGNORECASE)
+_CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "while"})
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns which context, queue and file; what is shared. See the module header."""
+
+    tenants: frozenset[str]
+    owners: OwnerLookup = field(default_factory=lambda: _NONE)
+    shared: frozenset[str] = frozenset()
+    file_owners: FileOwnerLookup | None = None
+
+    def explicit(self, name: str) -> str | None:
+        if callable(self.owners):
+            return self.owners(name)
+        return self.owners.get(name)
+
+    def matches(self, name: str) -> list[str]:
+        """Tenants whose `<tenant>-` prefix the name carries."""
+        return sorted(t for t in self.tenants if name.lower().startswith(t.lower() + "-"))
+
+    def owner(self, name: str) -> str | None:
+        found = self.explicit(name)
+        if found is not None:
+            return found
+        matches = self.matches(name)
+        return matches[0] if len(matches) == 1 else None
+
+    def is_shared(self, name: str) -> bool:
+        return name.lower() in {s.lower() for s in self.shared}
+
+    def file_owner(self, path: Path) -> str | None:
+        if callable(self.file_owners):
+            return self.file_owners(path)
+        if self.file_owners is not None:
+            for key, tenant in self.file_owners.items():
+                if _same_file(key, path):
+                    return tenant
+            return None
+        return path.stem if path.stem in self.tenants else None
+
+    def pinned(self, prefix: str, tenant: str) -> bool:
+        """True when every name starting with `prefix` is `tenant`'s by convention."""
+        low = prefix.lower()
+        if not low.startswith(tenant.lower() + "-"):
+            return False
+        for other in self.tenants - {tenant}:
+            stem = other.lower() + "-"
+            # Tenants acme and acme-corp: "acme-${X}" reaches acme-corp's names too;
+            # "acme-corp-${X}" is acme-corp's (its names need an explicit owner anyway).
+            if stem.startswith(low) or (low.startswith(stem) and len(other) > len(tenant)):
+                return False
+        if isinstance(self.owners, Mapping):
+            return all(t == tenant for n, t in self.owners.items()
+                       if n.lower().startswith(low))
+        return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def check(files: Sequence[Path], *, owners: OwnerLookup = _NONE,
+          shared: frozenset[str] = frozenset(), tenants: Iterable[str] = (),
+          file_owners: FileOwnerLookup | None = None, source: Source | None = None,
+          config_dir: Path | None = None) -> list[Finding]:
+    """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors."""
+    known = set(tenants) | (set(owners.values()) if isinstance(owners, Mapping) else set())
+    ownership = Ownership(frozenset(known), owners, shared, file_owners)
+    return check_dialplan(load(files, source=source, config_dir=config_dir), ownership)
+
+
+def check_dialplan(dialplan: Dialplan, ownership: Ownership) -> list[Finding]:
+    """The rules of the module header over a parsed dialplan: pure."""
+    found = list(dialplan.problems)
+    headers = [s for s in dialplan.statements if isinstance(s, Section) and not s.is_global]
+    templates = {s.name.lower() for s in headers if s.template}
+    names = list(dict.fromkeys(s.name for s in headers if not s.template))
+    own = _by_context(dialplan.statements)
+    for name in names:
+        fragments = [s for s in headers if s.name == name]
+        found += _ownership(name, fragments, ownership)
+        inherited = _inherited(fragments, headers, own, templates)
+        found += _context_rules(name, inherited + own.get(name.lower(), []), ownership)
+        found += _duplicates(name, own.get(name.lower(), []))
+    return sorted(set(found))
+
+
+def _duplicates(context: str, statements: list[Statement]) -> list[Finding]:
+    """Priorities defined twice: Asterisk keeps the first and logs "already in use"."""
+    found: list[Finding] = []
+    seen: dict[tuple[str, int], Step] = {}
+    last = 0
+    for step in statements:
+        if not isinstance(step, Step) or step.is_hint:
+            continue
+        if step.priority.isdigit():
+            last = int(step.priority)
+        elif step.priority.lower() == "n":
+            last += 1
+        else:
+            continue
+        first = seen.setdefault((step.pattern, last), step)
+        if first is not step:
+            found.append(Finding(step.file, step.line, codes.DUPLICATE_PRIORITY,
+                                 f"'{step.pattern}' priority {last} of [{context}] is "
+                                 f"already defined at {first.file}:{first.line}: Asterisk "
+                                 "keeps the first and ignores this one"))
+    return found
+
+
+def _by_context(statements: Iterable[Statement]) -> dict[str, list[Statement]]:
+    grouped: dict[str, list[Statement]] = {}
+    for s in statements:
+        if isinstance(s, Step | Include | Switch):
+            grouped.setdefault(s.context.lower(), []).append(s)
+    return grouped
+
+
+def _inherited(fragments: list[Section], headers: list[Section],
+               own: Mapping[str, list[Statement]], templates: set[str]) -> list[Statement]:
+    """Statements of the templates a context inherits, depth first, each template once."""
+    seen: set[str] = set()
+    result: list[Statement] = []
+    pending = [b.lower() for f in fragments for b in f.bases]
+    while pending:
+        base = pending.pop(0)
+        if base in seen or base not in templates:
+            continue
+        seen.add(base)
+        pending += [b.lower() for h in headers if h.name.lower() == base for b in h.bases]
+        result += own.get(base, [])
+    return result
+
+
+def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> list[Finding]:
+    first = fragments[0]
+    found: list[Finding] = []
+    owner = ownership.owner(name)
+    shared = ownership.is_shared(name)
+    matches = ownership.matches(name)
+    if owner is None and not shared and ownership.explicit(name) is None:
+        if len(matches) > 1:
+            found.append(Finding(first.file, first.line, codes.AMBIGUOUS_OWNER,
+                                 f"context [{name}] could belong to any of tenants "
+                                 f"{', '.join(matches)}: name its owner explicitly"))
+        else:
+            found.append(Finding(first.file, first.line, codes.NO_OWNER,
+                                 f"context [{name}] belongs to no tenant: its name starts "
+                                 f"with none of {_tenant_list(ownership)} and no owner is "
+                                 "given for it, nor is it declared shared"))
+    file_tenants: dict[str, Section] = {}
+    for fragment in fragments:
+        tenant = ownership.file_owner(fragment.file)
+        if tenant is None:
+            continue
+        file_tenants.setdefault(tenant, fragment)
+        if owner is not None and tenant != owner:
+            found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
+                                 f"context [{name}] of tenant {owner} is written in "
+                                 f"{fragment.file}, tenant {tenant}'s file: a tenant's "
+                                 "file may only hold its own contexts"))
+        elif owner is None and shared:
+            found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
+                                 f"shared context [{name}] is written in {fragment.file}, "
+                                 f"tenant {tenant}'s file: every tenant would run "
+                                 f"{tenant}'s dialplan"))
+    if owner is None and not shared and len(file_tenants) > 1:
+        for tenant, fragment in list(file_tenants.items())[1:]:
+            found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
+                                 f"context [{name}] is written in files of tenants "
+                                 f"{', '.join(file_tenants)}: here in {tenant}'s"))
+    return found
+
+
+def _tenant_list(ownership: Ownership) -> str:
+    return ", ".join(f"'{t}-'" for t in sorted(ownership.tenants)) or "(no tenants given)"
+
+
+def _context_rules(name: str, statements: list[Statement],
+                   ownership: Ownership) -> list[Finding]:
+    tenant = ownership.owner(name)
+    shared = ownership.is_shared(name)
+    steps = [s for s in statements if isinstance(s, Step)]
+    found: list[Finding] = []
+    if tenant is not None or shared:
+        for statement in statements:
+            for target in _statement_targets(statement):
+                finding = _crossing(statement, target, name, tenant, ownership)
+                if finding is not None:
+                    found.append(finding)
+    variables = tainted_variables(steps)
+    for step in steps:
+        for call, index, taint in sink_taint(step, variables):
+            found.append(_here(step, name, codes.TAINTED_DIAL,
+                               f"argument {index + 1} of {call.app} "
+                               f"'{call.arg(index)}' carries caller-controlled "
+                               f"{taint.describe()} unfiltered: a value like "
+                               "'1&PJSIP/other' or '1,,U(x)' dials another channel or "
+                               "adds options; wrap it in ${FILTER(0-9,...)} or use a "
+                               "digits-only pattern such as _XXXX"))
+    found += _venue_contract(name, steps)
+    return found
+
+
+def _here(statement: Step | Include | Switch, context: str, code: str,
+          message: str) -> Finding:
+    if statement.context.lower() != context.lower():
+        message += f" (inherited by [{context}] from template [{statement.context}])"
+    return Finding(statement.file, statement.line, code, message)
+
+
+def _statement_targets(statement: Statement) -> list[Target]:
+    if isinstance(statement, Include):
+        return [Target(statement.target, "include", f"include => {statement.target}",
+                       kind="include")]
+    if isinstance(statement, Switch):
+        kind, _, rest = statement.value.partition("/")
+        if kind.strip().lower() == "loopback" and "@" in rest:
+            context = split_top(split_top(rest, "@", 1)[1], "/", 1)[0].strip()
+            return [Target(context, "Loopback switch", statement.value, kind="include")]
+        return []
+    if isinstance(statement, Step):
+        return [t for call in calls(statement) for t in targets(call)]
+    return []
+
+
+_CODE = {"include": codes.CROSS_INCLUDE, "jump": codes.CROSS_JUMP,
+         "local": codes.CROSS_LOCAL, "queue": codes.CROSS_QUEUE}
+
+
+def _crossing(statement: Statement, target: Target, context: str, tenant: str | None,
+              ownership: Ownership) -> Finding | None:
+    assert isinstance(statement, Step | Include | Switch)
+    where = target.context
+    noun = "queue" if target.kind == "queue" else "context"
+    if not where or where.lower() == context.lower() or ownership.is_shared(where):
+        return None
+    who = f"tenant {tenant}'s [{context}]" if tenant else f"shared context [{context}]"
+    if is_dynamic(where):
+        prefix = literal_prefix(where)
+        if tenant is not None and ownership.pinned(prefix, tenant):
+            return None
+        comma = (" (a comma in a run-time value there adds a context field)"
+                 if target.possible else "")
+        pin = f"'{tenant}-'" if tenant else "a shared name"
+        return _here(statement, context, codes.DYNAMIC_TARGET,
+                     f"{target.what} '{target.quote}' in {who} picks its {noun} "
+                     f"'{where}' at run time{comma}: it can reach any tenant's "
+                     f"{noun}s; start it with the literal prefix {pin}")
+    owner = ownership.owner(where)
+    if tenant is not None and owner == tenant:
+        return None
+    if target.possible and (owner is None or owner == tenant):
+        return None  # a literal first field that is not someone else's context
+    if target.kind == "queue" and owner is None:
+        return None  # queues.conf is not read: unprefixed queues are not judged
+    if owner is None:
+        reason = "which belongs to no tenant and is not declared shared"
+    else:
+        reason = (f"of tenant {owner}: a call of {tenant or 'every tenant'} would run in "
+                  "another tenant's dialplan" if noun == "context" else
+                  f"of tenant {owner}: callers would wait in another tenant's queue")
+    return _here(statement, context, _CODE[target.kind],
+                 f"{target.what} '{target.quote}' in {who} leads into {noun} "
+                 f"[{where}] {reason}; declare it shared if that is intended")
+
+
+def _checks_agistatus(step: Step) -> bool:
+    return any((c.name in _CONDITIONAL_APPS or "IF(" in c.data.upper())
+               and "AGISTATUS" in c.data.upper() for c in calls(step))
+
+
+def _venue_contract(context: str, steps: list[Step]) -> list[Finding]:
+    found: list[Finding] = []
+    for index, step in enumerate(steps):
+        if step.app.lower() not in ("agi", "eagi") or not ROUTE_AGI_RE.match(
+                step.args[0] if step.args else ""):
+            continue
+        checked = False
+        for later in steps[index + 1:]:
+            if later.pattern != step.pattern:
+                continue
+            if later.app.lower() in ("agi", "eagi") and ROUTE_AGI_RE.match(
+                    later.args[0] if later.args else ""):
+                break
+            if _checks_agistatus(later):
+                checked = True
+                break
+        if not checked:
+            found.append(_here(step, context, codes.NO_AGISTATUS,
+                               f"'{step.app}({step.data})' asks the bridge for a route but "
+                               f"no later priority of extension '{step.pattern}' tests "
+                               "AGISTATUS: with the bridge down the call never takes the "
+                               "venue's default route"))
+    return found
