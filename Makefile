@@ -30,5 +30,10 @@ test: $(STAMP) sandbox lint
 demo: $(STAMP) sandbox
 	$(BIN)/python -m ami_bridge.demo
 
+# Benchmarks (not part of `make test`): see bench/README.md. About 25 minutes.
+bench: $(STAMP) sandbox
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

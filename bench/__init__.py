@@ -1,0 +1,1 @@
+"""Benchmarks of ami-bridge (not part of `make test`); entry point: `python -m bench`."""

@@ -1,0 +1,69 @@
+"""Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
+
+Runs agi-load, e2e-cps and tenants-scale in that order (each can be picked with
+`--only`), prints one JSON object per result line on stdout, a progress bar on stderr,
+and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
+Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.common import REPO, RESULTS
+
+ALL = ("agi-load", "e2e-cps", "tenants-scale")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    p.add_argument("--quick", action="store_true", help="fewer reps and shorter steps")
+    p.add_argument("--reps", type=int, default=None, help="agi-load repetitions (default 3)")
+    p.add_argument("--profile", action="store_true",
+                   help="agi-load: py-spy the bridge and a VTS under load")
+    p.add_argument("--agi-targets", default="bridge,bridge-uvloop,panoramisk,minimal,"
+                   "minimal-uvloop")
+    p.add_argument("--venues", default="10,100,500,1000", help="tenants-scale sizes")
+    p.add_argument("--vts-per", default="1,50",
+                   help="tenants-scale: venues per VTS process, one run per value")
+    p.add_argument("--e2e-step-s", type=float, default=None)
+    args = p.parse_args(argv)
+    chosen = [x for x in args.only.split(",") if x]
+    bad = set(chosen) - set(ALL)
+    if bad:
+        p.error(f"unknown benchmark {sorted(bad)}; choose from {ALL}")
+    workdir = REPO / "bench" / ".run" / time.strftime("%Y%m%d-%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    sink = (RESULTS / "results.jsonl").open("a")
+    try:
+        if "agi-load" in chosen:
+            from bench import agi_load
+            reps = args.reps or (2 if args.quick else 3)
+            agi_load.run(
+                targets=args.agi_targets.split(","),
+                rates=[500, 1000, 2000] if not args.quick else [1000],
+                main_rate=1000, reps=reps, duration=3.0 if args.quick else 5.0,
+                concurrency=200, sat_duration=3.0 if args.quick else 4.0,
+                workdir=workdir / "agi-load", profile=args.profile, sink=sink)
+        if "e2e-cps" in chosen:
+            from bench import e2e_cps
+            e2e_cps.run(workdir=workdir / "e2e-cps", quick=args.quick,
+                        step_s=args.e2e_step_s, sink=sink)
+        if "tenants-scale" in chosen:
+            from bench import tenants_scale
+            tenants_scale.run(sizes=[int(x) for x in args.venues.split(",")],
+                              vts_per=[int(x) for x in args.vts_per.split(",")],
+                              workdir=workdir / "tenants-scale", quick=args.quick, sink=sink)
+    finally:
+        sink.close()
+    print(f"bench: plots and results.jsonl in {RESULTS}; logs in {workdir}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

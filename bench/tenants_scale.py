@@ -1,0 +1,150 @@
+"""tenants-scale: memory and routing p99 of the bridge with 10 ... 1,000 venues.
+
+For each size, one tenant per venue with the 7-rule protocol of bench/configs.py, and
+two mappings of venues to VTS processes, measured one after the other at each size:
+  vts_per = 1   the design as it stands: one `[vts.X]`, so one OS process, per tenant
+  vts_per = 50  one VTS process serving 50 tenants (several venues -> one vts), which
+                the config already allows
+Figures: total PSS (/proc/PID/smaps_rollup) of the bridge and all its VTS processes,
+the bridge's own PSS and thread count, the time until every VTS said hello, and the
+routing latency (bench/loadgen.py, open loop, venues chosen round robin over all of
+them) at 500 routes/s with up to 200 in flight (1000/s is the bridge's saturation
+here, where p99 measures the queue, not the size). A size whose projected memory exceeds
+65 % of MemAvailable is skipped and reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH_PORT_BASE,
+    RESULTS,
+    BridgeServer,
+    Progress,
+    emit,
+    pss_kib,
+    threads,
+    tree,
+    tree_cpu,
+)
+from bench.configs import write_bridge_config
+
+PORT = BENCH_PORT_BASE + 10
+
+
+def mem_available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run(*, sizes: list[int], vts_per: list[int], workdir: Path, quick: bool = False,
+        rate: float = 500, duration: float | None = None,
+        sink: Any = None) -> list[dict[str, Any]]:
+    duration = duration or (3.0 if quick else 5.0)
+    bar = Progress(len(sizes) * len(vts_per), "tenants-scale")
+    records: list[dict[str, Any]] = []
+    per_vts_kib: dict[int, float] = {}
+    for size in sizes:
+        for per in vts_per:
+            n_vts_expected = (size + per - 1) // per
+            est = per_vts_kib.get(per, 0) * n_vts_expected
+            if est > mem_available_kib() * 0.65:
+                rec = {"bench": "tenants-scale", "venues": size, "vts_per": per,
+                       "vts_processes": n_vts_expected, "skipped":
+                       f"projected {est / 1024**2:.1f} GiB > 65 % of MemAvailable"}
+                records.append(rec)
+                emit(rec, sink=sink)
+                bar.step("skipped")
+                continue
+            rec = measure_size(size, per, workdir, rate, duration)
+            if rec.get("vts_processes"):
+                per_vts_kib[per] = rec["total_pss_mb"] * 1024 / rec["vts_processes"]
+            records.append(rec)
+            emit(rec, sink=sink)
+            bar.step(f"{size} venues / {rec.get('vts_processes')} VTS: "
+                     f"{rec.get('total_pss_mb')} MB, p99 {rec.get('p99_ms')} ms")
+    plot(records)
+    return records
+
+
+def measure_size(size: int, per: int, workdir: Path, rate: float,
+                 duration: float) -> dict[str, Any]:
+    cfg = workdir / f"bridge-{size}-{per}.toml"
+    n_vts = write_bridge_config(cfg, port=PORT, venues=size, vts_per=per,
+                                vts_prefix=f"bsc{per}x")
+    server = BridgeServer(f"scale-{size}-{per}", cfg, PORT, n_vts,
+                          workdir / f"bridge-{size}-{per}.log")
+    rec: dict[str, Any] = {"bench": "tenants-scale", "venues": size, "vts_per": per}
+    try:
+        server.start(timeout_s=60 + 0.5 * n_vts)
+        time.sleep(2.0)  # let start-up garbage settle before reading memory
+        pids = tree(server.pid)
+        vts = pids[1:]
+        total = sum(pss_kib(p) for p in pids)
+        bridge_pss = pss_kib(server.pid)
+        c0 = tree_cpu(pids)
+        argv = [sys.executable, "-m", "bench.loadgen", "--port", str(PORT), "--mode", "open",
+                "--rate", str(rate), "--duration", str(duration), "--concurrency", "200",
+                "--venue-prefix", "bench-venue-", "--venue-count", str(size)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                             check=True)
+        c1 = tree_cpu(pids)
+        load = json.loads(out.stdout.strip().splitlines()[-1])
+        done = max(load["completed"], 1)
+        rec.update({
+            "vts_processes": len(vts), "start_s": round(server.ready_s, 1),
+            "total_pss_mb": round(total / 1024, 1),
+            "bridge_pss_mb": round(bridge_pss / 1024, 1),
+            "vts_pss_mb_mean": round((total - bridge_pss) / 1024 / max(len(vts), 1), 2),
+            "bridge_threads": threads(server.pid),
+            "offered_rate": rate, "concurrency": 200,
+            "p50_ms": load["p50_ms"], "p90_ms": load["p90_ms"], "p99_ms": load["p99_ms"],
+            "max_ms": load["max_ms"], "routes_per_s": load["routes_per_s"],
+            "completed": load["completed"], "errors": load["errors"],
+            "actions": load["actions"],
+            "cpu_us_per_route": round(sum(c1[p] - c0[p] for p in pids) / done * 1e6, 1),
+            "total_pss_after_load_mb": round(sum(pss_kib(p) for p in pids) / 1024, 1),
+        })
+    except Exception as exc:  # one size failing must not lose the others' figures
+        rec["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        t0 = time.monotonic()
+        server.stop(grace_s=30.0 + 0.05 * n_vts)
+        rec["stop_s"] = round(time.monotonic() - t0, 1)
+    return rec
+
+
+def plot(records: list[dict[str, Any]]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for per in sorted({r["vts_per"] for r in records}):
+        pts = [r for r in records if r["vts_per"] == per and "total_pss_mb" in r]
+        label = "1 VTS per tenant" if per == 1 else f"1 VTS per {per} tenants"
+        ax1.plot([r["venues"] for r in pts], [r["total_pss_mb"] for r in pts], "o-",
+                 label=label)
+        ax2.plot([r["venues"] for r in pts], [r["p99_ms"] for r in pts], "o-", label=label)
+    ax1.axhline(4096, color="red", lw=0.8, ls=":", label="target 4 GB")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("venues (one tenant each)")
+        ax.legend(fontsize=8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("total PSS of bridge + VTS (MB)")
+    ax1.set_title("tenants-scale: memory")
+    ax2.set_ylabel("routing p99 (ms) at 500 routes/s")
+    ax2.set_title("tenants-scale: latency")
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / "tenants_scale.png", dpi=110)
+    plt.close(fig)
