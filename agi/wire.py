@@ -60,6 +60,27 @@ def set_variable(name: str, value: str) -> bytes:
     return _line("SET VARIABLE", name, quote(value))
 
 
+# Values set together in one command (`set_variables`): MSet splits on ',' and '|' and
+# strips quotes, so its values keep to an alphabet with none of those, and no '='.
+_MSET_VALUE_RE = re.compile(r"[A-Za-z0-9_+*#:/.@-]{0,128}")  # fullmatch
+APP_MSET = "MSet"
+
+
+def set_variables(pairs: list[tuple[str, str]]) -> bytes:
+    """Set several whitelisted channel variables in one round trip, in order:
+    `EXEC MSet "A=1,B=2"`. Values outside a strict alphabet are refused."""
+    parts = []
+    for name, value in pairs:
+        if name not in WRITABLE_VARIABLES:
+            raise UnsafeValueError(f"channel variable {name!r} is not on the whitelist")
+        if not isinstance(value, str) or not _MSET_VALUE_RE.fullmatch(value):
+            raise UnsafeValueError(f"value {value!r} for {name} is not safe to set with MSet")
+        parts.append(f"{name}={value}")
+    if not parts:
+        raise UnsafeValueError("set_variables needs at least one variable")
+    return _line("EXEC", APP_MSET, quote(",".join(parts)))
+
+
 def verbose(message: str, level: int = 3) -> bytes:
     """`VERBOSE "message" level` (used for operator-visible notes in the CLI)."""
     return _line("VERBOSE", quote(message), str(int(level)))

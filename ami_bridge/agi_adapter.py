@@ -25,21 +25,22 @@ ROUTE_SCRIPT = "route"
 
 
 def commands_for(disposition: Disposition) -> list[bytes]:
+    """One AGI command for the whole disposition: every variable in one MSet (one round
+    trip instead of one per variable; the benchmark showed the round trips dominate),
+    AB_ACTION last."""
+    pairs = []
+    if disposition.target:
+        pairs += [(AB_KIND, disposition.kind), (AB_TARGET, disposition.target)]
+    if disposition.dial_timeout:
+        pairs.append((AB_DIAL_TIMEOUT, str(disposition.dial_timeout)))
+    if disposition.cause:
+        pairs.append((AB_CAUSE, disposition.cause))
+    pairs.append((AB_ACTION, disposition.action))
     try:
-        commands = []
-        if disposition.target:
-            commands.append(wire.set_variable(AB_KIND, disposition.kind))
-            commands.append(wire.set_variable(AB_TARGET, disposition.target))
-        if disposition.dial_timeout:
-            commands.append(wire.set_variable(AB_DIAL_TIMEOUT, str(disposition.dial_timeout)))
-        if disposition.cause:
-            commands.append(wire.set_variable(AB_CAUSE, disposition.cause))
-        commands.append(wire.set_variable(AB_ACTION, disposition.action))
-        return commands
+        return [wire.set_variables(pairs)]
     except wire.UnsafeValueError as exc:
         log.error("disposition %r refused at the AGI wire: %s; default route", disposition, exc)
-        return [wire.set_variable(AB_CAUSE, "unsafe-value"),
-                wire.set_variable(AB_ACTION, "default")]
+        return [wire.set_variables([(AB_CAUSE, "unsafe-value"), (AB_ACTION, "default")])]
 
 
 class AgiResponder:

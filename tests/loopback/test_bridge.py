@@ -18,6 +18,8 @@ from ami_bridge import config as config_mod
 from ami_bridge import control
 from ami_bridge.daemon import Bridge
 
+ROUTE_1001 = ['EXEC MSet "AB_KIND=internal,AB_TARGET=1001,AB_ACTION=route"']
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -85,11 +87,9 @@ def test_route_and_status_over_the_control_socket(tmp_path: Path) -> None:
     port = free_port()
 
     async def body(bridge: Bridge) -> None:
-        assert await agi_call(port, "acme-venue") == [
-            'SET VARIABLE AB_KIND "internal"', 'SET VARIABLE AB_TARGET "1001"',
-            'SET VARIABLE AB_ACTION "route"']
+        assert await agi_call(port, "acme-venue") == ROUTE_1001
         assert await agi_call(port, "nowhere") == [
-            'SET VARIABLE AB_CAUSE "unknown-venue"', 'SET VARIABLE AB_ACTION "default"']
+            'EXEC MSet "AB_CAUSE=unknown-venue,AB_ACTION=default"']
         answer = await asyncio.to_thread(control.request, bridge.config.control_socket, "status")
         status = answer["status"]
         assert status["venues"]["acme-venue"] == {"tenant": "acme", "vts": "acme",
@@ -115,14 +115,10 @@ vts = "acme"
         assert answer["ok"] is True, answer
         assert "acme-overflow" in bridge.config.venues
         # ...and is routed exactly once after the reload.
-        assert await pending == ['SET VARIABLE AB_KIND "internal"',
-                                 'SET VARIABLE AB_TARGET "1001"',
-                                 'SET VARIABLE AB_ACTION "route"']
+        assert await pending == ROUTE_1001
         assert bridge.intermediary is not None
         assert bridge.intermediary.counters.routed == 1
-        assert await agi_call(port, "acme-overflow") == [
-            'SET VARIABLE AB_KIND "internal"', 'SET VARIABLE AB_TARGET "1001"',
-            'SET VARIABLE AB_ACTION "route"']
+        assert await agi_call(port, "acme-overflow") == ROUTE_1001
 
     asyncio.run(with_bridge(path, body))
 
@@ -138,7 +134,7 @@ def test_broken_reload_keeps_the_running_config(tmp_path: Path) -> None:
         assert answer["ok"] is False
         assert str(path) in answer["error"] and "tenants.acme.rules" in answer["error"]
         assert "'1003'" in answer["error"]
-        assert (await agi_call(port, "acme-venue"))[1] == 'SET VARIABLE AB_TARGET "1001"'
+        assert await agi_call(port, "acme-venue") == ROUTE_1001
 
     asyncio.run(with_bridge(path, body))
 

@@ -68,3 +68,32 @@ def test_any_safe_value_round_trips_as_one_argument(value: str) -> None:
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
     args = parse_agi_args(line.decode("utf-8")[:-1])
     assert args == ["SET", "VARIABLE", AB_TARGET, value]
+
+
+def test_set_variables_is_one_mset_in_order() -> None:
+    line = wire.set_variables([(AB_TARGET, "1001"), (AB_ACTION, "route")])
+    assert line == b'EXEC MSet "AB_TARGET=1001,AB_ACTION=route"\n'
+    assert parse_agi_args(line.decode()[:-1]) == ["EXEC", "MSet",
+                                                  "AB_TARGET=1001,AB_ACTION=route"]
+
+
+@pytest.mark.parametrize("bad", ["a,b", "a|b", 'a"b', "a=b", "a\nb", "a b", "${X}", "x" * 129])
+def test_set_variables_refuses_what_mset_would_split_or_strip(bad: str) -> None:
+    with pytest.raises(wire.UnsafeValueError):
+        wire.set_variables([(AB_TARGET, bad)])
+
+
+def test_set_variables_names_are_whitelisted() -> None:
+    with pytest.raises(wire.UnsafeValueError, match="whitelist"):
+        wire.set_variables([("AB_TARGET", "1"), ("SHELL(id)", "x")])
+
+
+def test_treatment_commands() -> None:
+    assert wire.exec_app(wire.APP_PLAYBACK, "acme/welcome") == b'EXEC Playback "acme/welcome"\n'
+    assert wire.get_data("hello-world", 3000, 4) == b'GET DATA "hello-world" 3000 4\n'
+    assert wire.exec_app(wire.APP_STOP_MOH) == b"EXEC StopMusicOnHold\n"
+    for bad in ("../x", "a,b", "a&b", "a b", ""):
+        with pytest.raises(wire.UnsafeValueError):
+            wire.exec_app(wire.APP_PLAYBACK, bad)
+    with pytest.raises(wire.UnsafeValueError, match="whitelist"):
+        wire.exec_app("System", "rm -rf /")
