@@ -124,6 +124,10 @@ class AgiSession:
 
     # -- output ------------------------------------------------------------------
     def next_event(self) -> Event | _NeedData:
+        if self.phase is Phase.HEADER:
+            env = self._take_header_block()
+            if env is not None:
+                return env
         while True:
             if self.phase is Phase.CLOSED:
                 return Closed()
@@ -135,6 +139,28 @@ class AgiSession:
             event = self._handle_line(line)
             if event is not None:
                 return event
+
+    def _take_header_block(self) -> Environment | None:
+        """The whole environment at once when its blank line is buffered (the usual case:
+        Asterisk writes it in one go); else None, and lines are taken one at a time."""
+        while self._buffer.startswith(b"\n") and not self._header:
+            del self._buffer[:1]  # stray blank lines before the environment
+        end = self._buffer.find(b"\n\n")
+        if end < 0 or self._header_lines or end > MAX_HEADER_BYTES:
+            return None  # partial, or too big: the line-by-line path decides
+        block = bytes(self._buffer[:end])
+        lines = block.split(b"\n")
+        if len(lines) > MAX_HEADER_LINES or max(map(len, lines)) > MAX_LINE_BYTES:
+            return None
+        for raw in lines:
+            line = (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8", errors="replace")
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_"):
+                raise RemoteProtocolError(f"malformed AGI environment line: {line!r}")
+            self._header[key] = value[1:] if value.startswith(" ") else value
+        del self._buffer[: end + 2]
+        self.phase = Phase.READY
+        return Environment(dict(self._header))
 
     def _take_line(self) -> str | None:
         end = self._buffer.find(b"\n")

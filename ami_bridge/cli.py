@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -97,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return _conf(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
+    from tenants.eventloop import run as run_loop
 
     try:
-        return asyncio.run(run(args.config))
+        return run_loop(run(args.config))
     except config_mod.ConfigError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 2

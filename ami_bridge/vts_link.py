@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from ami_bridge.intermediary import Intermediary
 from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
@@ -32,8 +33,8 @@ class VtsLinkProtocol(asyncio.Protocol):
         self.ready = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self._transport = cast(asyncio.Transport, transport)
         self._write(self._intermediary.hello_for(self.name))
 
     def data_received(self, data: bytes) -> None:

@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
 from tenants.routing import CallInfo, RoutingProtocol, RuleError, parse_protocol
@@ -59,8 +59,8 @@ class Worker(asyncio.Protocol):
         self._record = record
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self._transport = cast(asyncio.Transport, transport)
         self._send({"type": "hello", "v": PROTOCOL_VERSION, "vts": self.name})
 
     def data_received(self, data: bytes) -> None:
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s vts[{args.vts}] %(levelname)s %(message)s")
-    return asyncio.run(run(args))
+    from tenants.eventloop import run as run_loop
+
+    return run_loop(run(args))
 
 
 if __name__ == "__main__":
