@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                          "socket ([bridge] control_socket). `reload` re-reads the config "
                          "file (like SIGHUP) and says whether it was accepted; `status` "
                          "prints venues, VTS processes, pending calls and counters as JSON.")
-    ctl.add_argument("command", choices=["status", "reload", "apply"],
+    ctl.add_argument("action", choices=["status", "reload", "apply"],
                      help="apply: reload, and render + check + swap the tenants' dialplan "
                      "fragments and reload them in Asterisk, rolling back on failure")
     where = ctl.add_mutually_exclusive_group(required=True)
@@ -154,7 +154,7 @@ def _ctl(args: argparse.Namespace) -> int:
 
     try:
         path = args.socket or config_mod.load(args.config).control_socket
-        answer = control.request(path, args.command)
+        answer = control.request(path, args.action)
     except config_mod.ConfigError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 2
@@ -162,11 +162,11 @@ def _ctl(args: argparse.Namespace) -> int:
         print(f"ami-bridge: cannot reach the bridge's control socket: {exc}", file=sys.stderr)
         return 1
     if not answer.get("ok"):
-        print(f"ami-bridge: {args.command} refused: {answer.get('error')}", file=sys.stderr)
+        print(f"ami-bridge: {args.action} refused: {answer.get('error')}", file=sys.stderr)
         return 1
-    if args.command == "status":
+    if args.action == "status":
         print(json.dumps(answer["status"], indent=2, sort_keys=True))
-    elif args.command == "apply":
+    elif args.action == "apply":
         for name in answer.get("changed") or []:
             print(f"changed {name}")
         print("applied")

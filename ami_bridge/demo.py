@@ -1,14 +1,17 @@
 """`make demo`: route a short SIPp call mix through the sandbox Asterisk and the bridge.
 
 Starts the sandbox Asterisk with asterisk-conf/ (the same files an operator drops in),
-the bridge with examples/bridge.toml and its two example tenants, and one SIPp UAS per
-destination endpoint. Places calls into both venues with the bridge up, then with the
-bridge stopped (the dialplan's AGISTATUS fallback), and prints per tenant where the
-calls arrived, as counted by the UASes. Exits 0 when every call completed.
+then follows the operator's steps of asterisk-conf/README.md against it: render the
+example tenants' fragments into its config directory, check them, start the bridge
+with examples/bridge.toml, apply (reload over AMI, verify with ShowDialPlan). Then it
+places calls into both venues with the bridge up, then with the bridge stopped (the
+dialplan's AGISTATUS fallback), and prints per tenant where the calls arrived, as
+counted by the SIPp UASes. Exits 0 when every call completed.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -57,6 +60,34 @@ def run_phase(title: str, batches: list[Batch]) -> tuple[list[list[str]], int]:
     return rows, failed
 
 
+def demo_config(tmp: Path, etc: Path) -> Path:
+    """examples/bridge.toml, pointed at the example tenants and this Asterisk's config."""
+    text = (ROOT / "examples" / "bridge.toml").read_text(encoding="utf-8")
+    text = text.replace('tenants_dir = "tenants.d"',
+                        f'tenants_dir = "{ROOT / "examples" / "tenants.d"}"')
+    text = text.replace('# asterisk_conf_dir = "/etc/asterisk"', f'asterisk_conf_dir = "{etc}"')
+    text = text.replace('control_socket = "/run/ami-bridge/control.sock"',
+                        f'control_socket = "{tmp / "control.sock"}"')
+    path = tmp / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def step(title: str, argv: list[str]) -> None:
+    print(f"demo: $ {title}")
+    done = subprocess.run([sys.executable, "-m", "ami_bridge", *argv], capture_output=True,
+                          text=True, check=False)
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"demo:     {line}")
+    if done.returncode != 0:
+        raise BridgeError(f"{title} failed with exit status {done.returncode}")
+
+
+def operator_steps(config: Path, etc: Path) -> None:
+    step("ami-bridge conf render", ["conf", "render", "--config", str(config), "--out", str(etc)])
+    step("ami-bridge conf check", ["conf", "check", "--config", str(config)])
+
+
 def print_table(rows: list[list[str]]) -> None:
     header = ["bridge", "tenant", "DNIS", "calls", "ok", "failed", "agent", "operator",
               "other tenant", "why"]
@@ -76,9 +107,11 @@ def main() -> int:
     try:
         with Asterisk(conf_src=ROOT / "asterisk-conf", name="demo") as asterisk, \
                 tempfile.TemporaryDirectory() as tmp:
-            bridge = BridgeProcess(ROOT / "examples" / "bridge.toml",
-                                   log_path=Path(tmp) / "bridge.log")
+            config = demo_config(Path(tmp), asterisk.instance_dir / "etc")
+            operator_steps(config, asterisk.instance_dir / "etc")
+            bridge = BridgeProcess(config, log_path=Path(tmp) / "bridge.log")
             with bridge:
+                step("ami-bridge ctl apply", ["ctl", "apply", "--config", str(config)])
                 print("demo: placing calls with the bridge up...")
                 up_rows, up_failed = run_phase("up", MIX)
             print("demo: placing calls with the bridge stopped...")

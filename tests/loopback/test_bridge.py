@@ -150,3 +150,25 @@ def test_caller_hangup_while_pending_is_an_abandon(tmp_path: Path) -> None:
         assert bridge.intermediary.pending_count() == 0
 
     asyncio.run(with_bridge(write(tmp_path, port, late=0.5), body))
+
+
+def test_ctl_command_line(tmp_path: Path, capsys: Any) -> None:
+    from ami_bridge.cli import main
+
+    port = free_port()
+    path = write(tmp_path, port)
+
+    async def body(bridge: Bridge) -> None:
+        def ctl(action: str) -> int:
+            return main(["ctl", action, "--config", str(path)])
+
+        assert await asyncio.to_thread(ctl, "status") == 0
+        assert '"acme-venue"' in capsys.readouterr().out
+        assert await asyncio.to_thread(ctl, "reload") == 0
+        assert capsys.readouterr().out == "reloaded\n"
+        assert await asyncio.to_thread(ctl, "apply") == 1  # no [ami] reload login here
+        assert "apply needs [ami]" in capsys.readouterr().err
+
+    asyncio.run(with_bridge(path, body))
+    assert main(["ctl", "status", "--config", str(path)]) == 1  # the bridge is gone
+    assert "cannot reach the bridge's control socket" in capsys.readouterr().err
