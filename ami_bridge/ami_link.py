@@ -17,11 +17,23 @@ import logging
 
 from ami_bridge.ami.client import AmiClient, AmiError
 from ami_bridge.ami.protocol import Event
-from ami_bridge.ami.tracker import CallTracker
+from ami_bridge.ami.tracker import AgentState, CallTracker
 from ami_bridge.config import AmiConfig, BridgeConfig
 from ami_bridge.intermediary import Intermediary
+from tenants.protocol import Message
 
 log = logging.getLogger(__name__)
+
+
+AGENT_EVENTS = frozenset({"DeviceStateChange", "QueueMemberStatus", "QueueMemberPause",
+                          "QueueMemberAdded", "QueueMemberRemoved"})
+
+
+def agent_message(agent: AgentState) -> Message:
+    """The `agent_state` message a VTS gets (docs/vts-protocol.md)."""
+    return {"type": "agent_state", "tenant": agent.tenant, "device": agent.device,
+            "available": agent.available, "state": agent.device_state,
+            "paused": agent.paused, "idle_since": agent.last_call_end}
 
 
 def devices_of(config: BridgeConfig) -> dict[str, str]:
@@ -46,6 +58,8 @@ class AmiLink:
             on_disconnected=self._on_disconnected)
         self._task: asyncio.Task[None] | None = None
         self.resyncs = 0
+        self._sent_agents: dict[str, Message] = {}  # device -> last agent_state sent
+        intermediary.agent_snapshot = self.agent_snapshot
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.client.run(), name="ami-link")
@@ -65,6 +79,18 @@ class AmiLink:
     def _on_event(self, event: Event) -> None:
         for call_event in self.tracker.handle(event):
             self._intermediary.forward_call_event(call_event)
+        if event.name in AGENT_EVENTS:
+            self._send_agent_changes()
+
+    def agent_snapshot(self, tenant: str) -> list[Message]:
+        return [agent_message(a) for a in self.tracker.agents_of(tenant)]
+
+    def _send_agent_changes(self) -> None:
+        for device, agent in self.tracker.agents.items():
+            message = agent_message(agent)
+            if self._sent_agents.get(device) != message:
+                self._sent_agents[device] = message
+                self._intermediary.forward_agent_state(message)
 
     async def _resync(self) -> None:
         try:
@@ -78,6 +104,7 @@ class AmiLink:
                                     [e for e in members if e.name == "QueueMember"])
         for call_event in ended:
             self._intermediary.forward_call_event(call_event)
+        self._send_agent_changes()
         self.resyncs += 1
         log.info("AMI connected; resync: %d live channels, %d calls, %d agents",
                  len(channels), len(self.tracker.calls()), len(self.tracker.agents))

@@ -141,6 +141,8 @@ class Intermediary:
         self._closed: OrderedDict[str, str] = OrderedDict()
         self._history: OrderedDict[str, CallHistory] = OrderedDict()
         self.counters = Counters()
+        # The AMI link installs this: the `agent_state` messages of one tenant's agents.
+        self.agent_snapshot: Callable[[str], list[Message]] = lambda tenant: []
 
     # -- configuration and links ---------------------------------------------------
     @property
@@ -158,6 +160,10 @@ class Intermediary:
         self._links[name] = link
         self._per_vts.setdefault(name, set())
         log.info("VTS %s connected (tenants: %s)", name, self._tenants_of(name))
+        served = self._config.vts[name].tenants if name in self._config.vts else ()
+        for tenant in served:  # what the AMI link knows of its agents so far
+            for agent in self.agent_snapshot(tenant):
+                link.send(agent)
 
     def detach_vts(self, name: str) -> None:
         """The VTS link is gone: default-route every call it was deciding."""
@@ -406,6 +412,14 @@ class Intermediary:
         return history
 
     # -- from the AMI side ---------------------------------------------------------
+    def forward_agent_state(self, message: Message) -> None:
+        """An agent device's state goes to the VTS processes serving its tenant only."""
+        tenant = message.get("tenant")
+        for name, vts in self._config.vts.items():
+            link = self._links.get(name)
+            if link is not None and tenant in vts.tenants:
+                link.send(message)
+
     def forward_call_event(self, event: CallEvent) -> None:
         """A tracked call's event goes to its venue's VTS, and only there."""
         venue = self._config.venues.get(event.venue)
@@ -437,6 +451,7 @@ class Intermediary:
                     "timezone": self._config.tenants[name].timezone,
                     "holidays": list(self._config.tenants[name].holidays),
                     "targets": sorted(self._config.tenants[name].targets),
+                    "extensions": dict(self._config.tenants[name].extensions),
                     "rules": [dict(r) for r in self._config.tenants[name].rules],
                 }
                 for name in served

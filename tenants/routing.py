@@ -15,6 +15,10 @@ Rules are tried in order and the first whose every condition holds wins. Conditi
                              days condition then applies to the day the window opened
   holiday = true|false       today is (not) in the tenant's holiday calendar
   digits                     digits the caller entered during a treatment
+  agents_available = true|false  at least one / none of the rule's targets is an
+                             available agent (device idle and not paused, from the
+                             bridge's AMI agent state; a target without known state
+                             counts as available, so routing works without AMI)
 Actions: route (targets with strategy first | round_robin | split), reject (cause busy |
 congestion), default (the venue's default route), treatment (play `prompt`, optionally
 collecting `collect_digits` digits within `timeout_ms`, or `moh = true`; the call stays
@@ -37,7 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STRATEGIES = ("first", "round_robin", "split")
+STRATEGIES = ("first", "round_robin", "split", "longest_idle")
 ACTIONS = ("route", "reject", "default", "treatment")
 TARGET_KINDS = ("queue", "external")
 # DIALSTATUS values after which an overflow rule moves on to its next target.
@@ -53,7 +57,7 @@ _HOURS_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
 WITHHELD_ANI = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
 _CONDITION_KEYS = frozenset(
     {"dnis", "dnis_prefix", "ani", "ani_prefix", "ani_withheld", "days", "hours", "holiday",
-     "digits"}
+     "digits", "agents_available"}
 )
 _RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause",
                                 "prompt", "moh", "collect_digits", "timeout_ms",
@@ -77,6 +81,18 @@ class CallInfo:
     previous_target: str = ""  # in rule-target form: "1001", "queue:sales", ...
     previous_status: str = ""  # Asterisk's DIALSTATUS for it
     treated: bool = False  # a treatment already ran for this call
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the VTS knows of one target's agent: from the bridge's `agent_state`."""
+
+    available: bool
+    idle_since: float | None = None  # epoch seconds of the last call's end; None: never
+
+
+Agents = Mapping[str, AgentView]  # target (extension) -> agent state
+_NO_AGENTS: Agents = {}
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class Rule:
     hours: tuple[int, int] | None = None  # minutes since midnight, [start, end)
     holiday: bool | None = None
     digits: tuple[str, ...] = ()
+    agents_available: bool | None = None
     targets: tuple[str, ...] = ()
     strategy: str = "first"
     weights: tuple[int, ...] = ()
@@ -125,13 +142,23 @@ class RoutingProtocol:
     holidays: frozenset[dt.date] = frozenset()
     _cursors: dict[str, int] = field(default_factory=dict)
 
-    def evaluate(self, call: CallInfo, now: dt.datetime, rng: random.Random) -> Decision:
+    def evaluate(self, call: CallInfo, now: dt.datetime, rng: random.Random,
+                 agents: Agents = _NO_AGENTS) -> Decision:
         local = now.astimezone(self.timezone)
         for rule in self.rules:
             if rule.action == "treatment" and call.treated:
                 continue
             if not matches(rule, call, local, self.holidays):
                 continue
+            free = [t for t in rule.targets if _available(t, agents)]
+            if rule.agents_available is not None and bool(free) != rule.agents_available:
+                continue
+            if rule.strategy == "longest_idle" and rule.action == "route":
+                if not free:
+                    continue  # nobody to give the call to: later rules decide
+                target = min(free, key=lambda t: (_idle_since(t, agents), rule.targets.index(t)))
+                return Decision("route", target=target, rule=rule.name,
+                                dial_timeout=rule.overflow_after)
             if rule.overflow_after and call.previous_target in rule.targets:
                 if call.previous_status not in OVERFLOW_STATUSES:
                     return Decision("default", rule=rule.name)  # answered elsewhere / odd
@@ -162,6 +189,16 @@ class RoutingProtocol:
         else:
             target = rule.targets[0]
         return Decision("route", target=target, rule=rule.name)
+
+
+def _available(target: str, agents: Agents) -> bool:
+    view = agents.get(target)
+    return view is None or view.available
+
+
+def _idle_since(target: str, agents: Agents) -> float:
+    view = agents.get(target)
+    return view.idle_since or 0.0 if view is not None else 0.0
 
 
 def matches(rule: Rule, call: CallInfo, local: dt.datetime, holidays: frozenset[dt.date]) -> bool:
@@ -287,6 +324,7 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
         ani=_strings(raw, "ani", where), ani_prefix=_strings(raw, "ani_prefix", where),
         digits=_strings(raw, "digits", where),
         ani_withheld=_optional_bool(raw, "ani_withheld", where),
+        agents_available=_optional_bool(raw, "agents_available", where),
         holiday=_optional_bool(raw, "holiday", where),
         days=_days(raw, where), hours=_hours(raw, where),
     )

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any, TextIO, cast
 
 from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
-from tenants.routing import CallInfo, RoutingProtocol, RuleError, parse_protocol
+from tenants.routing import AgentView, CallInfo, RoutingProtocol, RuleError, parse_protocol
 from tenants.supervisor import FD_ENV
 
 log = logging.getLogger("tenants.worker")
@@ -56,6 +56,9 @@ class Worker(asyncio.Protocol):
         self._protocols: dict[str, RoutingProtocol] = {}
         self._rng = random.Random()
         self._calls: dict[str, tuple[str, CallInfo]] = {}  # pending handle -> tenant, call
+        # tenant -> device -> the targets (extensions) that dial it; tenant -> target -> state
+        self._targets_of: dict[str, dict[str, list[str]]] = {}
+        self._agents: dict[str, dict[str, AgentView]] = {}
         self._record = record
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +90,8 @@ class Worker(asyncio.Protocol):
             self._route(message)
         elif kind == "event":
             self._on_event(message)
+        elif kind == "agent_state":
+            self._on_agent(message)
         elif kind == "error":
             log.warning("vts %s: bridge refused: %s (%s)", self.name, message.get("message"),
                         message.get("code"))
@@ -112,6 +117,10 @@ class Worker(asyncio.Protocol):
             log.error("vts %s: bad routing protocol from the bridge: %s", self.name, exc)
             self._close()
             return
+        self._targets_of = {}
+        for name, t in tenants.items():
+            for ext, device in (t.get("extensions") or {}).items():
+                self._targets_of.setdefault(name, {}).setdefault(str(device), []).append(ext)
         log.info("vts %s: serving %s", self.name, ", ".join(sorted(self._protocols)) or "nobody")
 
     def _route(self, message: Message) -> None:
@@ -135,6 +144,13 @@ class Worker(asyncio.Protocol):
         else:
             self._send(answer)
 
+    def _on_agent(self, message: Message) -> None:
+        tenant, device = str(message.get("tenant")), str(message.get("device"))
+        view = AgentView(available=bool(message.get("available")),
+                         idle_since=message.get("idle_since"))
+        for target in self._targets_of.get(tenant, {}).get(device, ()):
+            self._agents.setdefault(tenant, {})[target] = view
+
     def _on_event(self, message: Message) -> None:
         handle = str(message.get("handle"))
         event = message.get("event")
@@ -156,7 +172,8 @@ class Worker(asyncio.Protocol):
         if protocol is None:
             self._calls.pop(handle, None)
             return {"type": "disposition", "handle": handle, "action": "default"}
-        decision = protocol.evaluate(info, dt.datetime.now(dt.UTC), self._rng)
+        decision = protocol.evaluate(info, dt.datetime.now(dt.UTC), self._rng,
+                                     self._agents.get(tenant, {}))
         answer: Message = {"type": "disposition", "handle": handle, "action": decision.action}
         if decision.action == "treatment":
             if decision.moh:

@@ -308,12 +308,17 @@ class CallTracker:
             queues = state.queues - {queue} if event.name == "QueueMemberRemoved" \
                 else state.queues | {queue}
             status = event.get("Status") or ""
+            new_state = _QUEUE_STATUS[int(status)] if status.isdigit() \
+                and int(status) < len(_QUEUE_STATUS) else state.device_state
             last = float(event.get("LastCall") or 0) or state.last_call_end
+            if state.in_use and new_state in IDLE_STATES:
+                # The queue member event may overtake the DeviceStateChange of the same
+                # hang-up; whichever reports the return to idle dates the call's end.
+                last = max(last or 0.0, now)
             state = replace(
                 state, queues=queues, paused=(event.get("Paused") == "1"),
                 pause_reason=event.get("PausedReason") or "", last_call_end=last,
-                device_state=_QUEUE_STATUS[int(status)] if status.isdigit()
-                and int(status) < len(_QUEUE_STATUS) else state.device_state,
+                device_state=new_state,
             )
         self.agents[device] = state
 

@@ -115,3 +115,31 @@ def test_asterisk_restart_reconnects_and_routing_continues(
     assert (after.successful, after.failed) == (5, 0), after.failure_reasons
     assert arrived(uas)["acme-agent"] == 10
     assert back < 5.0
+
+
+def test_longest_idle_agent_from_ami_device_state(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    """acme's two phones (agent and operator) take calls in turn: after each call the
+    phone that just hung up has been idle the shortest, as Asterisk's device states say."""
+    rules = """
+[[tenants.acme.rules]]
+name = "idle"
+targets = ["1001", "operator"]
+strategy = "longest_idle"
+"""
+    extra = ('[tenants.acme.extensions]\n1001 = "PJSIP/acme-agent"\n'
+             'operator = "PJSIP/acme-operator"')
+    bridge = run_bridge(write_config(tmp_path, ami=True, acme_rules=rules, acme_extra=extra))
+    bridge.wait_for_log("AMI connected; resync")
+    for _ in range(6):  # one call at a time, so each sees the previous one's hang-up
+        stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, hold_ms=300)
+        assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+        time.sleep(0.3)
+    got = arrived(uas)
+    assert (got["acme-agent"], got["acme-operator"]) == (3, 3)
+    states = [m for m in records(tmp_path / "acme.jsonl") if m["type"] == "agent_state"]
+    assert {m["device"] for m in states} >= {"PJSIP/acme-agent", "PJSIP/acme-operator"}
+    assert all(m["tenant"] == "acme" for m in states)
+    assert not any(m["type"] == "agent_state" for m in records(tmp_path / "globex.jsonl")
+                   if "acme" in str(m))

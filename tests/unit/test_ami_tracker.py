@@ -131,3 +131,19 @@ def test_agent_state_per_tenant() -> None:
     assert tracker.agents["PJSIP/acme-agent"].last_call_end == 1700000600.0
     assert tracker.agents_of("globex")[0].tenant == "globex"
     assert "PJSIP/acme-operator" not in tracker.agents  # not in the mapping: ignored
+
+
+def test_call_end_is_dated_whichever_event_reports_idle_first() -> None:
+    # Seen on the real Asterisk: the queue member event of a hang-up can overtake the
+    # DeviceStateChange, and the return to idle must still date the end of the call.
+    clock = iter([100.0, 101.0, 102.0, 103.0])
+    tracker = CallTracker(devices={"PJSIP/a": "acme"}, clock=lambda: next(clock))
+    tracker.handle(Event(name="DeviceStateChange", fields=(
+        ("Event", "DeviceStateChange"), ("Device", "PJSIP/a"), ("State", "INUSE"))))
+    tracker.handle(Event(name="QueueMemberStatus", fields=(
+        ("Event", "QueueMemberStatus"), ("Queue", "acme-sales"),
+        ("StateInterface", "PJSIP/a"), ("Status", "1"), ("LastCall", "0"))))
+    tracker.handle(Event(name="DeviceStateChange", fields=(
+        ("Event", "DeviceStateChange"), ("Device", "PJSIP/a"), ("State", "NOT_INUSE"))))
+    agent = tracker.agents["PJSIP/a"]
+    assert agent.available and agent.last_call_end == 101.0

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tenants.routing import CallInfo, Decision, RuleError, parse_protocol, valid_target
+from tenants.routing import (
+    AgentView,
+    CallInfo,
+    Decision,
+    RuleError,
+    parse_protocol,
+    valid_target,
+)
 
 NOON = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 RNG = random.Random(7)
@@ -88,3 +95,39 @@ def test_overflow_moves_through_the_targets_then_falls_through() -> None:
 
 def test_overflow_ignores_a_previous_target_it_does_not_own() -> None:
     assert decide(OVERFLOW, previous_target="2001", previous_status="NOANSWER").target == "1001"
+
+
+AGENTS_RULES: list[dict[str, Any]] = [
+    {"name": "idle", "targets": ["1001", "1002", "1003"], "strategy": "longest_idle"},
+    {"name": "all-busy", "action": "reject", "cause": "busy"},
+]
+
+
+def decide_with(rules: list[dict[str, Any]], agents: dict[str, AgentView]) -> Decision:
+    protocol = parse_protocol(rules, timezone="UTC")
+    return protocol.evaluate(CallInfo(ani="1", dnis="100"), NOON, RNG, agents)
+
+
+def test_longest_idle_picks_the_available_agent_idle_longest() -> None:
+    agents = {"1001": AgentView(True, 300.0), "1002": AgentView(True, 100.0),
+              "1003": AgentView(False, 10.0)}
+    assert decide_with(AGENTS_RULES, agents).target == "1002"
+    # never called counts as idle longest; ties keep the list order
+    assert decide_with(AGENTS_RULES, {"1001": AgentView(True, 5.0)}).target == "1002"
+    assert decide_with(AGENTS_RULES, {}).target == "1001"
+
+
+def test_nobody_available_falls_through() -> None:
+    busy = {t: AgentView(False, 1.0) for t in ("1001", "1002", "1003")}
+    assert decide_with(AGENTS_RULES, busy) == Decision("reject", cause="busy", rule="all-busy")
+
+
+def test_agents_available_condition() -> None:
+    rules: list[dict[str, Any]] = [
+        {"name": "staffed", "targets": ["1001"], "agents_available": True},
+        {"name": "unstaffed", "targets": ["queue:sales"], "agents_available": False},
+    ]
+    assert decide_with(rules, {"1001": AgentView(True)}).rule == "staffed"
+    assert decide_with(rules, {"1001": AgentView(False)}).action == "default"
+    # unknown state counts as available, so routing works without an AMI session
+    assert decide_with(rules, {}).rule == "staffed"
