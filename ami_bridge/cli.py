@@ -16,7 +16,8 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ami-bridge",
-        description="Multi-tenant call routing for Asterisk: one FastAGI attachment, one "
+        description="Multi-tenant call routing for Asterisk: one CTI attachment (an AMI "
+        "session and a FastAGI listener), one "
         "virtual transaction server (VTS) process per tenant.")
     parser.add_argument("--version", action="version", version="ami-bridge 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,10 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        try:
-            cfg = config_mod.load(args.config)
-        except config_mod.ConfigError as exc:
-            print(f"ami-bridge: {exc}", file=sys.stderr)
+        cfg = _load(args.config)
+        if cfg is None:
             return 2
         for venue in cfg.venues.values():
             print(f"venue {venue.context}: tenant {venue.tenant}, VTS {venue.vts}, "
@@ -108,15 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _load(path: Path) -> config_mod.BridgeConfig | None:
+    """The config, or None after printing why it is refused (file, key, value)."""
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return None
+
+
 def _conf(args: argparse.Namespace) -> int:
     from ami_bridge.dialplan import render
 
     if args.conf_command == "check":
         return _conf_check(args)
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"ami-bridge: {exc}", file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     files = render.render_tree(cfg)
     if args.check:
@@ -137,10 +143,8 @@ def _conf_check(args: argparse.Namespace) -> int:
     tenants = list(args.tenant)
     conf_dir = args.asterisk_conf
     if args.config is not None:
-        try:
-            cfg = config_mod.load(args.config)
-        except config_mod.ConfigError as exc:
-            print(f"ami-bridge: {exc}", file=sys.stderr)
+        cfg = _load(args.config)
+        if cfg is None:
             return 2
         tenants += list(cfg.tenants)
         conf_dir = conf_dir or cfg.asterisk_conf_dir
