@@ -213,3 +213,44 @@ def test_sigkill_one_vts_under_load(
     assert restarted != victim
     assert log.count("VTS acme connected") == 2
     assert asterisk.channel_count() == 0
+
+
+def test_acting_on_another_tenants_handle_is_refused(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    """acme's VTS, a stand-alone program written from the protocol document, tries to
+    route a pending globex call it learnt the handle of; the bridge refuses, logs both
+    tenants, and the globex call leaves by its own venue's default route."""
+    import json
+    import sys
+
+    steal, acme_record = tmp_path / "steal.txt", tmp_path / "acme.jsonl"
+    script = Path(__file__).with_name("scripted_vts.py")
+    acme_vts = json.dumps([sys.executable, str(script), str(acme_record), str(steal), "1001"])
+    globex_vts = vts_command("globex", tmp_path / "globex.jsonl", "--behaviour", "silent")
+    config = write_config(tmp_path, acme_vts=acme_vts)
+    text = config.read_text().replace(
+        f'command = {vts_command("globex", tmp_path / "globex.jsonl")}',
+        f"command = {globex_vts}")
+    config.write_text(text.replace('[tenants.globex.venues.globex-venue]\nvts = "globex"',
+                                   '[tenants.globex.venues.globex-venue]\nvts = "globex"\n'
+                                   'router_timeout = 4.0'))
+    bridge = run_bridge(config)
+    globex = start_uac(from_user="globex-trunk", dnis="100", calls=1, rate=1, port=5082)
+    deadline = time.monotonic() + 3
+    while not of_type(records(tmp_path / "globex.jsonl"), "route_request"):
+        assert time.monotonic() < deadline, "globex's call never reached its VTS"
+        time.sleep(0.05)
+    [pending] = of_type(records(tmp_path / "globex.jsonl"), "route_request")
+    steal.write_text(pending["handle"])  # the leak the isolation must survive
+    acme = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, port=5081)
+    globex_stats = globex.wait()
+    assert (acme.successful, globex_stats.successful) == (1, 1)
+    got = arrived(uas)
+    assert got == {"acme-agent": 1, "globex-agent": 0, "acme-operator": 0,
+                   "globex-operator": 1}  # globex's call was not moved by acme
+    assert [e["code"] for e in of_type(records(acme_record), "error")] == ["not-yours"]
+    [line] = [ln for ln in bridge.log().splitlines() if "isolation:" in ln]
+    assert "VTS acme (tenant acme)" in line and "tenant globex" in line
+    events = of_type(records(tmp_path / "globex.jsonl"), "event")
+    assert [(e["event"], e.get("reason")) for e in events] == [("default_routed", "timeout")]
