@@ -86,6 +86,12 @@ NEED_DATA = _NeedData()
 Event = Environment | Reply | Hangup | Closed
 
 _REPLY_RE = re.compile(r"^(\d{3})(?: result=(\S*))?(?: \((.*)\))?(.*)$")
+# One well-formed environment line, as `_header_line` accepts it: the key is everything
+# before the first ':' and starts with `agi_`; one space after the ':' is dropped. Used
+# on a whole decoded block at once (one C-level scan instead of ~25 Python iterations:
+# the benchmark profile had the per-line loop as the largest single cost of a route);
+# a block with any line this does not match goes the per-line way, which names it.
+_ENV_LINE_RE = re.compile(r"^(agi_[^:\n]*): ?(.*)$", re.MULTILINE)
 
 
 class AgiSession:
@@ -149,10 +155,21 @@ class AgiSession:
         if end < 0 or self._header_lines or end > MAX_HEADER_BYTES:
             return None  # partial, or too big: the line-by-line path decides
         block = bytes(self._buffer[:end])
-        lines = block.split(b"\n")
-        if len(lines) > MAX_HEADER_LINES or max(map(len, lines)) > MAX_LINE_BYTES:
+        n_lines = block.count(b"\n") + 1
+        if n_lines > MAX_HEADER_LINES:
             return None
-        for raw in lines:
+        # A line can only pass MAX_LINE_BYTES when the whole block does.
+        if end > MAX_LINE_BYTES and max(map(len, block.split(b"\n"))) > MAX_LINE_BYTES:
+            return None
+        if b"\r" not in block:
+            # Decoding the block at once equals decoding line by line: LF is ASCII and
+            # never part of a multi-byte sequence, so replacements fall the same way.
+            pairs = _ENV_LINE_RE.findall(block.decode("utf-8", errors="replace"))
+            if len(pairs) == n_lines:
+                del self._buffer[: end + 2]
+                self.phase = Phase.READY
+                return Environment(dict(pairs))
+        for raw in block.split(b"\n"):
             line = (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8", errors="replace")
             key, sep, value = line.partition(":")
             if not sep or not key.startswith("agi_"):

@@ -7,6 +7,10 @@ own `hello` with a matching version. Frames are decoded by the sans-I/O
 unread output passes `MAX_WRITE_BUFFER`) closes the link, and the intermediary
 default-routes that VTS's pending calls. Other tenants are unaffected: each VTS has its
 own socket and buffers, and nothing here waits on a VTS.
+
+Frames sent during one event-loop iteration go out in one write at its end (a
+`call_soon` flush): route requests that arrive together cost one send() and wake the
+VTS once, instead of once each.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class VtsLinkProtocol(asyncio.Protocol):
         self._intermediary = intermediary
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
+        self._outgoing: list[bytes] = []  # frames waiting for this iteration's flush
         self.ready = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,6 +64,7 @@ class VtsLinkProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._outgoing.clear()
         if self.ready:
             self.ready = False
             self._intermediary.detach_vts(self.name)
@@ -79,12 +85,23 @@ class VtsLinkProtocol(asyncio.Protocol):
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("vts %s >> %r", self.name, message)
-        self._transport.write(encode(message))
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(encode(message))
+
+    def _flush(self) -> None:
+        if self._transport is None or self._transport.is_closing() or not self._outgoing:
+            self._outgoing.clear()
+            return
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        self._transport.write(data)
         if self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.error("VTS %s is not reading (%d bytes queued); closing the link",
                       self.name, self._transport.get_write_buffer_size())
             self.close()
 
     def close(self) -> None:
+        self._outgoing.clear()
         if self._transport is not None:
             self._transport.abort()

@@ -282,11 +282,15 @@ class BridgeServer(Server):
     has said hello (counted from the bridge's own `VTS x connected` log lines)."""
 
     def __init__(self, name: str, config_path: Path, port: int, n_vts: int, log_path: Path,
-                 *, argv: list[str] | None = None) -> None:
+                 *, argv: list[str] | None = None, ready_markers: tuple[str, ...] = ()) -> None:
         argv = argv or [sys.executable, "-m", "ami_bridge", "run"]
         super().__init__(name, [*argv, "--config", str(config_path), "--log-level", "info"],
                          port, log_path)
         self.n_vts = n_vts
+        # Further log lines to wait for (e2e-cps: the AMI session's resync), so a
+        # measurement never starts before the bridge holds everything it runs with.
+        self.ready_markers = ready_markers
+        self.ready_s = 0.0
 
     def start(self, timeout_s: float = 30.0) -> None:
         started = time.monotonic()
@@ -295,12 +299,13 @@ class BridgeServer(Server):
         while True:
             text = self.log_text()
             n = text.count(" connected (tenants:")
-            if n >= self.n_vts:
+            if n >= self.n_vts and all(m in text for m in self.ready_markers):
                 self.ready_s = time.monotonic() - started
                 return
             assert self.proc is not None
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = text[-2000:]
                 self.stop()
-                raise RuntimeError(f"{self.name}: {n}/{self.n_vts} VTS connected; log:\n{tail}")
+                raise RuntimeError(f"{self.name}: {n}/{self.n_vts} VTS connected (and "
+                                   f"waiting for {self.ready_markers}); log:\n{tail}")
             time.sleep(0.2)

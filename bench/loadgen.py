@@ -77,6 +77,13 @@ def templates(port: int, venues: list[str], n: int = 512) -> list[bytes]:
     return out
 
 
+def _ab_action(line: bytes) -> str:
+    """AB_ACTION's value from `SET VARIABLE AB_ACTION "x"` or from the bridge's one
+    `EXEC MSet "AB_KIND=...,AB_ACTION=x"` (the variable is last in both)."""
+    tail = line.rpartition(b"AB_ACTION")[2].strip().strip(b'"').lstrip(b"=")
+    return tail.split(b",", 1)[0].strip(b'"').decode(errors="replace")
+
+
 class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -126,7 +133,7 @@ class AsteriskSide(asyncio.Protocol):
         for line in lines:
             stats.commands += 1
             if b"AB_ACTION" in line:
-                value = line.rsplit(b" ", 1)[-1].strip(b'"').decode(errors="replace")
+                value = _ab_action(line)
                 stats.actions[value] = stats.actions.get(value, 0) + 1
         self.tr.write(REPLY * len(lines))  # type: ignore[union-attr]
 

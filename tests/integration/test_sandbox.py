@@ -26,7 +26,7 @@ CALLS = 5
 def test_venues_loaded(asterisk: Asterisk) -> None:
     for tenant in ("acme", "globex"):
         out = asterisk.rx(f"dialplan show {tenant}-venue")
-        assert f"ami-bridge venue {tenant}-venue" in out
+        assert f"[ Context '{tenant}-venue' created by 'pbx_config' ]" in out
         assert "AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})" in out
     assert f"agi://127.0.0.1:{asterisk.agi_port}" in asterisk.rx("dialplan show globals")
 
