@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
-from ami_bridge.ami.client import AmiClient, AmiError
+from ami_bridge.ami.client import DEFAULT_READ_PAUSE, AmiClient, AmiError
 from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import AgentState, CallTracker
 from ami_bridge.config import AmiConfig, BridgeConfig
@@ -23,6 +24,10 @@ from ami_bridge.intermediary import Intermediary
 from tenants.protocol import Message
 
 log = logging.getLogger(__name__)
+
+# Seconds the AMI reader pauses after each read to take events in batches (see
+# ami_bridge/ami/client.py); the variable exists for measurements (bench/ami_census.py).
+READ_PAUSE_ENV = "AMI_BRIDGE_AMI_READ_PAUSE"
 
 
 AGENT_EVENTS = frozenset({"DeviceStateChange", "QueueMemberStatus", "QueueMemberPause",
@@ -55,7 +60,8 @@ class AmiLink:
         self.client = AmiClient(
             host=settings.host, port=settings.port, username=settings.username,
             secret=settings.secret, on_event=self._on_event, on_connected=self._resync,
-            on_disconnected=self._on_disconnected)
+            on_disconnected=self._on_disconnected,
+            read_pause=float(os.environ.get(READ_PAUSE_ENV, DEFAULT_READ_PAUSE)))
         self._task: asyncio.Task[None] | None = None
         self.resyncs = 0
         self._sent_agents: dict[str, Message] = {}  # device -> last agent_state sent
@@ -80,13 +86,30 @@ class AmiLink:
         for call_event in self.tracker.handle(event):
             self._intermediary.forward_call_event(call_event)
         if event.name in AGENT_EVENTS:
-            self._send_agent_changes()
+            self._send_agent_changes(self.tracker.changed_agents)
 
     def agent_snapshot(self, tenant: str) -> list[Message]:
         return [agent_message(a) for a in self.tracker.agents_of(tenant)]
 
-    def _send_agent_changes(self) -> None:
-        for device, agent in self.tracker.agents.items():
+    def _send_agent_changes(self, only: set[str] | None = None) -> None:
+        """Send the agent_state of every agent that differs from what was last sent.
+
+        `only`: the devices the tracker wrote since the last call (its `changed_agents`,
+        one per agent event), the only ones that can differ; None scans every agent
+        (after a resync). Either way the tracker's set is cleared; messages go out in
+        the order of `tracker.agents`."""
+        agents = self.tracker.agents
+        if only is None:
+            devices: list[str] = list(agents)
+        elif len(only) == 1:
+            devices = [*only]
+        else:
+            devices = [d for d in agents if d in only]
+        self.tracker.changed_agents.clear()
+        for device in devices:
+            agent = agents.get(device)
+            if agent is None:
+                continue
             message = agent_message(agent)
             if self._sent_agents.get(device) != message:
                 self._sent_agents[device] = message

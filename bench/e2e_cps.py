@@ -9,6 +9,9 @@ Variants, run on one Asterisk boot and interleaved (static, routed, static, rout
           user), as in production. The bridge runs only during the routed ramps: a
           logged-in AMI session makes Asterisk build manager events for every call, so
           it must not be there while the static path is measured.
+  routed-noami  the same path with a bridge whose config has no [ami] section (no AMI
+          session at all): the difference to `routed` is what the session costs.
+          Only when asked for (`--e2e-variants static,routed,routed-noami`).
 For each: ramp the call rate (SIPp UAC, 100 ms calls, `step_s` seconds per step, from
 `start` in steps of `step`); a failed step is tried once more; at the first rate that
 fails twice, one finer step halfway back is tried; the knee is the highest rate with 0
@@ -112,7 +115,15 @@ rtpstart = 20000
 rtpend = 31999
 """
 
-VARIANTS = {"static": "bench-static-trunk", "routed": "acme-trunk"}
+VARIANTS = {"static": "bench-static-trunk", "routed": "acme-trunk",
+            "routed-noami": "acme-trunk"}
+DEFAULT_VARIANTS = ("static", "routed")
+
+
+def without_ami(config: str) -> str:
+    """The bridge config without its [ami] section: no AMI session at all."""
+    head, _, rest = config.partition("[ami]\n")
+    return head + rest[rest.index("\n\n") + 2:]
 
 
 def _step(ast: Any, bridge: BridgeServer, from_user: str, rate: int, step_s: float,
@@ -177,7 +188,7 @@ def _drain(ast: Any, timeout_s: float = 20.0) -> None:
 
 def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
         reps: int | None = None, start: int = 120, step: int = 40, stop: int = 640,
-        cpu_rate: int = 120, variants: tuple[str, ...] = tuple(VARIANTS),
+        cpu_rate: int = 120, variants: tuple[str, ...] = DEFAULT_VARIANTS,
         sink: Any = None) -> list[dict[str, Any]]:
     from ami_bridge.sandbox import DEFAULT_CONF_SRC, Asterisk, SippUas, sandbox_ready
 
@@ -190,6 +201,8 @@ def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "bridge.toml"
     cfg.write_text(ACME_CONFIG.format(port=AGI_PORT))
+    cfg_noami = workdir / "bridge-noami.toml"
+    cfg_noami.write_text(without_ami(ACME_CONFIG.format(port=AGI_PORT)))
     pjsip = (DEFAULT_CONF_SRC / "pjsip.conf").read_text() + STATIC_PJSIP
     extra = {"pjsip.conf": pjsip, "tenants/bench-static.conf": STATIC_DIALPLAN,
              "rtp.conf": RTP_CONF}
@@ -199,8 +212,13 @@ def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
     records: list[dict[str, Any]] = []
     knees: dict[str, list[int]] = {v: [] for v in VARIANTS}
     cpu_at: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    bridge = BridgeServer("e2e-bridge", cfg, AGI_PORT, 1, workdir / "bridge.log",
-                          ready_markers=(AMI_READY,))
+    bridges = {
+        "routed": BridgeServer("e2e-bridge", cfg, AGI_PORT, 1, workdir / "bridge.log",
+                               ready_markers=(AMI_READY,)),
+        "routed-noami": BridgeServer("e2e-bridge-noami", cfg_noami, AGI_PORT, 1,
+                                     workdir / "bridge-noami.log"),
+    }
+    idle = bridges["routed"]  # never started for static: its CPU reads as 0
     ast = Asterisk(conf_src=DEFAULT_CONF_SRC, name="bench-e2e", agi_port=AGI_PORT,
                    extra_files=extra)
     with ast, SippUas(5071, "bench-agent"), SippUas(5073, "bench-operator"):
@@ -209,12 +227,13 @@ def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
             bar.log(f"e2e-cps: {version}")
             for rep in range(reps):
                 for variant, trunk in ((v, VARIANTS[v]) for v in variants):
-                    if variant == "routed":
-                        bridge.start()  # with its AMI session; see the module comment
-                        bar.log(f"e2e-cps: bridge up with its AMI session in "
+                    for b in bridges.values():
+                        b.stop()
+                    bridge = bridges.get(variant, idle)
+                    if variant in bridges:
+                        bridge.start()  # routed: with its AMI session (module comment)
+                        bar.log(f"e2e-cps: bridge for {variant} up in "
                                 f"{bridge.ready_s:.1f} s")
-                    else:
-                        bridge.stop()
                     knee, steps_done = 0, 0
                     rates = list(range(start, stop + 1, step))
                     i = 0
@@ -242,9 +261,11 @@ def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
                     bar.done += max_steps - steps_done
                     knees[variant].append(knee)
         finally:
-            bridge.stop()
+            for b in bridges.values():
+                b.stop()
     static = median(knees["static"]) if knees["static"] else None
     routed = median(knees["routed"]) if knees["routed"] else None
+    noami = median(knees["routed-noami"]) if knees["routed-noami"] else None
 
     def med(variant: str, key: str) -> float | None:
         vals = [r[key] for r in cpu_at[variant]]
@@ -264,6 +285,12 @@ def run(*, workdir: Path, quick: bool = False, step_s: float | None = None,
         "target_ratio_ge_0_95": bool(static and routed is not None
                                      and routed / static >= 0.95),
         "ami_session": True,
+        "variants": list(variants),
+        "routed_noami_knee_cps": noami,
+        "routed_noami_knees": knees["routed-noami"],
+        "ratio_noami": round(noami / static, 3) if static and noami is not None else None,
+        "asterisk_cpu_ms_per_call_noami": med("routed-noami", "asterisk_cpu_ms_per_call"),
+        "bridge_cpu_ms_per_call_noami": med("routed-noami", "bridge_cpu_ms_per_call"),
     }
     emit(summary, sink=sink)
     plot(records, summary)
@@ -276,16 +303,16 @@ def plot(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for variant, marker in (("static", "o"), ("routed", "s")):
+    for variant, marker in (("static", "o"), ("routed", "s"), ("routed-noami", "^")):
         for rep in sorted({r["rep"] for r in records}):
             pts = [r for r in records if r["variant"] == variant and r["rep"] == rep]
             ax1.plot([r["rate"] for r in pts], [r["failed"] + 0.1 for r in pts],
                      marker + "-", label=f"{variant} rep {rep}")
             ax2.plot([r["rate"] for r in pts], [r["asterisk_cpu_ms_per_call"] for r in pts],
                      marker + "-", label=f"{variant} Asterisk, rep {rep}")
-            if variant == "routed":
+            if variant != "static" and pts:
                 ax2.plot([r["rate"] for r in pts], [r["bridge_cpu_ms_per_call"] for r in pts],
-                         marker + ":", label=f"bridge+VTS, rep {rep}")
+                         marker + ":", label=f"{variant} bridge+VTS, rep {rep}")
     ax1.set_yscale("log")
     ax1.set_xlabel("offered calls/s (SIPp, 100 ms calls)")
     ax1.set_ylabel("failed SIPp calls + 0.1")

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vts-per", default="1,50",
                    help="tenants-scale: venues per VTS process, one run per value")
     p.add_argument("--e2e-step-s", type=float, default=None)
+    p.add_argument("--e2e-variants", default="static,routed",
+                   help="e2e-cps variants, interleaved: static, routed, routed-noami")
+    p.add_argument("--e2e-ramp", default=None,
+                   help="e2e-cps ramp START,STEP,STOP calls/s (default 120,40,640)")
     args = p.parse_args(argv)
     chosen = [x for x in args.only.split(",") if x]
     bad = set(chosen) - set(ALL)
@@ -51,8 +55,15 @@ def main(argv: list[str] | None = None) -> int:
                 workdir=workdir / "agi-load", profile=args.profile, sink=sink)
         if "e2e-cps" in chosen:
             from bench import e2e_cps
+            e2e_variants = tuple(v for v in args.e2e_variants.split(",") if v)
+            bad_v = set(e2e_variants) - set(e2e_cps.VARIANTS)
+            if bad_v:
+                p.error(f"unknown e2e variant {sorted(bad_v)}; choose from "
+                        f"{tuple(e2e_cps.VARIANTS)}")
+            ramp = [int(x) for x in args.e2e_ramp.split(",")] if args.e2e_ramp else []
             e2e_cps.run(workdir=workdir / "e2e-cps", quick=args.quick,
-                        step_s=args.e2e_step_s, sink=sink)
+                        step_s=args.e2e_step_s, variants=e2e_variants, sink=sink,
+                        **dict(zip(("start", "step", "stop"), ramp, strict=False)))
         if "tenants-scale" in chosen:
             from bench import tenants_scale
             tenants_scale.run(sizes=[int(x) for x in args.venues.split(",")],

@@ -16,7 +16,12 @@ only way back to a true view. `send_action` / `send_list_action` give each actio
 fresh ActionID and a timeout; an action whose session drops before its response fails
 with `AmiDisconnected` and is never resent (a Redirect must not run twice), unless the
 caller marks it `retry=True` (read-only actions). Wire lines are logged at DEBUG with
-`>>` (to Asterisk) and `<<` (from Asterisk), secrets masked.
+`>>` (to Asterisk) and `<<` (from Asterisk), secrets masked. After each read the reader
+stops reading the socket for `read_pause` seconds (default 5 ms) so the events Asterisk
+writes one by one arrive in batches: one wake-up of the event loop, of the dispatcher
+and of each VTS link per batch instead of per event (at 120 calls/s that is ~2,000
+events/s). Events are then up to `read_pause` late; the kernel's socket buffer holds far
+more than that, so Asterisk never sees a slow reader.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.protocol import (
@@ -46,6 +51,9 @@ from ami_bridge.ami.protocol import (
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # large reads: fewer wakeups under event bursts
+# Pause after each read: batches events (see the module docstring). 5 ms at ~400 bytes
+# per event and 2,000 events/s is ~4 KB waiting in the socket buffer.
+DEFAULT_READ_PAUSE = 0.005
 # Keys whose values never reach a log line.
 SECRET_KEYS = frozenset({"secret", "key"})
 # The queue between the reader and on_event: at ~10 events per call, 10 000 events is
@@ -115,6 +123,7 @@ class AmiClient:
         booted_timeout: float = 60.0,
         stable_after: float = 10.0,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        read_pause: float = DEFAULT_READ_PAUSE,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -127,6 +136,7 @@ class AmiClient:
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
+        self.read_pause = read_pause
         self.queue_high_water = 0
         self._session: _Session | None = None
         self._connected = asyncio.Event()
@@ -310,11 +320,27 @@ class AmiClient:
                     self._handle(session, msg)
                 if not data:
                     return
+                if self.read_pause > 0:
+                    await self._pause(session)
         except RemoteProtocolError as exc:
             log.error("AMI protocol error: %s", exc)
             session.end(f"protocol error: {exc}")
         except (OSError, asyncio.IncompleteReadError) as exc:
             session.end(f"read failed: {exc!r}")
+
+    async def _pause(self, session: _Session) -> None:
+        """Let events gather in the kernel's socket buffer for `read_pause` seconds.
+
+        The transport stops polling the socket meanwhile; otherwise the event loop would
+        still wake and read once per event Asterisk writes."""
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        transport = cast(asyncio.Transport, session.writer.transport)
+        transport.pause_reading()
+        try:
+            await asyncio.sleep(self.read_pause)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
 
     def _handle(self, session: _Session, msg: object) -> None:
         if log.isEnabledFor(logging.DEBUG):

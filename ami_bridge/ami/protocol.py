@@ -68,17 +68,25 @@ Fields = tuple[tuple[str, str], ...]
 
 
 class _Block:
-    """Common accessors for a decoded block; `fields` keeps every pair in wire order."""
+    """Common accessors for a decoded block; `fields` keeps every pair in wire order.
+
+    The first `get` builds a lower-cased key index of the block once (first occurrence
+    wins); blocks nobody asks about never build one.
+    """
 
     fields: Fields
 
+    def index(self) -> dict[str, str]:
+        """Lower-cased key -> first value; built on first use and kept with the block."""
+        cached: dict[str, str] | None = self.__dict__.get("_index")
+        if cached is None:
+            cached = {k.lower(): v for k, v in reversed(self.fields)}
+            self.__dict__["_index"] = cached  # frozen dataclass: not a field, not compared
+        return cached
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """First value of `key` (case-insensitive, as Asterisk itself matches headers)."""
-        wanted = key.lower()
-        for k, v in self.fields:
-            if k.lower() == wanted:
-                return v
-        return default
+        return self.index().get(key.lower(), default)
 
     def get_all(self, key: str) -> list[str]:
         """Every value of a repeated key, in order (ChanVariable, Output, ...)."""
@@ -232,7 +240,16 @@ class AmiConnection:
         return Greeting(version=version)
 
     def _parse_block(self, raw: bytes) -> Response | Event:
-        text = raw.decode("utf-8", DECODE_ERRORS)
+        fields = self._parse_lines(raw.decode("utf-8", DECODE_ERRORS))
+        first = fields[0][0].lower()
+        if first == "event":
+            return Event(fields=fields, name=fields[0][1])
+        if first == "response":
+            return make_response(fields)
+        raise RemoteProtocolError("block starts with neither Response nor Event", raw)
+
+    @staticmethod
+    def _parse_lines(text: str) -> Fields:
         pairs: list[tuple[str, str]] = []
         for line in text.split("\n"):
             line = line.removesuffix("\r")
@@ -243,13 +260,7 @@ class AmiConnection:
                 raise RemoteProtocolError("line is not 'Key: Value'", line.encode())
             # Asterisk writes "Key: Value"; strip exactly that one space, keep the rest.
             pairs.append((key, value.removeprefix(" ")))
-        fields = tuple(pairs)
-        first = fields[0][0].lower()
-        if first == "response":
-            return make_response(fields)
-        if first == "event":
-            return make_event(fields)
-        raise RemoteProtocolError("block starts with neither Response nor Event", raw)
+        return tuple(pairs)
 
 
 @dataclass

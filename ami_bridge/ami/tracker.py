@@ -103,6 +103,9 @@ class CallTracker:
         self._in_bridge: dict[str, str] = {}  # uniqueid -> bridge id
         self._recent_hangups: OrderedDict[str, None] = OrderedDict()
         self.agents: dict[str, AgentState] = {}
+        # Devices whose AgentState was (re)written since the owner last cleared this;
+        # lets the owner diff only those instead of every agent per event.
+        self.changed_agents: set[str] = set()
 
     def set_mapping(self, *, devices: Mapping[str, str], venues: Mapping[str, str]) -> None:
         """New device and venue maps (config reload); calls already tracked keep theirs."""
@@ -139,18 +142,19 @@ class CallTracker:
         if name in _AGENT_EVENTS:
             self._agent_event(event)
             return []
-        self._track_bridges(event)
-        uid = event.get("Uniqueid") or ""
+        ix = event.index()  # lower-cased keys: one dict lookup per header below
+        uid = ix.get("uniqueid") or ""
+        self._track_bridges(name, ix, uid)
         if uid:
-            self._channels[uid] = (event.get("Channel") or "", event.get("Linkedid") or "")
+            self._channels[uid] = (ix.get("channel") or "", ix.get("linkedid") or "")
         else:  # transfers name their channels by role only
-            uid = next((u for r in _TRANSFER_ROLES
-                        if (u := event.get(f"{r}Uniqueid") or "") in self._owner), "")
+            uid = next((u for key in _TRANSFER_UID_KEYS
+                        if (u := ix.get(key) or "") in self._owner), "")
         call = self._claim(event, uid)
         out: list[CallEvent] = []
         if call is not None:
-            self._claim_related(event, call)
-            out = self._normalise(event, call, uid)
+            self._claim_related(name, ix, call)
+            out = self._normalise(event, ix, call, uid)
         if name == "Hangup" and uid:
             out += self._hangup(uid)
         return out
@@ -181,58 +185,64 @@ class CallTracker:
         if _local_base(name):
             self._local_pairs.setdefault(_local_base(name), call)
 
-    def _track_bridges(self, event: Event) -> None:
+    def _track_bridges(self, name: str, ix: Mapping[str, str], uid: str) -> None:
         """Who is in which bridge, for every channel (an unowned channel may be joined
-        by an owned one later); entries go with BridgeLeave, BridgeDestroy or Hangup."""
-        bridge, uid = event.get("BridgeUniqueid") or "", event.get("Uniqueid") or ""
-        if event.name == "BridgeEnter" and bridge and uid:
+        by an owned one later); entries go with BridgeLeave, BridgeDestroy or Hangup.
+        `ix` is the event's lower-cased key index, `uid` its Uniqueid ("" if none)."""
+        if name not in _BRIDGE_TRACKED:
+            return
+        bridge = ix.get("bridgeuniqueid") or ""
+        if name == "BridgeEnter" and bridge and uid:
             self._in_bridge[uid] = bridge
             if uid in self._owner:
                 return  # _claim_related adds it after adopting the mates
             self._bridges.setdefault(bridge, set()).add(uid)
-        elif event.name in ("BridgeLeave", "Hangup") and uid:
+        elif name in ("BridgeLeave", "Hangup") and uid:
             left = self._in_bridge.pop(uid, "")
             mates = self._bridges.get(left)
             if mates is not None:
                 mates.discard(uid)
                 if not mates:
                     del self._bridges[left]
-        elif event.name == "BridgeDestroy" and bridge:
+        elif name == "BridgeDestroy" and bridge:
             for mate in self._bridges.pop(bridge, set()):
                 self._in_bridge.pop(mate, None)
 
-    def _claim_related(self, event: Event, call: _Call) -> None:
+    def _claim_related(self, name: str, ix: Mapping[str, str], call: _Call) -> None:
         """Channels an owned channel reaches: dial destinations, transfer parties,
-        Local halves, and bridge mates."""
-        for prefix in ("Dest", "LocalOne", "LocalTwo", *_TRANSFER_ROLES):
-            other = event.get(f"{prefix}Uniqueid")
+        Local halves, and bridge mates (`ix`: the event's lower-cased key index)."""
+        for uid_key, channel_key, linkedid_key in _RELATED_KEYS:
+            other = ix.get(uid_key)
             if other and other not in self._recent_hangups:
-                name = event.get(f"{prefix}Channel") or ""
-                linkedid = event.get(f"{prefix}Linkedid") or ""
-                self._channels.setdefault(other, (name, linkedid))
-                self._adopt(call, other, name, linkedid)
-        bridge = event.get("BridgeUniqueid")
-        if bridge and event.name == "BridgeEnter":
-            mates = self._bridges.setdefault(bridge, set())
-            for mate in mates:
-                if mate not in self._owner:
-                    self._adopt(call, mate, *self._channels.get(mate, ("", "")))
-            mates.add(event.get("Uniqueid") or "")
+                channel = ix.get(channel_key) or ""
+                linkedid = ix.get(linkedid_key) or ""
+                self._channels.setdefault(other, (channel, linkedid))
+                self._adopt(call, other, channel, linkedid)
+        if name == "BridgeEnter":
+            bridge = ix.get("bridgeuniqueid")
+            if bridge:
+                mates = self._bridges.setdefault(bridge, set())
+                for mate in mates:
+                    if mate not in self._owner:
+                        self._adopt(call, mate, *self._channels.get(mate, ("", "")))
+                mates.add(ix.get("uniqueid") or "")
 
-    def _normalise(self, event: Event, call: _Call, uid: str) -> list[CallEvent]:
-        kind, detail = _KINDS.get(event.name, (None, None))
-        if event.name == "Newstate":
-            if event.get("ChannelState") != "6" or uid in call.answered:
+    def _normalise(self, event: Event, ix: Mapping[str, str], call: _Call,
+                   uid: str) -> list[CallEvent]:
+        name = event.name
+        kind, detail = _KINDS.get(name, (None, None))
+        if name == "Newstate":
+            if ix.get("channelstate") != "6" or uid in call.answered:
                 return []
             call.answered.add(uid)
             kind, detail = "answer", {}
-        elif event.name in ("BlindTransfer", "AttendedTransfer"):
+        elif name in ("BlindTransfer", "AttendedTransfer"):
             kind, detail = "transfer", _transfer_detail(event)
         elif kind is None or detail is None:
             return []
         else:
-            detail = {out: event.get(key) or "" for out, key in detail.items()}
-        channel = event.get("Channel") or self._channels.get(uid, ("", ""))[0]
+            detail = {out: ix.get(key) or "" for out, key in detail.items()}
+        channel = ix.get("channel") or self._channels.get(uid, ("", ""))[0]
         return [CallEvent(kind=kind, venue=call.venue, tenant=call.tenant, call=call.root,
                           uniqueid=uid, channel=channel,
                           detail=MappingProxyType(detail))]
@@ -321,6 +331,7 @@ class CallTracker:
                 device_state=new_state,
             )
         self.agents[device] = state
+        self.changed_agents.add(device)
 
     def agents_of(self, tenant: str) -> list[AgentState]:
         return [a for a in self.agents.values() if a.tenant == tenant]
@@ -350,6 +361,16 @@ _KINDS: dict[str, tuple[str, dict[str, str]]] = {
     "Unhold": ("unhold", {}),
     "Hangup": ("hangup", {"cause": "Cause", "cause_txt": "Cause-txt"}),
 }  # fmt: skip
+# The same maps with the AMI field names lower-cased, as `Event.index()` keys them.
+_KINDS = {name: (kind, {out: key.lower() for out, key in detail.items()})
+          for name, (kind, detail) in _KINDS.items()}
+# Headers naming a channel an owned channel reaches: (uniqueid, channel, linkedid) keys.
+_RELATED_KEYS = tuple((f"{p}uniqueid", f"{p}channel", f"{p}linkedid")
+                      for p in (r.lower() for r in ("Dest", "LocalOne", "LocalTwo",
+                                                     *_TRANSFER_ROLES)))
+_TRANSFER_UID_KEYS = tuple(f"{r.lower()}uniqueid" for r in _TRANSFER_ROLES)
+# Events that can change who is in which bridge (BridgeEnter/Leave/Destroy, Hangup).
+_BRIDGE_TRACKED = frozenset({"BridgeEnter", "BridgeLeave", "BridgeDestroy", "Hangup"})
 
 
 def _transfer_detail(event: Event) -> dict[str, str]:
