@@ -172,3 +172,49 @@ def test_ctl_command_line(tmp_path: Path, capsys: Any) -> None:
     asyncio.run(with_bridge(path, body))
     assert main(["ctl", "status", "--config", str(path)]) == 1  # the bridge is gone
     assert "cannot reach the bridge's control socket" in capsys.readouterr().err
+
+
+def test_crashing_vts_is_restarted_with_backoff_then_reported_flapping(
+        tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    port = free_port()
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[bridge]
+agi_listen = "127.0.0.1:{port}"
+control_socket = "{tmp_path}/control.sock"
+[vts.broken]
+command = ["/bin/false"]
+[tenants.acme]
+targets = ["1001"]
+[tenants.acme.venues.acme-venue]
+vts = "broken"
+""")
+
+    async def main() -> None:
+        bridge = Bridge(config_mod.load(path))
+        await bridge.start()
+        try:
+            process = bridge.processes["broken"]
+            for _ in range(100):  # backoff 0.1, 0.2, 0.4, 0.8, 1.6 s: 6 starts in ~3.1 s
+                if process.flapping:
+                    break
+                await asyncio.sleep(0.1)
+            assert process.flapping
+            assert process.starts == 6
+            # its venue still answers at once, with the default route
+            assert await agi_call(port, "acme-venue") == [
+                'EXEC MSet "AB_CAUSE=no-vts,AB_ACTION=default"']
+            status = await asyncio.to_thread(control.request, str(tmp_path / "control.sock"),
+                                             "status")
+            assert status["status"]["vts"]["broken"]["flapping"] is True
+        finally:
+            await bridge.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert "VTS broken is flapping (6 quick exits); next start in 30.0 s" in caplog.text
+    delays = [r.getMessage() for r in caplog.records if "restart in" in r.getMessage()]
+    assert [d.split("restart in ")[1].split(" s")[0] for d in delays] == [
+        "0.10", "0.20", "0.40", "0.80", "1.60"]
