@@ -8,6 +8,7 @@ shipped VTS runtime. Covers reload (control socket and SIGHUP path) and the cont
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,9 @@ from ami_bridge import control
 from ami_bridge.daemon import Bridge
 
 ROUTE_1001 = ['EXEC MSet "AB_KIND=internal,AB_TARGET=1001,AB_ACTION=route"']
+
+
+_UNIQUEIDS = itertools.count(1)  # every scripted call is a channel of its own
 
 
 def free_port() -> int:
@@ -55,7 +59,8 @@ targets = ["1001"]
 async def agi_call(port: int, venue: str, *, hangup_after: float | None = None) -> list[str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     env = {"agi_network": "yes", "agi_network_script": "route", "agi_context": venue,
-           "agi_extension": "100", "agi_callerid": "555", "agi_uniqueid": f"{venue}.{port}",
+           "agi_extension": "100", "agi_callerid": "555",
+           "agi_uniqueid": f"{venue}.{next(_UNIQUEIDS)}",
            "agi_channel": "PJSIP/t-1"}
     writer.write("".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n")
     commands = []
@@ -218,3 +223,52 @@ vts = "broken"
     delays = [r.getMessage() for r in caplog.records if "restart in" in r.getMessage()]
     assert [d.split("restart in ")[1].split(" s")[0] for d in delays] == [
         "0.10", "0.20", "0.40", "0.80", "1.60"]
+
+
+HUNG_VTS = """
+import os, socket, time
+sock = socket.socket(fileno=int(os.environ["AMI_BRIDGE_VTS_FD"]))
+sock.sendall(b'{"type":"hello","v":1}\\n')
+time.sleep(3600)  # connected, then never reads nor answers again
+"""
+
+
+def test_hung_vts_does_not_hold_up_another_tenant(tmp_path: Path) -> None:
+    port = free_port()
+    script = tmp_path / "hung_vts.py"
+    script.write_text(HUNG_VTS)
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[bridge]
+agi_listen = "127.0.0.1:{port}"
+control_socket = "{tmp_path}/control.sock"
+[vts.hung]
+command = ["{sys.executable}", "{script}"]
+grace_period = 0.5
+[vts.globex]
+[tenants.acme]
+targets = ["1001"]
+[tenants.acme.venues.acme-venue]
+vts = "hung"
+router_timeout = 1.0
+[tenants.globex]
+targets = ["2001"]
+[tenants.globex.venues.globex-venue]
+vts = "globex"
+[[tenants.globex.rules]]
+name = "r"
+targets = ["2001"]
+""")
+
+    async def body(bridge: Bridge) -> None:
+        acme = [asyncio.create_task(agi_call(port, "acme-venue")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        globex = await asyncio.gather(*(agi_call(port, "globex-venue") for _ in range(20)))
+        assert all(c == ['EXEC MSet "AB_KIND=internal,AB_TARGET=2001,AB_ACTION=route"']
+                   for c in globex)
+        # globex was answered while every acme call still waited for its hung VTS
+        assert not any(task.done() for task in acme)
+        for commands in await asyncio.gather(*acme):  # then acme's leave by the default
+            assert commands == ['EXEC MSet "AB_CAUSE=timeout,AB_ACTION=default"']
+
+    asyncio.run(with_bridge(path, body))
