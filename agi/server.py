@@ -2,7 +2,7 @@
 
 Read, feed the sans-I/O `AgiSession`, pull events, write. A `SessionHandler` (the
 bridge's intermediary adapter) decides what to do with the environment; it answers
-through `AgiConnection.send_commands`, which writes the commands one at a time (each
+through `AgiConnection.run` / `finish`, which write the commands one at a time (each
 waits for Asterisk's reply: res_agi polls its socket, so pipelined commands could sit
 unread in its stdio buffer). `run` sends a command and keeps the session open (a
 treatment: a prompt, music, digit collection); `finish` queues the final commands after
@@ -107,8 +107,6 @@ class AgiConnection(asyncio.Protocol):
         self._queue.extend((command, None) for command in commands)
         if not self._in_flight:
             self._send_next()
-
-    send_commands = finish
 
     def close(self) -> None:
         if self._transport is not None:

@@ -81,11 +81,6 @@ def set_variables(pairs: list[tuple[str, str]]) -> bytes:
     return _line("EXEC", APP_MSET, quote(",".join(parts)))
 
 
-def verbose(message: str, level: int = 3) -> bytes:
-    """`VERBOSE "message" level` (used for operator-visible notes in the CLI)."""
-    return _line("VERBOSE", quote(message), str(int(level)))
-
-
 # -- treatments -----------------------------------------------------------------------
 # Prompt names are sound-file paths relative to Asterisk's sounds directory, without
 # extension. Playback treats ',' as an option separator and '&' as a file separator, so
@@ -100,9 +95,11 @@ APP_STOP_MOH = "StopMusicOnHold"
 _APPS = frozenset({APP_PLAYBACK, APP_START_MOH, APP_STOP_MOH})
 
 
+PROMPT_RE = re.compile(rf"{PROMPT_PART}(/{PROMPT_PART}){{0,{MAX_PROMPT_DEPTH - 1}}}")
+
+
 def check_prompt(prompt: str) -> str:
-    if not isinstance(prompt, str) or not re.fullmatch(
-            rf"{PROMPT_PART}(/{PROMPT_PART}){{0,{MAX_PROMPT_DEPTH - 1}}}", prompt):
+    if not isinstance(prompt, str) or not PROMPT_RE.fullmatch(prompt):
         raise UnsafeValueError(f"prompt {prompt!r} is not a safe sound name "
                                "(letters, digits, _ and - in up to 4 '/'-separated parts)")
     return prompt

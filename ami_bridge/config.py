@@ -41,7 +41,7 @@ from ami_bridge.validation import (
 )
 
 __all__ = ["AmiConfig", "BridgeConfig", "ConfigError", "QueueConfig", "TenantConfig", "VenueConfig",
-           "VtsConfig", "load", "load_tenant_file", "parse"]
+           "VtsConfig", "load", "parse"]
 
 DEFAULT_AGI_PORT = 4573  # the FastAGI port Asterisk assumes for agi:// URLs
 DEFAULT_ROUTER_TIMEOUT = 2.0
@@ -101,11 +101,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def load(path: Path) -> BridgeConfig:
     return parse(_read_toml(path), path=path)
-
-
-def load_tenant_file(path: Path) -> dict[str, Any]:
-    """The raw table of one tenant file (validated later, with the bridge's defaults)."""
-    return _read_toml(path)
 
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:

@@ -43,7 +43,6 @@ class Bridge:
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
         self._apply_lock = asyncio.Lock()
-        self._links: dict[str, VtsLinkProtocol] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -71,9 +70,7 @@ class Bridge:
         intermediary = self.intermediary
 
         def factory() -> VtsLinkProtocol:
-            link = VtsLinkProtocol(name, intermediary)
-            self._links[name] = link
-            return link
+            return VtsLinkProtocol(name, intermediary)
 
         async def connect() -> None:
             try:
@@ -160,8 +157,6 @@ class Bridge:
         for name, vts in new.vts.items():
             if name not in self.processes:
                 self._start_vts(vts)
-            elif name in self._links and self._links[name].ready:
-                self._links[name].send(self.intermediary.hello_for(name))
         log.info("config loaded from %s: %d venues, %d VTS", new.path, len(new.venues),
                  len(new.vts))
 

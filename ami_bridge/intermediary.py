@@ -43,13 +43,10 @@ from agi.variables import KIND_INTERNAL, KIND_OUTBOUND, KIND_QUEUE, KINDS
 from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
 from tenants.protocol import PROTOCOL_VERSION, Message
+from tenants.routing import NUMBER_RE, QUEUE_RE, TARGET_RE
 
 log = logging.getLogger(__name__)
 
-# Same alphabet as tenants.routing.TARGET_RE: an extension in the tenant's own context.
-TARGET_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")  # fullmatch
-QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
-NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")  # fullmatch; E.164 is at most 15 digits
 DIAL_STATUS_RE = re.compile(r"[A-Z]{1,20}")  # fullmatch; Asterisk's DIALSTATUS values
 REJECT_CAUSES = frozenset({"busy", "congestion"})
 MAX_DIAL_TIMEOUT = 600
@@ -150,11 +147,14 @@ class Intermediary:
         return self._config
 
     def reload(self, config: BridgeConfig) -> None:
-        """Swap the venue map. Pending calls keep the venue they entered with."""
+        """Swap the venue map. Pending calls keep the venue they entered with; every VTS
+        that stays gets a fresh `hello` with its tenants' routing protocols."""
         self._config = config
         for name in list(self._links):
             if name not in config.vts:
                 self.detach_vts(name)
+        for name, link in self._links.items():
+            link.send(self.hello_for(name))
 
     def attach_vts(self, name: str, link: VtsLink) -> None:
         self._links[name] = link

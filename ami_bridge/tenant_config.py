@@ -29,13 +29,12 @@ from ami_bridge.validation import (
 from ami_bridge.validation import (
     count as count_value,
 )
-from tenants.routing import TARGET_RE, RuleError, parse_protocol
+from tenants.routing import QUEUE_RE, TARGET_RE, RuleError, parse_protocol
 
 DEFAULT_REDIRECT_LIMIT = 4
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
 # Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
 CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
-QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
 PREFIX_RE = re.compile(r"\+?[0-9]{0,15}")  # fullmatch
 SOUND_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,2}")  # fullmatch
 LANGUAGE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")  # fullmatch

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agi.wire import PROMPT_RE
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("first", "round_robin", "split", "longest_idle")
 ACTIONS = ("route", "reject", "default", "treatment")
@@ -48,9 +50,9 @@ TARGET_KINDS = ("queue", "external")
 OVERFLOW_STATUSES = frozenset({"NOANSWER", "BUSY", "CHANUNAVAIL", "CONGESTION"})
 MAX_COLLECT_DIGITS = 32
 REJECT_CAUSES = ("busy", "congestion")
-# A target is an extension in the tenant's own internal context; same alphabet as the
-# bridge's check (ami_bridge.intermediary.TARGET_RE) so a rule can't hold what the wire
-# would refuse.
+# A target is an extension in the tenant's own internal context. The bridge checks
+# dispositions with these same patterns (ami_bridge.intermediary imports them), so a
+# rule can't hold what the bridge would refuse.
 TARGET_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")  # use with fullmatch
 _HOURS_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
 # Caller-id numbers Asterisk and carriers use for "withheld".
@@ -62,9 +64,9 @@ _CONDITION_KEYS = frozenset(
 _RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause",
                                 "prompt", "moh", "collect_digits", "timeout_ms",
                                 "overflow_after"}
-_PROMPT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}")  # fullmatch
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
-_NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")  # fullmatch
+# Queue names and external numbers, likewise shared with the bridge's checks.
+QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
+NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")  # fullmatch; E.164 is at most 15 digits
 
 
 class RuleError(ValueError):
@@ -311,7 +313,7 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
     if action == "treatment":
         if moh == bool(prompt):
             raise RuleError(f"{where}: a treatment needs either prompt or moh = true")
-        if prompt and (not isinstance(prompt, str) or not _PROMPT_RE.fullmatch(prompt)):
+        if prompt and (not isinstance(prompt, str) or not PROMPT_RE.fullmatch(prompt)):
             raise RuleError(f"{where}.prompt: {prompt!r} is not a safe sound name")
         if moh and collect:
             raise RuleError(f"{where}.collect_digits: music on hold collects no digits")
@@ -335,8 +337,8 @@ def valid_target(target: str) -> bool:
     if not sep:
         return TARGET_RE.fullmatch(target) is not None
     if kind == "queue":
-        return _QUEUE_RE.fullmatch(value) is not None
-    return kind == "external" and _NUMBER_RE.fullmatch(value) is not None
+        return QUEUE_RE.fullmatch(value) is not None
+    return kind == "external" and NUMBER_RE.fullmatch(value) is not None
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
