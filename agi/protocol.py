@@ -2,7 +2,7 @@
 
 Bytes from Asterisk go in with `receive_data` (b"" means EOF); events come out of
 `next_event` until it returns `NEED_DATA`. Commands go out as bytes built by
-`agi.wire` and are announced with `command_sent`, so the core knows a reply is due.
+`ami_bridge.agi.wire` and are announced with `command_sent`, so the core knows a reply is due.
 
 The session has three phases, all in this module:
   HEADER  - Asterisk sends `agi_key: value` lines ended by a blank line -> `Environment`

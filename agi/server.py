@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from agi.protocol import (
+from ami_bridge.agi.protocol import (
     NEED_DATA,
     AgiSession,
     Closed,

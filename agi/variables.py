@@ -2,7 +2,7 @@
 
 The venue dialplan (asterisk-conf/tenants/*.conf, and later the rendered fragments)
 reads these after `AGI(...)` returns; the bridge writes them with `SET VARIABLE`.
-They are the only variables the bridge may write (`agi.wire.set_variable` checks).
+They are the only variables the bridge may write (`ami_bridge.agi.wire.set_variable` checks).
 """
 
 from __future__ import annotations

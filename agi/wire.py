@@ -4,7 +4,7 @@ Every AGI command the bridge sends is built here and nowhere else. Values are qu
 for Asterisk's AGI argument parser (backslash and double quote escaped, the whole value
 in double quotes) and rejected outright when they hold CR, LF or NUL, so a value can
 never end one command and start another. Channel-variable names come from a fixed
-whitelist (`agi.variables`), and no value that came from a VTS, a caller or a user ever
+whitelist (`ami_bridge.agi.variables`), and no value that came from a VTS, a caller or a user ever
 becomes an application name, a dialplan function or a variable expression: the builders
 below take those parts only from module constants.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from agi.variables import WRITABLE_VARIABLES
+from ami_bridge.agi.variables import WRITABLE_VARIABLES
 
 # A single AGI command line is read by Asterisk into a fixed buffer (AGI_BUF_LEN, 2048
 # bytes in res_agi.c); longer lines are truncated there, which would silently change

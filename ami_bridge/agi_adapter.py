@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 
-from agi import wire
-from agi.protocol import Environment, Reply
-from agi.server import AgiConnection
-from agi.variables import AB_ACTION, AB_CAUSE, AB_DIAL_TIMEOUT, AB_KIND, AB_TARGET
+from ami_bridge.agi import wire
+from ami_bridge.agi.protocol import Environment, Reply
+from ami_bridge.agi.server import AgiConnection
+from ami_bridge.agi.variables import AB_ACTION, AB_CAUSE, AB_DIAL_TIMEOUT, AB_KIND, AB_TARGET
 from ami_bridge.intermediary import Disposition, Intermediary, Treatment, TreatmentDone
 
 log = logging.getLogger(__name__)

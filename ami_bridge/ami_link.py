@@ -21,7 +21,7 @@ from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import AgentState, CallTracker
 from ami_bridge.config import AmiConfig, BridgeConfig
 from ami_bridge.intermediary import Intermediary
-from tenants.protocol import Message
+from ami_bridge.tenants.protocol import Message
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every error names the file, the key and the bad value (`ConfigError`). Components get
 their settings as keyword arguments from these objects and never read globals. The
 tenants' routing protocols are validated here with the same parser the VTS runtime
-uses (`tenants.routing.parse_protocol`), so a bad rule stops the load, not a call.
+uses (`ami_bridge.tenants.routing.parse_protocol`), so a bad rule stops the load, not a call.
 
 Layout (see examples/bridge.toml, docs/configuration.md):
 
@@ -56,7 +56,7 @@ TENANT_FILE = "tenant.toml"
 @dataclass(frozen=True)
 class VtsConfig:
     name: str
-    command: tuple[str, ...]  # empty: the shipped runtime (python -m tenants.worker)
+    command: tuple[str, ...]  # empty: the shipped runtime (python -m ami_bridge.tenants.worker)
     grace_period: float
     tenants: tuple[str, ...]  # filled in from the venues that map to this VTS
 

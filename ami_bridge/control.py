@@ -5,7 +5,7 @@ JSON object per line each way: `{"cmd": "status"}` -> the intermediary's venue m
 VTS connections, pending counts, counters and supervisor state;
 `{"cmd": "reload"}` -> `{"ok": true}` or `{"ok": false, "error": "..."}` (the running
 config is kept when the file does not validate). The same framing core as the VTS wire
-(`tenants.protocol`) bounds each request.
+(`ami_bridge.tenants.protocol`) bounds each request.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tenants.protocol import FrameDecoder, RemoteProtocolError, encode
+from ami_bridge.tenants.protocol import FrameDecoder, RemoteProtocolError, encode
 
 log = logging.getLogger(__name__)
 

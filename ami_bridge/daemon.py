@@ -20,16 +20,16 @@ import signal
 import socket
 from pathlib import Path
 
-from agi.server import serve
 from ami_bridge import config as config_mod
 from ami_bridge import control
+from ami_bridge.agi.server import serve
 from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary
+from ami_bridge.tenants.supervisor import VtsProcess
 from ami_bridge.vts_link import VtsLinkProtocol
-from tenants.supervisor import VtsProcess
 
 log = logging.getLogger(__name__)
 

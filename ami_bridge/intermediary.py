@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agi import wire
-from agi.variables import KIND_INTERNAL, KIND_OUTBOUND, KIND_QUEUE, KINDS
+from ami_bridge.agi import wire
+from ami_bridge.agi.variables import KIND_INTERNAL, KIND_OUTBOUND, KIND_QUEUE, KINDS
 from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
-from tenants.protocol import PROTOCOL_VERSION, Message
-from tenants.routing import NUMBER_RE, QUEUE_RE, TARGET_RE
+from ami_bridge.tenants.protocol import PROTOCOL_VERSION, Message
+from ami_bridge.tenants.routing import NUMBER_RE, QUEUE_RE, TARGET_RE
 
 log = logging.getLogger(__name__)
 

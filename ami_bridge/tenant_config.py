@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ami_bridge.tenants.routing import QUEUE_RE, TARGET_RE, RuleError, parse_protocol
 from ami_bridge.validation import (
     Fail,
     join,
@@ -29,7 +30,6 @@ from ami_bridge.validation import (
 from ami_bridge.validation import (
     count as count_value,
 )
-from tenants.routing import QUEUE_RE, TARGET_RE, RuleError, parse_protocol
 
 DEFAULT_REDIRECT_LIMIT = 4
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch

@@ -47,7 +47,7 @@ def vts_pids(name: str, parent: int | None = None) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"tenants.worker" in argv and name.encode() in argv:
+        if b"ami_bridge.tenants.worker" in argv and name.encode() in argv:
             i = argv.index(b"--vts") if b"--vts" in argv else -1
             if i >= 0 and i + 1 < len(argv) and argv[i + 1] == name.encode() and (
                     parent is None or _parent_pid(entry.name) == parent):

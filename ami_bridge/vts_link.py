@@ -3,7 +3,7 @@
 On connect the bridge sends its `hello` (protocol version and the routing protocols
 of the tenants this VTS serves); the VTS is attached to the intermediary only after its
 own `hello` with a matching version. Frames are decoded by the sans-I/O
-`tenants.protocol.FrameDecoder`; a protocol error or a VTS that stops reading (its
+`ami_bridge.tenants.protocol.FrameDecoder`; a protocol error or a VTS that stops reading (its
 unread output passes `MAX_WRITE_BUFFER`) closes the link, and the intermediary
 default-routes that VTS's pending calls. Other tenants are unaffected: each VTS has its
 own socket and buffers, and nothing here waits on a VTS.
@@ -20,7 +20,13 @@ import logging
 from typing import cast
 
 from ami_bridge.intermediary import Intermediary
-from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
+from ami_bridge.tenants.protocol import (
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Message,
+    RemoteProtocolError,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Servers under test, all started at once on their own ports (4690+, never the tests'
 4573) and measured in interleaved order (A B C ... then B C ... A, per repetition):
   bridge          `python -m ami_bridge run` with a generated config: 2 venues, 2 VTS
-                  processes (the shipped `tenants.worker`), a 7-rule routing protocol
+                  processes (the shipped `ami_bridge.tenants.worker`), a 7-rule routing protocol
   bridge-uvloop   the same unchanged code started on uvloop (bench/servers/*_uvloop.py)
   panoramisk      panoramisk's FastAGI `Application` with a no-op handler (one SET VARIABLE)
   minimal         a hand-written asyncio.Protocol FastAGI server (bench/servers/minimal_agi)

@@ -17,7 +17,7 @@ The bytes go through the real code path of one AMI read: `AmiConnection.receive_
 / `next_event` in 64 KiB chunks, `AmiClient._handle` (list-action check, queue),
 `AmiClient._drain_queue` -> `AmiLink._on_event` -> `CallTracker.handle` -> the real
 `Intermediary.forward_call_event` / `forward_agent_state` into a fake VTS link that
-encodes each message with `tenants.protocol.encode` (what `VtsLink.send` does before
+encodes each message with `ami_bridge.tenants.protocol.encode` (what `VtsLink.send` does before
 writing). Process CPU time, best of `--reps`.
 """
 
@@ -116,7 +116,7 @@ class FakeLink:
     """What VtsLink.send costs before the socket: one encoded frame per message."""
 
     def __init__(self) -> None:
-        from tenants.protocol import encode
+        from ami_bridge.tenants.protocol import encode
         self.encode = encode
         self.frames = 0
         self.bytes = 0

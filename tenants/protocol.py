@@ -18,6 +18,9 @@ import json.encoder
 from typing import Any
 
 PROTOCOL_VERSION = 1
+# The environment variable naming the VTS's end of its socket pair (a file descriptor
+# number), set by the bridge's supervisor for the VTS process it starts.
+FD_ENV = "AMI_BRIDGE_VTS_FD"
 # The largest message is `hello` from the bridge carrying the tenants' routing
 # protocols (a few hundred rules is a few tens of KiB); route requests are < 1 KiB.
 MAX_FRAME_BYTES = 1024 * 1024

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agi.wire import PROMPT_RE
+from ami_bridge.agi.wire import PROMPT_RE
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("first", "round_robin", "split", "longest_idle")

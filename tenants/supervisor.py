@@ -20,17 +20,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from tenants.restart_policy import RestartPolicy
+from ami_bridge.tenants.protocol import FD_ENV
+from ami_bridge.tenants.restart_policy import RestartPolicy
 
 log = logging.getLogger(__name__)
 
-FD_ENV = "AMI_BRIDGE_VTS_FD"
 NAME_ENV = "AMI_BRIDGE_VTS_NAME"
 _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
 
 
 def default_command(name: str) -> list[str]:
-    return [sys.executable, "-m", "tenants.worker", "--vts", name]
+    return [sys.executable, "-m", "ami_bridge.tenants.worker", "--vts", name]
 
 
 def _child_env(fd: int, name: str) -> dict[str, str]:

@@ -1,9 +1,9 @@
-"""The shipped virtual transaction server runtime: `python -m tenants.worker`.
+"""The shipped virtual transaction server runtime: `python -m ami_bridge.tenants.worker`.
 
 One OS process per VTS. It talks to the bridge over the connected socket whose number
 is in AMI_BRIDGE_VTS_FD (see docs/vts-protocol.md), learns the routing protocols of its
 tenants from the bridge's `hello`, and answers every `route_request` with a
-`disposition` from `tenants.routing`. It has no Asterisk credentials and sees only the
+`disposition` from `ami_bridge.tenants.routing`. It has no Asterisk credentials and sees only the
 calls of its own venues. It exits when the bridge closes the socket.
 
 The `--behaviour` option exists for tests and demos of fault handling (a VTS that stays
@@ -25,11 +25,23 @@ import sys
 from dataclasses import replace
 from typing import Any, TextIO, cast
 
-from tenants.protocol import PROTOCOL_VERSION, FrameDecoder, Message, RemoteProtocolError, encode
-from tenants.routing import AgentView, CallInfo, RoutingProtocol, RuleError, parse_protocol
-from tenants.supervisor import FD_ENV
+from ami_bridge.tenants.protocol import (
+    FD_ENV,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Message,
+    RemoteProtocolError,
+    encode,
+)
+from ami_bridge.tenants.routing import (
+    AgentView,
+    CallInfo,
+    RoutingProtocol,
+    RuleError,
+    parse_protocol,
+)
 
-log = logging.getLogger("tenants.worker")
+log = logging.getLogger("ami_bridge.tenants.worker")
 
 BEHAVIOURS = ("rules", "silent", "late", "foreign-target")
 # Calls this VTS keeps state for (pending ones); the bridge's own cap is lower.
@@ -207,7 +219,8 @@ class Worker(asyncio.Protocol):
 async def run(args: argparse.Namespace) -> int:
     fd_text = os.environ.get(FD_ENV)
     if fd_text is None or not fd_text.isdigit():
-        print(f"tenants.worker: {FD_ENV} is not set; this program is started by ami-bridge "
+        print(f"ami_bridge.tenants.worker: {FD_ENV} is not set; this program is started by "
+              "ami-bridge "
               "(see docs/vts-protocol.md)", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(fd_text))
@@ -236,7 +249,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tenants.worker",
+        prog="python -m ami_bridge.tenants.worker",
         description="ami-bridge's virtual transaction server runtime (started by the bridge).")
     parser.add_argument("--vts", required=True, help="the VTS name from the bridge config")
     parser.add_argument("--behaviour", choices=BEHAVIOURS, default="rules",
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s vts[{args.vts}] %(levelname)s %(message)s")
-    from tenants.eventloop import run as run_loop
+    from ami_bridge.tenants.eventloop import run as run_loop
 
     return run_loop(run(args))
 

@@ -1,4 +1,4 @@
-"""The unchanged shipped VTS runtime (`tenants.worker`) run on uvloop.
+"""The unchanged shipped VTS runtime (`ami_bridge.tenants.worker`) run on uvloop.
 
 Named in a generated config as `[vts.X] command = [python, "-m",
 "bench.servers.worker_uvloop", "--vts", "X"]`, which the config already allows.
@@ -8,7 +8,7 @@ import sys
 
 import uvloop
 
-from tenants.worker import main
+from ami_bridge.tenants.worker import main
 
 if __name__ == "__main__":
     uvloop.install()

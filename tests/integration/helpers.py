@@ -19,7 +19,8 @@ secret = "ami-bridge-secret"
 
 
 def vts_command(name: str, record: Path, *extra: str) -> str:
-    argv = [sys.executable, "-m", "tenants.worker", "--vts", name, "--record", str(record),
+    argv = [sys.executable, "-m", "ami_bridge.tenants.worker", "--vts", name,
+            "--record", str(record),
             *extra]
     return json.dumps(argv)
 

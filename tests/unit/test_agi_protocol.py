@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agi.protocol import (
+from ami_bridge.agi.protocol import (
     MAX_HEADER_BYTES,
     MAX_LINE_BYTES,
     NEED_DATA,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agi import wire
-from agi.variables import AB_ACTION, AB_TARGET
+from ami_bridge.agi import wire
+from ami_bridge.agi.variables import AB_ACTION, AB_TARGET
 
 
 def parse_agi_args(line: str) -> list[str]:

@@ -29,7 +29,7 @@ from ami_bridge.config import (
     load,
     parse,
 )
-from tenants.routing import CallInfo, parse_protocol
+from ami_bridge.tenants.routing import CallInfo, parse_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "bridge.toml"

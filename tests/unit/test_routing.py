@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenants.routing import (
+from ami_bridge.tenants.routing import (
     DAYS,
     CallInfo,
     Decision,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tenants.routing import (
+from ami_bridge.tenants.routing import (
     AgentView,
     CallInfo,
     Decision,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tenants.protocol import FrameDecoder, RemoteProtocolError, encode
+from ami_bridge.tenants.protocol import FrameDecoder, RemoteProtocolError, encode
 
 MESSAGES = [
     {"type": "hello", "v": 1, "vts": "acme"},

@@ -1,0 +1,57 @@
+"""What a user's site-packages gains from the wheel, and the import names the tree uses.
+
+`agi/` and `tenants/` stay top-level folders of the repository but are installed only as
+`ami_bridge.agi` and `ami_bridge.tenants` (symlinks inside `ami_bridge/`): the package
+index already has a distribution named `agi`, and `tenants` is as generic.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOP_LEVEL_FOLDERS = {"agi", "tenants"}
+
+
+def _python_files() -> list[Path]:
+    skip = {".venv", ".git", "build", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+    return [p for p in ROOT.rglob("*.py")
+            if not skip & set(p.relative_to(ROOT).parts) and not p.is_symlink()
+            and "ami_bridge/agi" not in p.as_posix() and "ami_bridge/tenants" not in p.as_posix()]
+
+
+def test_no_module_imports_the_bare_top_level_names() -> None:
+    offenders = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
+                          if n.split(".")[0] in TOP_LEVEL_FOLDERS]
+    assert offenders == []
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(out), str(ROOT)], check=True, cwd=out)
+    (built,) = out.glob("ami_bridge-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_wheel_installs_only_the_ami_bridge_import_name(wheel: zipfile.ZipFile) -> None:
+    tops = {name.split("/")[0] for name in wheel.namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"ami_bridge"}
+    names = set(wheel.namelist())
+    assert "ami_bridge/agi/wire.py" in names
+    assert "ami_bridge/tenants/worker.py" in names
