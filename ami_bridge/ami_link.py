@@ -42,13 +42,9 @@ def agent_message(agent: AgentState) -> Message:
 
 
 def devices_of(config: BridgeConfig) -> dict[str, str]:
-    """Device -> tenant: the channels tenants' extensions and queue members dial."""
-    devices: dict[str, str] = {}
-    for tenant in config.tenants.values():
-        for dial in [*tenant.extensions.values(), *tenant.devices,
-                     *(m for q in tenant.queue_configs.values() for m in q.members)]:
-            devices.setdefault(dial, tenant.name)
-    return devices
+    """Device -> its one owning tenant (the config loader's `devices`, ami_bridge.ownership):
+    the channels tenants' extensions, devices and queue members dial; shared ones: none."""
+    return dict(config.devices)
 
 
 class AmiLink:

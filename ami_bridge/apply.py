@@ -5,8 +5,10 @@ never gets here) and, with the callbacks the daemon passes in, does in order:
 
 1. render every tenant's fragment (`dialplan.render`);
 2. lint the rendered files together with the hand-written ones exactly as Asterisk will
-   read them (`extensions.conf` and its includes, rendered text laid over the disk);
-   any finding stops here and nothing is touched;
+   read them (`extensions.conf` and its includes, rendered text laid over the disk, with
+   the config's `[shared]` contexts and `[owners]` grants), and check every queue and
+   member of the rendered queues.conf against its owner (ami_bridge.ownership); any
+   finding stops here and nothing is touched (`conf render` uses the same check);
 3. write the changed fragments atomically, keeping the old text;
 4. swap the bridge's venue map (new venues are known before Asterisk can send calls);
 5. reload the dialplan and queues over AMI and check with Asterisk's own `ShowDialPlan`
@@ -29,6 +31,7 @@ from ami_bridge.config import BridgeConfig
 from ami_bridge.dialplan.lint import check
 from ami_bridge.dialplan.parser import DialplanReadError, DiskSource, OverlaySource
 from ami_bridge.dialplan.render import OUTPUT_DIR, render_tree, write_tree
+from ami_bridge.ownership import check_rendered_queues
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +98,21 @@ async def apply_config(
 
 
 def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
-    """Findings for the rendered text as Asterisk would load it with the files on disk."""
+    """Findings for the rendered text as Asterisk would load it with the files on disk,
+    and for the rendered queues; empty: safe to write."""
     overlay = OverlaySource({conf_dir / rel: text for rel, text in files.items()}, DiskSource())
     top = conf_dir / "extensions.conf"
     entry = top if overlay.read(top) is not None else conf_dir / f"{OUTPUT_DIR}/extensions.conf"
+    queues = f"{OUTPUT_DIR}/queues.conf"
+    found = check_rendered_queues(files.get(queues, ""), owners=config.owners,
+                                  where=str(conf_dir / queues))
     try:
-        found = check([entry], tenants=sorted(config.tenants), source=overlay,
-                      config_dir=conf_dir)
+        found += [str(f) for f in check(
+            [entry], tenants=sorted(config.tenants), source=overlay, config_dir=conf_dir,
+            owners=dict(config.owners.contexts), shared=config.owners.shared_contexts)]
     except DialplanReadError as exc:
-        return [f"{exc}"]
-    return [str(f) for f in found]
+        found.append(f"{exc}")
+    return found
 
 
 def _backup(conf_dir: Path, files: dict[str, str]) -> dict[str, str | None]:

@@ -1,4 +1,7 @@
-"""The `ami-bridge` command line: `run` the daemon, `check` a config file."""
+"""The `ami-bridge` command line: `run` the daemon, `check` a config file, `conf render` /
+`conf check` the tenants' dialplan fragments, `ctl` a running bridge. Every command that
+reads the bridge config goes through `config.load`, which refuses tenant files that name
+what they do not own (ami_bridge.ownership)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Render every tenant's dialplan fragment (venues with the FastAGI "
         "route and AGISTATUS fallback, internal, queue and outbound contexts, language, "
         "music class, channel limit), the include file for extensions.conf and the "
-        "queues. Deterministic; only changed files are rewritten, atomically.")
+        "queues. The rendered files are first checked as `ctl apply` checks them "
+        "(the dialplan linted with what OUT already includes, every queue member "
+        "against its owner); any finding: exit 1 and nothing is written. "
+        "Deterministic; only changed files are rewritten, atomically.")
     render.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
     render.add_argument("--out", type=Path, required=True,
                         help="Asterisk's config directory (files go to OUT/ami-bridge/)")
@@ -58,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "'file:line: code message'; exit 0 clean, 1 findings, 2 usage or I/O error.")
     check.add_argument("files", nargs="*", type=Path,
                        help="dialplan files (default: extensions.conf of --asterisk-conf)")
-    check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners")
+    check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners "
+                       "(with its [owners] grants and [shared] contexts)")
     check.add_argument("--tenant", action="append", default=[],
                        help="a tenant name (repeatable), instead of or besides --config")
     check.add_argument("--shared", action="append", default=[],
@@ -117,6 +124,7 @@ def _load(path: Path) -> config_mod.BridgeConfig | None:
 
 
 def _conf(args: argparse.Namespace) -> int:
+    from ami_bridge.apply import lint
     from ami_bridge.dialplan import render
 
     if args.conf_command == "check":
@@ -132,6 +140,14 @@ def _conf(args: argparse.Namespace) -> int:
         for name in stale:
             print(f"{args.out / name}: differs from what the config renders")
         return 1 if stale else 0
+    findings = lint(files, args.out, cfg)
+    if findings:
+        for finding in findings:
+            print(finding)
+        print(f"ami-bridge: conf render refused: {len(findings)} finding"
+              f"{'s' if len(findings) != 1 else ''} in the rendered files; nothing written",
+              file=sys.stderr)
+        return 1
     for name in render.write_tree(files, args.out):
         print(f"wrote {args.out / name}")
     return 0
@@ -142,15 +158,18 @@ def _conf_check(args: argparse.Namespace) -> int:
 
     tenants = list(args.tenant)
     conf_dir = args.asterisk_conf
+    shared, owners = set(args.shared), {}
     if args.config is not None:
         cfg = _load(args.config)
         if cfg is None:
             return 2
         tenants += list(cfg.tenants)
         conf_dir = conf_dir or cfg.asterisk_conf_dir
+        shared |= cfg.owners.shared_contexts  # [shared] contexts
+        owners = dict(cfg.owners.contexts)  # [owners.TENANT] contexts
     files = list(args.files) or ([conf_dir / "extensions.conf"] if conf_dir else [])
-    return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(args.shared),
-                     out=sys.stdout, config_dir=conf_dir)
+    return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(shared),
+                     owners=owners, out=sys.stdout, config_dir=conf_dir)
 
 
 def _ctl(args: argparse.Namespace) -> int:

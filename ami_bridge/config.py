@@ -12,6 +12,12 @@ Layout (see examples/bridge.toml, docs/configuration.md):
     [vts.NAME]        command (optional: any-language VTS), grace_period
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
+    [shared]          contexts, endpoints, trunks every tenant may use (operator's)
+    [owners.NAME]     contexts, endpoints granted to one tenant besides its `NAME-` ones
+
+Every context, endpoint, trunk, queue member and prompt directory a tenant names must be
+its own or shared (ami_bridge.ownership); the check runs here, in the one loader that
+`check`, `run`, `reload`, `conf render` and `ctl apply` all use.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ami_bridge.ownership import (
+    Owners,
+    check_tenant,
+    check_tenant_names,
+    device_owners,
+    parse_owners,
+)
 from ami_bridge.tenant_config import (
     DEFAULT_REDIRECT_LIMIT,
     NAME_RE,
@@ -88,6 +101,9 @@ class BridgeConfig:
     tenants_dir: Path | None = None
     ami: AmiConfig | None = None  # None: no AMI session (routing works without events)
     asterisk_conf_dir: Path | None = None  # where `ctl apply` writes rendered fragments
+    owners: Owners = field(default_factory=Owners)  # grants and [shared] (ownership.py)
+    # Device -> its one owning tenant, for agent state; shared devices are nobody's.
+    devices: Mapping[str, str] = field(default_factory=dict)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -105,7 +121,7 @@ def load(path: Path) -> BridgeConfig:
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     fail = failer(path)
-    no_unknown(raw, {"bridge", "vts", "tenants", "ami"}, "", fail)
+    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -125,6 +141,8 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
                for name, traw in table(raw, "tenants", fail).items()]
     if tenants_dir is not None:
         sources += _tenant_files(tenants_dir)
+    check_tenant_names((tname, tfail, prefix or "name") for tname, _, tfail, prefix, _ in sources)
+    owners = parse_owners(raw, (tname for tname, *_ in sources), fail)
     for tname, traw, tfail, prefix, source in sources:
         if not isinstance(traw, Mapping):
             raise tfail(prefix or tname, "must be a table")
@@ -134,6 +152,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         tenant, tvenues = parse_tenant(tname, traw, fail=tfail, prefix=prefix,
                                        router_timeout=router_timeout,
                                        redirect_limit=redirect_limit, source=source)
+        check_tenant(tenant, tvenues, owners=owners, fail=tfail, prefix=prefix, config_path=path)
         tenants[tname] = tenant
         for context, venue in tvenues.items():
             vkey = f"{prefix}.venues.{context}" if prefix else f"venues.{context}"
@@ -156,6 +175,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         control_socket=control_socket, tenants_dir=tenants_dir,
         ami=_ami(raw, path, fail),
         asterisk_conf_dir=_directory(bridge, "asterisk_conf_dir", path, fail),
+        owners=owners, devices=device_owners(tenants.values(), owners),
     )
 
 

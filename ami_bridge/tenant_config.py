@@ -7,7 +7,9 @@ the file, the dotted key and the bad value. The namespace a VTS may route into i
 `targets` (extensions of `<tenant>-internal`: the keys of `extensions` plus any listed
 in `targets` for hand-written dialplan), `queues` and `external_prefixes`. `extensions`,
 `queues` (as tables), `outbound`, `language`, `moh_class` and `channel_limit` are what
-`ami-bridge conf render` needs to write the tenant's dialplan fragment.
+`ami-bridge conf render` needs to write the tenant's dialplan fragment. Whether the
+contexts, endpoints, trunks and prompt directory it names are the tenant's own needs all
+tenants and the operator's grants: that check is `ami_bridge.ownership`, run by the loader.
 """
 
 from __future__ import annotations
