@@ -61,7 +61,6 @@ _AGI_RE = re.compile(r"agi://\[?([^/\]:]+)\]?(?::(\d+))?(?:/|$)", re.IGNORECASE)
 class Where:
     """What the rules know about the context a step runs in."""
 
-    context: str
     tenant: str
     ownership: Ownership
     bounds: Bounds
@@ -77,7 +76,12 @@ class Escape:
 
 def step_escapes(step: Step, where: Where) -> list[Escape]:
     found: list[Escape] = []
-    for call in calls(step):
+    made = calls(step)
+    # Functions run wherever they are written, even in NoOp; the step's own data holds
+    # the wrapped calls' data too, so it is scanned once.
+    for name, args in functions(made[0].data if made else ""):
+        found += _function(made[0], name, args, where)
+    for call in made:
         if is_dynamic(call.app):
             found.append(Escape(codes.HOST_COMMAND, "dynamic application",
                                 f"'{call.text}' runs an application chosen at run time: "
@@ -89,13 +93,11 @@ def step_escapes(step: Step, where: Where) -> list[Escape]:
         if call.name == "dbdeltree" and not _own_family(call.arg(0), where):
             found.append(_db(call, f"DBdeltree({call.arg(0)})", where))
         found += _agi(call, where)
-        for name, args in functions(call.data):
-            found += _function(call, name, args, where)
     return found
 
 
 def setting_escape(setting: Setting, tenant: str) -> Escape:
-    return Escape(codes.SHARED_STATE, f"[{setting.section}] {setting.key}",
+    return Escape(codes.SHARED_STATE, f"{setting.section.lower()}/{setting.key}",
                   f"'{setting.key} = {setting.value}' in [{setting.section}] of tenant "
                   f"{tenant}'s file {setting.file} holds for every tenant's dialplan "
                   f"(global variables and settings): only the operator's files may set it")
@@ -145,7 +147,9 @@ def _dynamic(call: Call, subject: str, why: str) -> Escape:
 
 def _channel(call: Call, channel: Channel, how: str, where: Where) -> list[Escape]:
     loose = unbounded(channel.text, where.bounds)
-    if loose and how != "select":
+    # A selector matches one channel name (or prefix), so a value cannot add another;
+    # PickupChan is the exception: it splits its argument on '&' after substitution.
+    if loose and (how != "select" or call.name == "pickupchan"):
         return [_dynamic(call, channel.text,
                          f"'{loose[0]}' in channel '{channel.text}' may hold '&', ',', "
                          "'/' or '@' (a value like '1&PJSIP/other-agent' dials another "

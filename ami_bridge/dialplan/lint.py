@@ -139,7 +139,7 @@ def _escapes(context: str, tenant: str, statements: list[Statement],
     for step in statements:
         if not isinstance(step, Step):
             continue
-        where = Where(context, tenant, ownership,
+        where = Where(tenant, ownership,
                       Bounds(pattern_is_safe(step.pattern), bounded), policy.agi_addresses)
         for escape in step_escapes(step, where):
             if escape.code == codes.DYNAMIC_CHANNEL and (step.file, step.line) in said:

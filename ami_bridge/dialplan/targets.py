@@ -37,7 +37,8 @@ from ami_bridge.dialplan.syntax import (
 # Applications whose arguments are only shown, never acted on: no Local/ check there.
 INERT_APPS = frozenset({"noop", "verbose", "log", "dumpchan", "userevent"})
 _WRAPPERS = frozenset({"execif", "execiftime", "exec", "tryexec"})
-_LOCAL_RE = re.compile(r"(?<![A-Za-z0-9_])local/", re.IGNORECASE)
+# Not inside a word or a path: "/usr/local/bin" names no Local channel.
+_LOCAL_RE = re.compile(r"(?<![A-Za-z0-9_/.-])local/", re.IGNORECASE)
 _LOCAL_END = "&,)'^| \t"
 
 
