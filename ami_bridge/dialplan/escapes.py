@@ -37,10 +37,11 @@ from ami_bridge.dialplan.syntax import (
 )
 from ami_bridge.dialplan.targets import Call, calls
 
-# The bridge's FastAGI listener when nothing else is said: config.DEFAULT_AGI_PORT on
-# loopback, as [bridge] agi_listen defaults. `agi://host` without a port means 4573.
-DEFAULT_AGI_ADDRESSES = frozenset({("127.0.0.1", 4573)})
+# res_agi.c's AGI_PORT: what `agi://host` without a port connects to (the same value
+# as config.DEFAULT_AGI_PORT, not imported: this package does not load the config).
 AGI_DEFAULT_PORT = 4573
+# The bridge's FastAGI listener when nothing else is said: [bridge] agi_listen's default.
+DEFAULT_AGI_ADDRESSES = frozenset({("127.0.0.1", AGI_DEFAULT_PORT)})
 AGI_URL_VARIABLE = "AB_AGI_URL"
 # Application (lowercase) -> (index of its channel argument, how to read it): "dial"
 # makes new channels ('&' list), "one" makes or names one, "select" names existing
