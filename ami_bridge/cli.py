@@ -57,11 +57,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="write nothing; exit 1 if the rendered files differ from OUT")
     check = conf_sub.add_parser(
         "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
-        description="Lint dialplan files and their #includes: every context belongs to "
-        "exactly one tenant; no include, Goto, Gosub, Dial or Local/ channel crosses into "
-        "another tenant's contexts unless declared shared; caller-controlled data never "
-        "reaches a Dial string unfiltered; venues check AGISTATUS. Prints "
-        "'file:line: code message'; exit 0 clean, 1 findings, 2 usage or I/O error.")
+        description="Lint dialplan files and their #includes (and queues.conf): every "
+        "context belongs to exactly one tenant; no include, Goto, Gosub, handler, Dial or "
+        "Local/ channel crosses into another tenant's contexts unless declared shared; "
+        "caller-controlled data never reaches a Dial string unfiltered; venues check "
+        "AGISTATUS; nothing a tenant's dialplan does at run time escapes it (channels "
+        "chosen at run time or of other tenants' endpoints, GLOBAL/SHARED/DB writes, "
+        "System/SHELL/EVAL/FILE, AGI to other servers); queue members are the queue's "
+        "tenant's own. Prints 'file:line: code message' (codes: docs/dialplan-lint.md); "
+        "exit 0 clean, 1 findings, 2 usage or I/O error.")
     check.add_argument("files", nargs="*", type=Path,
                        help="dialplan files (default: extensions.conf of --asterisk-conf)")
     check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners "

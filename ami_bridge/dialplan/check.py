@@ -1,6 +1,9 @@
-"""`ami-bridge conf check`: lint dialplan files, print CI lines, return an exit code.
+"""`ami-bridge conf check`: lint dialplan and queues files, print CI lines, exit code.
 
-`run_check` validates its arguments, runs `lint.check`, and writes one line per finding
+`run_check` validates its arguments, runs `lint.check` (files named `queues.conf` are
+read as queues; with `config_dir`, its `queues.conf` is read too; `allow` and
+`agi_addresses` pass through, by default nothing is allowed and the bridge listens on
+127.0.0.1:4573), and writes one line per finding
 (`file:line: code message`, sorted by file then line) and then a one-line summary to
 `out`. Exit codes: 0 clean, 1 findings, 2 a usage or I/O error (no files, no tenants,
 a bad tenant name, an owner naming an unknown tenant, a file that cannot be read); an
@@ -12,11 +15,13 @@ missing or unreadable file on the command line is a usage error.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TextIO
 
+from ami_bridge.dialplan.allow import Allowance
+from ami_bridge.dialplan.escapes import DEFAULT_AGI_ADDRESSES
 from ami_bridge.dialplan.lint import check
 from ami_bridge.dialplan.parser import DialplanReadError, Source
 
@@ -29,15 +34,21 @@ _NO_FILES: Mapping[Path, str] = MappingProxyType({})
 def run_check(paths: Sequence[Path], *, tenants: Sequence[str],
               owners: Mapping[str, str] = _NO_OWNERS, shared: frozenset[str] = frozenset(),
               file_owners: Mapping[Path, str] = _NO_FILES, out: TextIO,
-              source: Source | None = None, config_dir: Path | None = None) -> int:
+              source: Source | None = None, config_dir: Path | None = None,
+              allow: Iterable[Allowance] = (),
+              agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES) -> int:
     """Lint `paths` for `tenants`; print findings and a summary to `out`; exit code."""
-    problem = _usage_problem(paths, tenants, owners, file_owners)
+    allow = tuple(allow)
+    problem = _usage_problem(paths, tenants, owners, file_owners) or next(
+        (f"allow: {a.code} {a.subject} is for {a.tenant!r}, which is not a known tenant"
+         for a in allow if a.tenant is not None and a.tenant not in tenants), "")
     if problem:
         out.write(f"conf check: error: {problem}\n")
         return EXIT_ERROR
     try:
         found = check(paths, owners=owners, shared=shared, tenants=tenants,
-                      file_owners=file_owners or None, source=source, config_dir=config_dir)
+                      file_owners=file_owners or None, source=source, config_dir=config_dir,
+                      allow=allow, agi_addresses=agi_addresses)
     except DialplanReadError as exc:
         out.write(f"conf check: error: {exc}\n")
         return EXIT_ERROR

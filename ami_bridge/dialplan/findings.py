@@ -6,7 +6,11 @@ says why it is refused. `str(finding)` is the CI line `file:line: code message`;
 findings order by file, line, code. Codes: DP1xx the file cannot be read the way
 Asterisk would (pbx_config / config.c), OWN2xx context ownership, X3xx crossings into
 another tenant's namespace, T4xx caller-controlled data in a dial string, V5xx the
-venue contract. `CODES` holds a one-line summary of each, for `--help` and docs.
+venue contract, S6xx escapes (what Asterisk will do at run time that the linter cannot
+prove stays inside the tenant: channels chosen at run time, shared state, host
+commands, foreign AGI servers), Q7xx queues.conf. `CODES` holds a one-line summary of
+each, for `--help` and docs; `ESCAPE_CODES` are the ones an operator may allow (see
+`allow`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,20 @@ CROSS_JUMP = "X302"
 CROSS_LOCAL = "X303"
 DYNAMIC_TARGET = "X304"
 CROSS_QUEUE = "X305"
+CROSS_ENDPOINT = "X306"
 # Taint.
 TAINTED_DIAL = "T401"
 # Venue contract.
 NO_AGISTATUS = "V501"
+# Escapes: run-time behaviour not provably inside the tenant.
+DYNAMIC_CHANNEL = "S601"
+SHARED_STATE = "S602"
+HOST_COMMAND = "S603"
+FOREIGN_AGI = "S604"
+# queues.conf.
+CROSS_MEMBER = "Q701"
+DYNAMIC_MEMBER = "Q702"
+QUEUE_CONTEXT = "Q703"
 
 CODES: dict[str, str] = {
     MALFORMED: "line Asterisk cannot parse (or ignores)",
@@ -50,10 +64,25 @@ CODES: dict[str, str] = {
     CROSS_JUMP: "Goto/Gosub/... into another tenant's (or an unowned) context",
     CROSS_LOCAL: "Local/...@context channel into another tenant's context",
     DYNAMIC_TARGET: "context chosen at run time, not pinned to the tenant's prefix",
-    CROSS_QUEUE: "Queue of another tenant",
+    CROSS_QUEUE: "Queue (or AddQueueMember, ...) of another tenant",
+    CROSS_ENDPOINT: "channel to or of another tenant's (or an unowned) endpoint",
     TAINTED_DIAL: "caller-controlled data unfiltered in a dial string",
     NO_AGISTATUS: "venue asks the bridge for a route but never checks AGISTATUS",
+    DYNAMIC_CHANNEL: "channel technology or endpoint chosen at run time, not provably the "
+                     "tenant's",
+    SHARED_STATE: "write to state every tenant shares (GLOBAL, SHARED, DB, GROUP, "
+                  "[globals] in a tenant's file)",
+    HOST_COMMAND: "runs a host command or touches host files (System, SHELL, EVAL, FILE, "
+                  "...)",
+    FOREIGN_AGI: "AGI to anything but the bridge's own FastAGI server",
+    CROSS_MEMBER: "queue member outside the queue's tenant",
+    DYNAMIC_MEMBER: "queue member chosen at run time",
+    QUEUE_CONTEXT: "queue context or member gosub outside the queue's tenant",
 }
+# What an operator may allow explicitly (allow.Allowance); the rest has other remedies
+# (declare a context shared, name an owner, fix the file).
+ESCAPE_CODES = frozenset({CROSS_ENDPOINT, DYNAMIC_CHANNEL, SHARED_STATE, HOST_COMMAND,
+                          FOREIGN_AGI, CROSS_MEMBER, DYNAMIC_MEMBER, QUEUE_CONTEXT})
 
 
 @dataclass(frozen=True, order=True)

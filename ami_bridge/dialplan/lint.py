@@ -1,139 +1,168 @@
-"""`conf check` rules: ownership, crossings, caller data in dial strings, venue contract.
+"""`conf check` rules: ownership, crossings, caller data in dial strings, venue contract,
+escapes, queues.
 
-`check(files, tenants=..., owners=..., shared=..., file_owners=...)` reads the files
-(and their #includes) and returns sorted, de-duplicated `Finding`s; `check_dialplan`
-does the same on an already parsed `Dialplan`, with no I/O. A context's owner is the
-caller's explicit answer (`owners`: a mapping or a function, context → tenant) or else
-the naming convention `<tenant>-<anything>` over the known tenants; `[general]` and
-`[globals]` are no contexts; names in `shared` need no owner and may be reached by
-everyone. A file's tenant is `file_owners`' answer or else its stem (`tenants/acme.conf`
-is acme's). Rules: every context has exactly one owner (OWN201/OWN203) and is written
-only in its own tenant's files or platform files (OWN202); no include, jump, Local
-channel or queue of a tenant's context reaches another tenant's or an unowned context
-unless it is shared (X301-X303, X305), nor any context chosen at run time unless its
-literal prefix pins it to `<tenant>-` of the same tenant (X304); a shared context may
-lead only into shared ones; caller data reaches no dial string unfiltered (T401, see
-`taint`); a venue that asks the bridge for a route tests AGISTATUS afterwards (V501).
-Statements inherited from a template are checked in each inheriting context and
-reported where the template writes them.
+`check(files, tenants=..., owners=..., shared=..., file_owners=..., allow=...)` reads
+the files (and their #includes) and returns sorted, de-duplicated `Finding`s;
+`check_dialplan` does the same on an already parsed `Dialplan`, with no I/O. Files named
+`queues.conf` are read as queues.conf (see `queues`); with `config_dir` given and no
+such file named, `<config_dir>/queues.conf` is read too when it exists, so the tree is
+linted as Asterisk loads it. Owners: see `ownership`; `[general]` and `[globals]` are no
+contexts. Rules: every context has exactly one owner (OWN201/OWN203) and is written
+only in its own tenant's files or platform files (OWN202); no include, jump, handler,
+Local channel or queue of a tenant's context reaches another tenant's or an unowned
+context unless it is shared (X301-X303, X305), nor any context chosen at run time
+unless its literal prefix pins it to `<tenant>-` of the same tenant (X304); a shared
+context may lead only into shared ones; caller data reaches no dial string unfiltered
+(T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
+afterwards (V501); nothing in a tenant's context does at run time what the linter
+cannot prove stays inside the tenant (X306, S601-S604, see `escapes`) unless `allow`
+allows it; a dial string already reported as T401, X303 or X304 on a line gets no S601
+besides. Statements inherited from a template are checked in each inheriting context
+and reported where the template writes them.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 from ami_bridge.dialplan import findings as codes
+from ami_bridge.dialplan.allow import Allowance, allowed
+from ami_bridge.dialplan.channels import Bounds, bounded_variables
+from ami_bridge.dialplan.escapes import (
+    DEFAULT_AGI_ADDRESSES,
+    Where,
+    setting_escape,
+    step_escapes,
+)
 from ami_bridge.dialplan.findings import Finding
+from ami_bridge.dialplan.ownership import NO_OWNERS, FileOwnerLookup, OwnerLookup, Ownership
 from ami_bridge.dialplan.parser import (
     Dialplan,
+    DiskSource,
     Include,
     Section,
+    Setting,
     Source,
     Statement,
     Step,
     Switch,
     load,
 )
+from ami_bridge.dialplan.queues import check_queues, is_queue_file, load_queues
 from ami_bridge.dialplan.syntax import is_dynamic, literal_prefix, split_top
-from ami_bridge.dialplan.taint import sink_taint, tainted_variables
+from ami_bridge.dialplan.taint import pattern_is_safe, sink_taint, tainted_variables
 from ami_bridge.dialplan.targets import Target, calls, targets
 
-OwnerLookup = Mapping[str, str] | Callable[[str], str | None]
-FileOwnerLookup = Mapping[Path, str] | Callable[[Path], str | None]
-_NONE: Mapping[str, str] = MappingProxyType({})
+__all__ = ["Allowance", "FileOwnerLookup", "OwnerLookup", "Ownership", "Policy", "check",
+           "check_dialplan"]
+
 # The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
 ROUTE_AGI_RE = re.compile(r"(?:\$\{AB_AGI_URL\}|agis?://[^/\s]*)/route", re.IGNORECASE)
 _CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "while"})
 
 
 @dataclass(frozen=True)
-class Ownership:
-    """Who owns which context, queue and file; what is shared. See the module header."""
+class Policy:
+    """What the operator allows (`allow`) and where the bridge's FastAGI server listens."""
 
-    tenants: frozenset[str]
-    owners: OwnerLookup = field(default_factory=lambda: _NONE)
-    shared: frozenset[str] = frozenset()
-    file_owners: FileOwnerLookup | None = None
-
-    def explicit(self, name: str) -> str | None:
-        if callable(self.owners):
-            return self.owners(name)
-        return self.owners.get(name)
-
-    def matches(self, name: str) -> list[str]:
-        """Tenants whose `<tenant>-` prefix the name carries."""
-        return sorted(t for t in self.tenants if name.lower().startswith(t.lower() + "-"))
-
-    def owner(self, name: str) -> str | None:
-        found = self.explicit(name)
-        if found is not None:
-            return found
-        matches = self.matches(name)
-        return matches[0] if len(matches) == 1 else None
-
-    def is_shared(self, name: str) -> bool:
-        return name.lower() in {s.lower() for s in self.shared}
-
-    def file_owner(self, path: Path) -> str | None:
-        if callable(self.file_owners):
-            return self.file_owners(path)
-        if self.file_owners is not None:
-            for key, tenant in self.file_owners.items():
-                if _same_file(key, path):
-                    return tenant
-            return None
-        return path.stem if path.stem in self.tenants else None
-
-    def pinned(self, prefix: str, tenant: str) -> bool:
-        """True when every name starting with `prefix` is `tenant`'s by convention."""
-        low = prefix.lower()
-        if not low.startswith(tenant.lower() + "-"):
-            return False
-        for other in self.tenants - {tenant}:
-            stem = other.lower() + "-"
-            # Tenants acme and acme-corp: "acme-${X}" reaches acme-corp's names too;
-            # "acme-corp-${X}" is acme-corp's (its names need an explicit owner anyway).
-            if stem.startswith(low) or (low.startswith(stem) and len(other) > len(tenant)):
-                return False
-        if isinstance(self.owners, Mapping):
-            return all(t == tenant for n, t in self.owners.items()
-                       if n.lower().startswith(low))
-        return True
+    allow: tuple[Allowance, ...] = ()
+    agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
-
-
-def check(files: Sequence[Path], *, owners: OwnerLookup = _NONE,
+def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
           shared: frozenset[str] = frozenset(), tenants: Iterable[str] = (),
           file_owners: FileOwnerLookup | None = None, source: Source | None = None,
-          config_dir: Path | None = None) -> list[Finding]:
-    """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors."""
+          config_dir: Path | None = None, allow: Iterable[Allowance] = (),
+          agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
+          ) -> list[Finding]:
+    """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors.
+
+    `allow`: the escapes the operator allows (default: none). `agi_addresses`: where
+    the bridge's FastAGI server listens (host, port), for the S604 rule.
+    """
     known = set(tenants) | (set(owners.values()) if isinstance(owners, Mapping) else set())
     ownership = Ownership(frozenset(known), owners, shared, file_owners)
-    return check_dialplan(load(files, source=source, config_dir=config_dir), ownership)
+    policy = Policy(tuple(allow), frozenset(agi_addresses))
+    dialplan_files = [f for f in files if not is_queue_file(f)]
+    found = check_dialplan(load(dialplan_files, source=source, config_dir=config_dir),
+                           ownership, policy) if dialplan_files else []
+    queue_files = [f for f in files if is_queue_file(f)]
+    implicit = not queue_files and config_dir is not None
+    if implicit and config_dir is not None:
+        queue_files = [config_dir / "queues.conf"]
+    if queue_files:
+        found += check_queues(load_queues(queue_files, source=source or DiskSource(),
+                                          config_dir=config_dir, required=not implicit),
+                              ownership, policy.allow)
+    return sorted(set(found))
 
 
-def check_dialplan(dialplan: Dialplan, ownership: Ownership) -> list[Finding]:
+def check_dialplan(dialplan: Dialplan, ownership: Ownership,
+                   policy: Policy | None = None) -> list[Finding]:
     """The rules of the module header over a parsed dialplan: pure."""
+    policy = policy or Policy()
     found = list(dialplan.problems)
     headers = [s for s in dialplan.statements if isinstance(s, Section) and not s.is_global]
     templates = {s.name.lower() for s in headers if s.template}
     names = list(dict.fromkeys(s.name for s in headers if not s.template))
     own = _by_context(dialplan.statements)
+    bounded = bounded_variables(s for s in dialplan.statements if isinstance(s, Step))
     for name in names:
         fragments = [s for s in headers if s.name == name]
         found += _ownership(name, fragments, ownership)
         inherited = _inherited(fragments, headers, own, templates)
-        found += _context_rules(name, inherited + own.get(name.lower(), []), ownership)
+        statements = inherited + own.get(name.lower(), [])
+        context_found = _context_rules(name, statements, ownership)
+        tenant = ownership.owner(name)
+        if tenant is not None:
+            context_found += _escapes(name, tenant, statements, ownership, policy,
+                                      bounded, context_found)
+        found += context_found
         found += _duplicates(name, own.get(name.lower(), []))
+    found += _settings(dialplan.statements, ownership, policy)
     return sorted(set(found))
+
+
+# Findings that already say what is wrong with a dial string on their line.
+_DIAL_STRING_CODES = frozenset({codes.TAINTED_DIAL, codes.CROSS_LOCAL,
+                                codes.DYNAMIC_TARGET})
+
+
+def _escapes(context: str, tenant: str, statements: list[Statement],
+             ownership: Ownership, policy: Policy, bounded: frozenset[str],
+             already: list[Finding]) -> list[Finding]:
+    said = {(f.file, f.line) for f in already if f.code in _DIAL_STRING_CODES}
+    found: list[Finding] = []
+    for step in statements:
+        if not isinstance(step, Step):
+            continue
+        where = Where(tenant, ownership,
+                      Bounds(pattern_is_safe(step.pattern), bounded), policy.agi_addresses)
+        for escape in step_escapes(step, where):
+            if escape.code == codes.DYNAMIC_CHANNEL and (step.file, step.line) in said:
+                continue
+            if not allowed(policy.allow, tenant, escape.code, escape.subject):
+                found.append(_here(step, context, escape.code, escape.message))
+    return found
+
+
+def _settings(statements: Iterable[Statement], ownership: Ownership,
+              policy: Policy) -> list[Finding]:
+    """[general]/[globals] settings in a tenant's file hold for every tenant."""
+    found: list[Finding] = []
+    for setting in statements:
+        if not isinstance(setting, Setting):
+            continue
+        tenant = ownership.file_owner(setting.file)
+        if tenant is None:
+            continue
+        escape = setting_escape(setting, tenant)
+        if not allowed(policy.allow, tenant, escape.code, escape.subject):
+            found.append(Finding(setting.file, setting.line, escape.code, escape.message))
+    return found
 
 
 def _duplicates(context: str, statements: list[Statement]) -> list[Finding]:
@@ -197,7 +226,7 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
         else:
             found.append(Finding(first.file, first.line, codes.NO_OWNER,
                                  f"context [{name}] belongs to no tenant: its name starts "
-                                 f"with none of {_tenant_list(ownership)} and no owner is "
+                                 f"with none of {ownership.tenant_list()} and no owner is "
                                  "given for it, nor is it declared shared"))
     file_tenants: dict[str, Section] = {}
     for fragment in fragments:
@@ -221,10 +250,6 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
                                  f"context [{name}] is written in files of tenants "
                                  f"{', '.join(file_tenants)}: here in {tenant}'s"))
     return found
-
-
-def _tenant_list(ownership: Ownership) -> str:
-    return ", ".join(f"'{t}-'" for t in sorted(ownership.tenants)) or "(no tenants given)"
 
 
 def _context_rules(name: str, statements: list[Statement],

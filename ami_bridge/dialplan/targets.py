@@ -5,9 +5,13 @@ wraps (`ExecIf`, `ExecIfTime`, `Exec`, `TryExec`, `Originate(...,app,...)`).
 `targets(call)` lists every context or queue the call may reach, as written (literal
 or with `${...}` in it): Goto, GotoIf (both branches), GotoIfTime, Gosub, GosubIf,
 Macro (`macro-<name>`), ChannelRedirect, Originate to an extension, Dial options
-F/G/U/b/B, Queue (its name, option F, its gosub argument), BackGround's and DISA's
-context, Directory's dial context, Pickup's `ext@context`, and any `Local/exten@ctx`
-channel in any argument (a Local channel without `@` is in context `default`).
+F/G/U/b/B and M (`macro-<name>`), the pre-dial options b/B of FollowMe and Originate,
+hangup handlers (`Set(CHANNEL(hangup_handler_push)=...)`, `hangup_handler_wipe`, also
+in MSet), Queue (its name, option F, its gosub argument) and the queue named by
+AddQueueMember/RemoveQueueMember, BackGround's and DISA's context, Directory's dial
+context, Pickup's `ext@context`, and any `Local/exten@ctx` channel in any argument (a
+Local channel without `@` is in context `default`). A handler location without a
+context is resolved against the current context when it is pushed, so it stays.
 Asterisk substitutes variables before it splits `[[context,]exten,]priority`, so a
 value with a comma can add a context field at run time: a target with fewer than three
 fields and a run-time value in it is reported as a *possible* context (its first
@@ -33,7 +37,8 @@ from ami_bridge.dialplan.syntax import (
 # Applications whose arguments are only shown, never acted on: no Local/ check there.
 INERT_APPS = frozenset({"noop", "verbose", "log", "dumpchan", "userevent"})
 _WRAPPERS = frozenset({"execif", "execiftime", "exec", "tryexec"})
-_LOCAL_RE = re.compile(r"(?<![A-Za-z0-9_])local/", re.IGNORECASE)
+# Not inside a word or a path: "/usr/local/bin" names no Local channel.
+_LOCAL_RE = re.compile(r"(?<![A-Za-z0-9_/.-])local/", re.IGNORECASE)
 _LOCAL_END = "&,)'^| \t"
 
 
@@ -160,6 +165,28 @@ def _dial_options(call: Call, index: int) -> list[Target]:
             found += _caret_label(arg, f"{call.app} option {letter}", quote)
         elif letter == "U" and arg and call.name == "dial":
             found.append(Target(split_top(arg, "^")[0].strip(), "Dial option U", quote))
+        elif letter == "M" and arg and call.name == "dial":
+            found.append(Target("macro-" + split_top(arg, "^")[0].strip(),
+                                "Dial option M (macro on answer)", quote))
+    return found
+
+
+_HANDLER_ITEMS = frozenset({"hangup_handler_push", "hangup_handler_wipe"})
+
+
+def _handler_targets(call: Call) -> list[Target]:
+    """`Set(CHANNEL(hangup_handler_push)=[[context,]exten,]priority[(args)])`."""
+    pairs = [call.data] if call.name == "set" else list(call.args) \
+        if call.name == "mset" else []
+    found: list[Target] = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        func = split_function(name.strip()) if sep else None
+        if func is None or func[0].upper() != "CHANNEL" \
+                or func[1].strip().lower() not in _HANDLER_ITEMS:
+            continue
+        found += label_target(_strip_sub_args(split_top(value.strip())),
+                              f"hangup handler ({func[1].strip()})", pair.strip())
     return found
 
 
@@ -175,10 +202,17 @@ def _jump_targets(call: Call) -> list[Target]:
         return [Target("macro-" + call.arg(0), call.app, quote)]
     if name == "channelredirect":
         return label_target(list(call.args[1:]), "ChannelRedirect", quote)
-    if name == "originate" and call.arg(1).lower() != "app" and call.arg(2):
-        return [Target(call.arg(2), "Originate to an extension", quote)]
+    if name == "originate":
+        found = _dial_options(call, 6)
+        if call.arg(1).lower() != "app" and call.arg(2):
+            found.append(Target(call.arg(2), "Originate to an extension", quote))
+        return found
     if name == "dial":
         return _dial_options(call, 2)
+    if name == "followme":
+        return _dial_options(call, 1)
+    if name in ("set", "mset"):
+        return _handler_targets(call)
     if name == "queue":
         found = _dial_options(call, 1)
         if call.arg(6):
@@ -213,8 +247,8 @@ def local_targets(text: str) -> list[Target]:
 def targets(call: Call) -> list[Target]:
     """Every context or queue `call` may reach (see the module header)."""
     found = _jump_targets(call)
-    if call.name == "queue" and call.arg(0):
-        found.append(Target(call.arg(0), "Queue", call.text, kind="queue"))
+    if call.name in ("queue", "addqueuemember", "removequeuemember") and call.arg(0):
+        found.append(Target(call.arg(0), call.app, call.text, kind="queue"))
     if call.name not in INERT_APPS:
         for arg in call.args:
             found += local_targets(arg)

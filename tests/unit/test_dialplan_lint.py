@@ -106,7 +106,8 @@ CROSSINGS = [
     ("exten => s,1,Gosub(globex-internal,2001,1(a,b))", codes.CROSS_JUMP),
     ("exten => s,1,GosubIf($[1]?globex-internal,2001,1(x):acme-a,s,1)", codes.CROSS_JUMP),
     ("exten => s,1,Macro(dialout,1)", codes.CROSS_JUMP),
-    ("exten => s,1,ChannelRedirect(PJSIP/x-1,globex-venue,s,1)", codes.CROSS_JUMP),
+    ("exten => s,1,ChannelRedirect(PJSIP/acme-agent-00000001,globex-venue,s,1)",
+     codes.CROSS_JUMP),
     ("exten => s,1,Originate(PJSIP/acme-agent,exten,globex-venue,s,1)", codes.CROSS_JUMP),
     ("exten => s,1,Dial(PJSIP/acme-agent,20,G(globex-venue^s^1))", codes.CROSS_JUMP),
     ("exten => s,1,Dial(PJSIP/acme-agent,20,U(globex-sub^arg))", codes.CROSS_JUMP),
@@ -179,7 +180,7 @@ def test_shared_context_may_not_lead_into_a_tenant_nor_live_in_a_tenant_file() -
 @pytest.mark.parametrize("line", [
     "exten => s,1,Gosub(acme-${AB_KIND},${AB_TARGET},1)",
     "exten => s,1,Goto(acme-${KIND},s,1)",
-    "exten => s,1,Dial(Local/s@acme-${KIND}/n)",
+    "exten => s,1,Dial(Local/s@acme-${AB_KIND}/n)",  # the bridge's: no '&' in it
     "exten => s,1,Goto(${FILTER(0-9,${X})},1)",  # cannot hold a comma
 ])
 def test_dynamic_targets_pinned_to_the_tenant_prefix_are_accepted(line: str) -> None:
@@ -254,21 +255,33 @@ def test_caller_data_in_a_dial_string_is_refused(line: str) -> None:
 
 
 @pytest.mark.parametrize("line", [
-    "exten => _X.,1,Dial(PJSIP/${FILTER(0-9,${EXTEN})})",
+    "exten => _X.,1,Dial(PJSIP/acme-${FILTER(0-9,${EXTEN})})",
     "exten => _+X.,1,Dial(PJSIP/${FILTER(0-9+,${EXTEN})}@acme-carrier,20)",
-    "exten => _XXXX,1,Dial(PJSIP/${EXTEN})",
+    "exten => _XXXX,1,Dial(PJSIP/acme-${EXTEN})",
     "exten => _[1-5]XX,1,Dial(PJSIP/acme-${EXTEN})",
     "exten => _NXXNXXXXXX,1,Dial(PJSIP/${EXTEN}@acme-carrier)",
-    "exten => 1001,1,Dial(PJSIP/${EXTEN})",
+    "exten => 1001,1,Dial(PJSIP/acme-${EXTEN})",
     "exten => _X.,1,Dial(PJSIP/acme-agent,20)",
     "exten => _X.,1,Dial(PJSIP/acme-${LEN(${EXTEN})})",
     "exten => _X.,1,Dial(PJSIP/acme-agent,${EXTEN})",  # the timeout is no dial string
     "exten => _X.,1,NoOp(${EXTEN} ${CALLERID(all)})",
-    "exten => s,1,Dial(PJSIP/acme-${CHANNEL(language)})",
     "exten => s,1,Set(CALLERID(num)=${EXTEN})",
 ])
 def test_filtered_or_safe_values_in_dial_strings_are_accepted(line: str) -> None:
     assert lint(f"[acme-a]\n{line}\n") == []
+
+
+@pytest.mark.parametrize("line", [
+    # No caller data, but the endpoint is not pinned to acme-: any endpoint of those
+    # characters (another tenant's included, if it is named so) is dialled.
+    "exten => _X.,1,Dial(PJSIP/${FILTER(0-9,${EXTEN})})",
+    "exten => _XXXX,1,Dial(PJSIP/${EXTEN})",
+    "exten => 1001,1,Dial(PJSIP/${EXTEN})",
+    # Not caller data, yet a value nothing bounds: it may hold '&PJSIP/globex-agent'.
+    "exten => s,1,Dial(PJSIP/acme-${CHANNEL(language)})",
+])
+def test_safe_values_that_leave_the_endpoint_open_are_dynamic_channels(line: str) -> None:
+    assert got(lint(f"[acme-a]\n{line}\n")) == [(2, codes.DYNAMIC_CHANNEL)]
 
 
 def test_taint_flows_through_set_within_the_context() -> None:
@@ -277,8 +290,8 @@ def test_taint_flows_through_set_within_the_context() -> None:
             " same => n,MSet(A=x,WHO=${CALLERID(num)})\n"
             " same => n,Set(__NUM2=pre${NUM})\n"
             " same => n,Set(SAFE=${FILTER(0-9,${NUM})})\n"
-            " same => n,Dial(PJSIP/${SAFE})\n"
-            " same => n,Dial(PJSIP/${A})\n"
+            " same => n,Dial(PJSIP/acme-${SAFE})\n"
+            " same => n,Dial(PJSIP/acme-${A})\n"
             " same => n,Dial(PJSIP/${NUM2})\n"
             "exten => s,1,Dial(PJSIP/${WHO})\n"
             "exten => _XX,1,Dial(PJSIP/${CUT(NUM,-,1)})\n")
@@ -291,7 +304,9 @@ def test_taint_flows_through_set_within_the_context() -> None:
 def test_taint_does_not_leak_between_contexts() -> None:
     text = ("[acme-a]\nexten => _X.,1,Set(NUM=${EXTEN})\n"
             "[acme-b]\nexten => s,1,Dial(PJSIP/${NUM})\n")
-    assert lint(text) == []
+    # Not T401 (taint is followed within a context only), but the value is not
+    # bounded anywhere in the dialplan, so the channel is a run-time one.
+    assert got(lint(text)) == [(4, codes.DYNAMIC_CHANNEL)]
 
 
 def test_safe_pattern_set_is_clean_and_order_does_not_matter() -> None:
