@@ -224,7 +224,7 @@ HOSTILE = {
     "no space after the colon": (_with(b"agi_dnid:100"), "not `agi_key: value`"),
     "upper-case key": (_with(b"AGI_DNID: 100"), "not `agi_key: value`"),
     "NUL in a value": (_with(b"agi_dnid: 1\x002"), "NUL"),
-    "CR inside a line": (_with(b"agi_dnid: 1\r2"), "not `agi_key: value`"),
+    "CR inside a line": (_with(b"agi_dnid: 1\r2"), "CR inside"),
     "over-long line": (_with(b"agi_arg_2: " + b"a" * MAX_LINE_BYTES), "longer than"),
     "too many lines": (ENV[:-1] + b"".join(b"agi_arg_%d: \n" % i for i in range(2, 300))
                        + b"\n", f"exceeds {MAX_HEADER_LINES}"),
