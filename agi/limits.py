@@ -2,7 +2,7 @@
 
 `ListenerPolicy` is the typed shape of those settings (loaded from `[bridge]` in the
 bridge config, defaults below). The pure pieces the asyncio server applies:
-`ListenerPolicy.allows(address)` (the peer allow-list, decided before any byte of the
+`ListenerPolicy.admit(address)` (the peer allow-list, decided before any byte of the
 environment is read), `PeerSessions` (concurrent sessions per peer address, over the cap
 a connection is closed at once) and `SessionDeadlines` (the environment, per-reply and
 overall deadlines of one session, with `now` passed in so they are tested without
@@ -68,24 +68,22 @@ class ListenerPolicy:
     # another address admits them only through `allowed_peers`.
     loopback_allowed: bool = True
 
-    def allows(self, peer: str) -> bool:
-        """Whether a connection from this peer address may send an environment."""
+    def admit(self, peer: str) -> str | None:
+        """The address a connection from `peer` counts its sessions under (IPv4-mapped
+        IPv6 as IPv4), or None when that peer may not send an environment."""
         try:
             address = _address(peer)
         except ValueError:
-            return False  # not an IP peer (a Unix socket never reaches here)
+            return None  # not an IP peer (a Unix socket never reaches here)
         if self.loopback_allowed and address.is_loopback:
-            return True
-        return any(address in network for network in self.allowed_peers
-                   if network.version == address.version)
+            return str(address)
+        for network in self.allowed_peers:
+            if network.version == address.version and address in network:
+                return str(address)
+        return None
 
-
-def peer_key(peer: str) -> str:
-    """The address sessions are counted under (IPv4-mapped IPv6 counted as IPv4)."""
-    try:
-        return str(_address(peer))
-    except ValueError:
-        return peer
+    def allows(self, peer: str) -> bool:
+        return self.admit(peer) is not None
 
 
 class PeerSessions:

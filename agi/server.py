@@ -38,7 +38,6 @@ from ami_bridge.agi.limits import (
     ListenerPolicy,
     PeerSessions,
     SessionDeadlines,
-    peer_key,
 )
 from ami_bridge.agi.protocol import (
     NEED_DATA,
@@ -122,12 +121,12 @@ class AgiConnection(asyncio.Protocol):
         host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.peer = f"{host}:{peer[1]}" if isinstance(peer, tuple) else host
         listener, now = self._listener, self._listener.loop.time()
-        if not listener.policy.allows(host):
+        key = listener.policy.admit(host)
+        if key is None:
             listener.note(now, "AGI connection from %s refused: not an allowed peer "
                           "(bridge.agi_allowed_peers)", self.peer, key="not-allowed")
             self._abort()
             return
-        key = peer_key(host)
         if not listener.sessions.open(key):
             listener.note(now, "AGI connection from %s refused: %s already has %d sessions "
                           "open (bridge.agi_max_sessions_per_peer)", self.peer, key,

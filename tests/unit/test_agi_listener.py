@@ -23,7 +23,6 @@ from ami_bridge.agi.limits import (
     PeerSessions,
     SessionDeadlines,
     is_loopback,
-    peer_key,
 )
 from ami_bridge.config import ConfigError, parse
 
@@ -75,7 +74,10 @@ def test_sessions_are_capped_per_peer_and_freed_on_close() -> None:
 
 
 def test_a_dual_stack_peer_is_counted_under_its_ipv4_address() -> None:
-    assert peer_key("::ffff:10.0.0.5") == peer_key("10.0.0.5") == "10.0.0.5"
+    policy = ListenerPolicy(allowed_peers=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert policy.admit("::ffff:10.0.0.5") == policy.admit("10.0.0.5") == "10.0.0.5"
+    assert policy.admit("::ffff:127.0.0.1") == "127.0.0.1"
+    assert policy.admit("192.0.2.1") is None
 
 
 # -- for how long ---------------------------------------------------------------------
