@@ -8,7 +8,8 @@ uses (`ami_bridge.tenants.routing.parse_protocol`), so a bad rule stops the load
 Layout (see examples/bridge.toml, docs/configuration.md):
 
     [bridge]          agi_listen, router_timeout, max_pending_per_vts, redirect_limit,
-                      max_route_requests, control_socket, tenants_dir
+                      max_route_requests, control_socket, tenants_dir, agi_* (the
+                      listener's peers, session cap and deadlines: _agi_policy)
     [vts.NAME]        command (optional: any-language VTS), grace_period
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
@@ -22,12 +23,14 @@ its own or shared (ami_bridge.ownership); the check runs here, in the one loader
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.ownership import (
     Owners,
     check_tenant,
@@ -104,6 +107,7 @@ class BridgeConfig:
     owners: Owners = field(default_factory=Owners)  # grants and [shared] (ownership.py)
     # Device -> its one owning tenant, for agent state; shared devices are nobody's.
     devices: Mapping[str, str] = field(default_factory=dict)
+    agi_policy: ListenerPolicy = field(default_factory=ListenerPolicy)  # FastAGI peers, limits
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -125,7 +129,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
-                        "asterisk_conf_dir"}, "bridge", fail)
+                        "asterisk_conf_dir", *_AGI_KEYS}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
@@ -176,6 +180,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         ami=_ami(raw, path, fail),
         asterisk_conf_dir=_directory(bridge, "asterisk_conf_dir", path, fail),
         owners=owners, devices=device_owners(tenants.values(), owners),
+        agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
     )
 
 
@@ -275,3 +280,54 @@ def _listen(value: Any, fail: Fail) -> tuple[str, int]:
             or not 0 < int(port) < 65536:
         raise fail("bridge.agi_listen", f"expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+_AGI_KEYS = ("agi_allow_remote", "agi_allowed_peers", "agi_max_sessions_per_peer",
+             "agi_environment_timeout", "agi_reply_timeout", "agi_session_timeout")
+
+
+def _agi_policy(bridge: Mapping[str, Any], host: str, venues: Mapping[str, VenueConfig],
+                router_timeout: float, fail: Fail) -> ListenerPolicy:
+    """The FastAGI listener's policy. A listen address off loopback is refused unless
+    the operator says so (`agi_allow_remote`) and names the Asterisk peers."""
+    default = ListenerPolicy()
+    allow_remote = bridge.get("agi_allow_remote", False)
+    if not isinstance(allow_remote, bool):
+        raise fail("bridge.agi_allow_remote", f"must be true or false, got {allow_remote!r}")
+    peers = bridge.get("agi_allowed_peers", [])
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise fail("bridge.agi_allowed_peers", f"must be a list of addresses, got {peers!r}")
+    networks = []
+    for peer in peers:
+        try:
+            networks.append(ipaddress.ip_network(peer))  # strict: 10.0.0.5/24 is a typo
+        except ValueError:
+            raise fail("bridge.agi_allowed_peers", f"{peer!r} is not an IP address or "
+                       "network (10.0.0.5, 10.0.0.0/24, fd00::5)") from None
+    loopback = is_loopback(host)
+    listen = bridge.get("agi_listen")
+    if not loopback and not allow_remote:
+        raise fail("bridge.agi_listen", f"{listen!r} is not a loopback address: any host "
+                   "that reaches it could start route requests; set agi_allow_remote = true "
+                   "and list the Asterisk servers in agi_allowed_peers to listen there")
+    if not loopback and not networks:
+        raise fail("bridge.agi_allowed_peers", f"must list the Asterisk servers that may "
+                   f"connect when agi_listen is {listen!r} (not loopback), got {peers!r}")
+    policy = ListenerPolicy(
+        environment_timeout=positive(bridge, "agi_environment_timeout",
+                                     default.environment_timeout, "bridge", fail),
+        reply_timeout=positive(bridge, "agi_reply_timeout", default.reply_timeout, "bridge",
+                               fail),
+        session_timeout=positive(bridge, "agi_session_timeout", default.session_timeout,
+                                 "bridge", fail),
+        max_sessions_per_peer=count(bridge, "agi_max_sessions_per_peer",
+                                    default.max_sessions_per_peer, "bridge", fail),
+        allowed_peers=tuple(networks), loopback_allowed=loopback)
+    # A session must outlive the wait it exists for, or calls would be cut before
+    # their router timeout gives them the default route.
+    longest = max([(router_timeout, "bridge.router_timeout")]
+                  + [(v.router_timeout, f"venue {c}") for c, v in venues.items()])
+    if policy.session_timeout <= longest[0]:
+        raise fail("bridge.agi_session_timeout", f"{policy.session_timeout:g} s must exceed "
+                   f"the longest router timeout ({longest[0]:g} s, {longest[1]})")
+    return policy

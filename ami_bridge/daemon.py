@@ -48,7 +48,8 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self.intermediary = Intermediary(config=self.config, loop=loop)
         self._server = await serve(RouteHandler(self.intermediary),
-                                   host=self.config.agi_host, port=self.config.agi_port)
+                                   host=self.config.agi_host, port=self.config.agi_port,
+                                   policy=self.config.agi_policy)
         for vts in self.config.vts.values():
             self._start_vts(vts)
         if self.config.ami is not None:

@@ -189,7 +189,9 @@ def test_vts_tenants_are_sorted() -> None:
     ("[::1]:65535", "[::1]", 65535), ("agi.example.net:4574", "agi.example.net", 4574),
 ])
 def test_agi_listen_accepted(listen: str, host: str, port: int) -> None:
-    cfg = parse({"bridge": {"agi_listen": listen}}, path=PATH)
+    # Off loopback the listener needs its peers named (tests/unit/test_agi_listener.py).
+    remote = {"agi_allow_remote": True, "agi_allowed_peers": ["10.0.0.5"]}
+    cfg = parse({"bridge": {"agi_listen": listen, **remote}}, path=PATH)
     assert (cfg.agi_host, cfg.agi_port) == (host, port)
 
 
