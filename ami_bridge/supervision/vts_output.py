@@ -11,6 +11,8 @@ one stream of a VTS process to its end and logs every line under the logger
 `ami_bridge.vts.<name>` with the prefix `vts[<name>]>`, at the level the caller chooses
 (the supervisor uses INFO for stdout and WARNING for stderr). It never raises on what the
 VTS writes; it ends at EOF, which comes when the VTS (and all it started) has exited.
+`start_captured` starts a VTS command that way: stdin /dev/null, stdout and stderr into
+two pumps, and of the bridge's descriptors only the VTS's socket end.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 # A log line long enough for any sensible message or traceback line (Python's own are
@@ -153,3 +155,26 @@ async def pump_output(stream: asyncio.StreamReader, name: str, *, level: int = l
                             item.count, RATE_LINES_PER_S)
         if not chunk:
             return
+
+
+async def start_captured(
+    argv: Sequence[str], *, name: str, pass_fd: int, env: Mapping[str, str] | None = None,
+) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
+    """Start one VTS process (confined or not: `argv` says) with its output captured.
+
+    The task ends when both streams reached EOF; the caller keeps it, cancels it when it
+    stops caring, and need not await it before a restart (an unconfined VTS's leftover
+    children may hold the pipes open)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, pass_fds=(pass_fd,), close_fds=True, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:  # not with PIPE; keeps mypy's Optional honest
+        raise RuntimeError(f"VTS {name}: no output pipes")
+
+    async def capture() -> None:
+        await asyncio.gather(pump_output(stdout, name, level=logging.INFO),
+                             pump_output(stderr, name, level=logging.WARNING))
+
+    return proc, asyncio.create_task(capture(), name=f"vts-{name}-output")
