@@ -388,7 +388,8 @@ def probe(rt: Runtime, *, timeout: float = PROBE_TIMEOUT) -> str | None:
     yet refused namespaces (a container without CAP_SYS_ADMIN). None: it worked."""
     ident = Identity(uid=UID_BASE, gid=UID_BASE, derived=True)
     sandbox = sandbox_for("probe", ident, VtsConfinement(), rt=rt)
-    check = f"import os, ami_bridge.tenants.worker; assert os.getuid() == {ident.uid}"
+    check = (f"import os, ami_bridge.tenants.worker; assert os.getuid() == {ident.uid}, "
+             "\"setpriv did not change the uid\"")
     argv = confined_argv([sys.executable, "-c", check],
                          sandbox=sandbox, env={})
     try:
@@ -411,6 +412,8 @@ def plan(
     rt: Runtime,
     probe_error: Callable[[], str | None] = lambda: None,
     getpwnam: Callable[[str], Any] = pwd.getpwnam,
+    readlink: Callable[[str], str | None] = _readlink,
+    exists: Callable[[str], bool] = os.path.lexists,
     where: str = "[bridge]",
 ) -> dict[str, Sandbox | None]:
     """One sandbox per VTS, None for those the operator runs unconfined. Refuses (raises)
@@ -430,7 +433,8 @@ def plan(
     idents = assign_identities({n: vts[n].identity for n in confined}, getpwnam=getpwnam)
     sandboxes: dict[str, Sandbox | None] = dict.fromkeys(vts)
     for name in confined:
-        sandboxes[name] = sandbox_for(name, idents[name], vts[name], rt=rt)
+        sandboxes[name] = sandbox_for(name, idents[name], vts[name], rt=rt,
+                                      readlink=readlink, exists=exists)
     return sandboxes
 
 
