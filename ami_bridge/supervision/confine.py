@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ami_bridge
-from ami_bridge.validation import Fail, join
+from ami_bridge.validation import ConfigError, Fail, join
 
 # Debian package `bubblewrap` (0.8.0 on Debian 12, measured here); util-linux's setpriv
 # (Essential on Debian). Absolute paths: the bridge never looks a sandbox tool up in PATH.
@@ -65,8 +65,9 @@ _RESERVED = ("/proc", "/dev")
 PROBE_TIMEOUT = 20.0
 
 
-class ConfineError(Exception):
-    """A VTS cannot be confined as configured; the message says which, why, and the switch."""
+class ConfineError(ConfigError):
+    """A VTS cannot be confined as configured; the message says which, why, and the switch.
+    A `ConfigError`: the daemon refuses to start, and a reload is refused, the same way."""
 
 
 @dataclass(frozen=True)
