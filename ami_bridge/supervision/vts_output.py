@@ -9,8 +9,9 @@ longer than `MAX_LINE_BYTES`, and admits lines through a token bucket (`RATE_LIN
 `BURST_LINES`), reporting how many it dropped. `pump_output` is the asyncio glue: it reads
 one stream of a VTS process to its end and logs every line under the logger
 `ami_bridge.vts.<name>` with the prefix `vts[<name>]>`, at the level the caller chooses
-(the supervisor uses INFO for stdout and WARNING for stderr). It never raises on what the
-VTS writes; it ends at EOF, which comes when the VTS (and all it started) has exited.
+(`start_captured` logs both streams at INFO: a VTS chooses no level of the bridge's log,
+and its exit is logged by the supervisor anyway). It never raises on what the VTS writes;
+it ends at EOF, which comes when the VTS (and all it started) has exited.
 `start_captured` starts a VTS command that way: stdin /dev/null, stdout and stderr into
 two pumps, and of the bridge's descriptors only the VTS's socket end.
 """
@@ -175,6 +176,6 @@ async def start_captured(
 
     async def capture() -> None:
         await asyncio.gather(pump_output(stdout, name, level=logging.INFO),
-                             pump_output(stderr, name, level=logging.WARNING))
+                             pump_output(stderr, name, level=logging.INFO))
 
     return proc, asyncio.create_task(capture(), name=f"vts-{name}-output")

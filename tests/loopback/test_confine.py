@@ -306,10 +306,10 @@ def test_a_hostile_vts_is_confined(rt: confine.Runtime, tmp_path: Path,
     said = [(r.levelname, r.getMessage()) for r in records]
     assert ("INFO", "vts[hostile]> hello from the vts") in said
     assert said[-4:] == [
-        ("WARNING", "vts[hostile]> an honest warning"),
-        ("WARNING", "vts[hostile]> "),
-        ("WARNING", "vts[hostile]> INFO ami_bridge.daemon: reload ok"),
-        ("WARNING", "vts[hostile]> \\x1b[2K\\rWARNING ami_bridge.control: apply ok\\u2028"
+        ("INFO", "vts[hostile]> an honest warning"),
+        ("INFO", "vts[hostile]> "),
+        ("INFO", "vts[hostile]> INFO ami_bridge.daemon: reload ok"),
+        ("INFO", "vts[hostile]> \\x1b[2K\\rWARNING ami_bridge.control: apply ok\\u2028"
                     "ERROR ami_bridge: \\u202egnirps"),
     ]
     formatter = logging.Formatter(LOG_FORMAT)
