@@ -1,0 +1,1 @@
+"""Supervision of the VTS processes (daemon side)."""
