@@ -97,6 +97,11 @@ async def apply_config(
     return ApplyResult(True, "applied", changed)
 
 
+def agi_addresses(config: BridgeConfig) -> frozenset[tuple[str, int]]:
+    """Where the venues may send AGI: the bridge's own listener (the S604 lint rule)."""
+    return frozenset({(config.agi_host, config.agi_port)})
+
+
 def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
     """Findings for the rendered text as Asterisk would load it with the files on disk,
     and for the rendered queues; empty: safe to write."""
@@ -109,7 +114,8 @@ def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[st
     try:
         found += [str(f) for f in check(
             [entry], tenants=sorted(config.tenants), source=overlay, config_dir=conf_dir,
-            owners=dict(config.owners.contexts), shared=config.owners.shared_contexts)]
+            owners=dict(config.owners.contexts), shared=config.owners.shared_contexts,
+            allow=config.dialplan_allow, agi_addresses=agi_addresses(config))]
     except DialplanReadError as exc:
         found.append(f"{exc}")
     return found

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ami_bridge import config as config_mod
 
@@ -158,11 +159,13 @@ def _conf(args: argparse.Namespace) -> int:
 
 
 def _conf_check(args: argparse.Namespace) -> int:
+    from ami_bridge import apply as apply_mod
     from ami_bridge.dialplan.check import run_check
 
     tenants = list(args.tenant)
     conf_dir = args.asterisk_conf
     shared, owners = set(args.shared), {}
+    extra: dict[str, Any] = {}
     if args.config is not None:
         cfg = _load(args.config)
         if cfg is None:
@@ -171,9 +174,10 @@ def _conf_check(args: argparse.Namespace) -> int:
         conf_dir = conf_dir or cfg.asterisk_conf_dir
         shared |= cfg.owners.shared_contexts  # [shared] contexts
         owners = dict(cfg.owners.contexts)  # [owners.TENANT] contexts
+        extra = {"allow": cfg.dialplan_allow, "agi_addresses": apply_mod.agi_addresses(cfg)}
     files = list(args.files) or ([conf_dir / "extensions.conf"] if conf_dir else [])
     return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(shared),
-                     owners=owners, out=sys.stdout, config_dir=conf_dir)
+                     owners=owners, out=sys.stdout, config_dir=conf_dir, **extra)
 
 
 def _ctl(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
+from ami_bridge.dialplan.allow import Allowance, parse_allowance
 from ami_bridge.ownership import (
     Owners,
     check_tenant,
@@ -108,6 +109,8 @@ class BridgeConfig:
     # Device -> its one owning tenant, for agent state; shared devices are nobody's.
     devices: Mapping[str, str] = field(default_factory=dict)
     agi_policy: ListenerPolicy = field(default_factory=ListenerPolicy)  # FastAGI peers, limits
+    # Lint escapes the operator allows every tenant (`conf check`, `conf render`, `ctl apply`).
+    dialplan_allow: tuple[Allowance, ...] = ()
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -129,7 +132,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
-                        "asterisk_conf_dir", *_AGI_KEYS}, "bridge", fail)
+                        "asterisk_conf_dir", "dialplan_allow", *_AGI_KEYS}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
@@ -180,6 +183,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         ami=_ami(raw, path, fail),
         asterisk_conf_dir=_directory(bridge, "asterisk_conf_dir", path, fail),
         owners=owners, devices=device_owners(tenants.values(), owners),
+        dialplan_allow=_dialplan_allow(bridge, fail),
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
     )
 
@@ -331,3 +335,15 @@ def _agi_policy(bridge: Mapping[str, Any], host: str, venues: Mapping[str, Venue
         raise fail("bridge.agi_session_timeout", f"{policy.session_timeout:g} s must exceed "
                    f"the longest router timeout ({longest[0]:g} s, {longest[1]})")
     return policy
+
+
+def _dialplan_allow(bridge: Mapping[str, Any], fail: Fail) -> tuple[Allowance, ...]:
+    """`[bridge] dialplan_allow`: the linter's escapes the operator allows (docs/dialplan-lint.md).
+    Only the operator's file can hold it: a tenant file cannot allow itself anything."""
+    raw = bridge.get("dialplan_allow", [])
+    if not isinstance(raw, list) or not all(isinstance(e, str) for e in raw):
+        raise fail("bridge.dialplan_allow", f"expected a list of strings, got {raw!r}")
+    try:
+        return tuple(parse_allowance(entry) for entry in raw)
+    except ValueError as exc:
+        raise fail("bridge.dialplan_allow", str(exc)) from None
