@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
 from ami_bridge.tenant_config import (
     DEFAULT_REDIRECT_LIMIT,
-    NAME_RE,
     QueueConfig,
     TenantConfig,
     VenueConfig,
