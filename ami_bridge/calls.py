@@ -1,18 +1,19 @@
 """One waiting call as the intermediary sees it: its AGI side, its history, its default.
 
-The intermediary (ami_bridge.intermediary) keeps a `Pending` per waiting call and tells
-its AGI side how it leaves the venue (`Responder.dispose` with a `Disposition`) or what
-to play meanwhile (`Responder.treat` with a `Treatment`, from a VTS's `Treat` by
-`treatment_for`); `caller_data` is all a VTS learns of the call from its AGI
-environment, read by the dialplan contract (ami_bridge.agi.variables), and
-`check_namespace` whether a route target is the tenant's own. `CallHistories` remembers
-per channel unique id what earlier route requests of the same call did (a call whose
-target was busy or did not answer comes back as a new AGI session), bounded in size and
-age. `default_route` is the policy for a call leaving by its venue's default route: the
-venue's `default_targets` in turn, skipping those this call already tried, then reject;
-with no list the dialplan's own default label. Every default route is a redirection;
-more than the venue's `redirect_limit` in a row (a VTS instruction resets the count)
-rejects the call. No I/O, no clock of its own.
+The intermediary (ami_bridge.intermediary) keeps a `Pending` per waiting call, timed on
+the `Scheduler` it is given, and tells its AGI side how it leaves the venue
+(`Responder.dispose` with a `Disposition`) or what to play meanwhile (`Responder.treat`
+with a `Treatment`, from a VTS's `Treat` by `treatment_for`); `caller_data` is all a
+VTS learns of the call from its AGI environment, read by the dialplan contract
+(ami_bridge.agi.variables), and `check_namespace` whether a route target is the
+tenant's own. `CallHistories` remembers per channel unique id what earlier route
+requests of the same call did (a call whose target was busy or did not answer comes
+back as a new AGI session), bounded in size and age. `default_route` is the policy for
+a call leaving by its venue's default route: the venue's `default_targets` in turn,
+skipping those this call already tried, then reject; with no list the dialplan's own
+default label. Every default route is a redirection; more than the venue's
+`redirect_limit` in a row (a VTS instruction resets the count) rejects the call.
+No I/O, no clock of its own.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ class CallHistory:
 
 class Timer(Protocol):
     def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """A monotonic clock with timers: the asyncio loop in the daemon, a fake in tests."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer: ...
 
 
 @dataclass

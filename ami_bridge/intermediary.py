@@ -40,7 +40,7 @@ from ami_bridge.calls import (
     Disposition,
     Pending,
     Responder,
-    Timer,
+    Scheduler,
     caller_data,
     check_namespace,
     default_route,
@@ -59,14 +59,6 @@ MAX_REMEMBERED_CLOSED = 10_000
 
 class VtsLink(Protocol):
     def send(self, message: m.Message) -> None: ...
-
-
-class Scheduler(Protocol):
-    """A monotonic clock with timers: the asyncio loop in the daemon, a fake in tests."""
-
-    def time(self) -> float: ...
-
-    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer: ...
 
 
 AgentSnapshot = Callable[[str], Iterable[m.AgentState]]  # tenant -> its agents' state

@@ -78,6 +78,7 @@ def test_bad_v2_rules(rule: dict[str, Any], message: str) -> None:
 
 @pytest.mark.parametrize(("target", "ok"), [
     ("1001", True), ("queue:sales", True), ("external:+4930123", True), ("external:0301", True),
+    ("extension:1001", True), ("queues:sales", False), ("internal:1001", False),
     ("queue:", False), ("external:+", False), ("1001\n", False), ("queue:sales\n", False),
 ])
 def test_valid_target(target: str, ok: bool) -> None:
