@@ -1,28 +1,76 @@
-"""Channel-variable names shared by the bridge and the venue dialplan.
+"""The dialplan contract: what a venue and the bridge promise each other, in one place.
 
-The venue dialplan (asterisk-conf/tenants/*.conf, and later the rendered fragments)
-reads these after `AGI(...)` returns; the bridge writes them with `SET VARIABLE`.
-They are the only variables the bridge may write (`ami_bridge.agi.wire.set_variable` checks).
+A venue context (rendered by `ami_bridge.dialplan.render`, or hand-written) runs
+`AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})`; the bridge's FastAGI adapter
+answers the `route` script only, reads the two arguments back (`agi_arg_1`,
+`agi_arg_2`), and writes the disposition into the channel variables below (only these:
+`ami_bridge.agi.wire` refuses any other name), AB_ACTION last. For a route the venue
+Gosubs into the tenant's own context for the target's kind, `<tenant>-<suffix>` with the
+suffix from `KIND_CONTEXT`, and remembers what it tried in AB_LAST as `KIND:VALUE`, the
+spelling of `ami_bridge.tenants.messages.Target`. The renderer, the adapter, the
+intermediary and the linter take every name from here. Pure data: no I/O.
 """
 
 from __future__ import annotations
 
-# The disposition: "route", "reject" or "default". Written last, so a session cut half
-# way leaves it empty and the dialplan takes the venue's default route.
-AB_ACTION = "AB_ACTION"
-# The target: an extension of the tenant's own context named by AB_KIND, validated.
-AB_TARGET = "AB_TARGET"
-# Why: reject cause ("busy"/"congestion") or the reason for a default route.
-AB_CAUSE = "AB_CAUSE"
+import re
+from types import MappingProxyType
 
-# Which of the tenant's own contexts a route goes to: the venue Gosubs into
-# `<tenant>-<AB_KIND>`, so a kind can never name another tenant's context.
+from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE
+
+# The dialplan global holding the bridge's FastAGI URL (agi://host:port), set by the
+# operator in [globals]; and the script name the venue asks for.
+AB_AGI_URL = "AB_AGI_URL"
+ROUTE_SCRIPT = "route"
+
+# -- written by the bridge ----------------------------------------------------------------
+# The disposition: one of ACTIONS. Written last, so a session cut half way leaves it
+# empty and the dialplan takes the venue's default route.
+AB_ACTION = "AB_ACTION"
+ACTION_ROUTE, ACTION_REJECT, ACTION_DEFAULT = "route", "reject", "default"
+ACTIONS = (ACTION_ROUTE, ACTION_REJECT, ACTION_DEFAULT)
+# A route's target: its kind (namespace.TARGET_KINDS) and its value, validated.
 AB_KIND = "AB_KIND"
-KIND_INTERNAL = "internal"  # extensions, agents
-KIND_QUEUE = "queues"  # queues / agent groups
-KIND_OUTBOUND = "outbound"  # external numbers through the tenant's own outbound route
-KINDS = frozenset({KIND_INTERNAL, KIND_QUEUE, KIND_OUTBOUND})
-# Dial timeout in seconds for this route (overflow to the next target after N seconds).
+AB_TARGET = "AB_TARGET"
+# Why: reject cause (namespace.REJECT_CAUSES) or the reason for a default route.
+AB_CAUSE = "AB_CAUSE"
+# Dial timeout in seconds for this route (overflow to the next target after N seconds);
+# the venue resets it to DEFAULT_DIAL_TIMEOUT before every route request.
 AB_DIAL_TIMEOUT = "AB_DIAL_TIMEOUT"
+DEFAULT_DIAL_TIMEOUT = 20
 
 WRITABLE_VARIABLES = frozenset({AB_ACTION, AB_TARGET, AB_CAUSE, AB_KIND, AB_DIAL_TIMEOUT})
+
+# -- kept by the venue ------------------------------------------------------------------
+# What the call was last routed to, `KIND:VALUE`, passed back as the first AGI argument
+# when the call returns to the venue (busy, no answer); Asterisk's DIALSTATUS for it is
+# the second. Empty on a call's first request.
+AB_LAST = "AB_LAST"
+DIALSTATUS = "DIALSTATUS"
+AGISTATUS = "AGISTATUS"  # Asterisk's: SUCCESS only when the bridge answered
+ROUTE_ARGS = (AB_LAST, DIALSTATUS)  # the route script's arguments, in order
+
+
+def agi_arg(variable: str) -> str:
+    """The AGI environment key under which a route argument arrives: `agi_arg_N`."""
+    return f"agi_arg_{ROUTE_ARGS.index(variable) + 1}"
+
+
+DIAL_STATUS_RE = re.compile(r"[A-Z]{1,20}")  # fullmatch; Asterisk's DIALSTATUS values
+
+# Target kind -> suffix of the tenant's context that serves it (`acme-queues`). The
+# venue holds this map in channel variables named by `kind_variable` and Gosubs into
+# `<tenant>-${AB_CTX_${AB_KIND}}`: an unknown kind gives an empty suffix, a context
+# that does not exist, and the venue's fallback.
+KIND_CONTEXT = MappingProxyType({KIND_EXTENSION: "internal", KIND_QUEUE: "queues",
+                                 KIND_EXTERNAL: "outbound"})
+KIND_VARIABLE_PREFIX = "AB_CTX_"
+
+
+def kind_variable(kind: str) -> str:
+    return f"{KIND_VARIABLE_PREFIX}{kind}"
+
+
+def tenant_context(tenant: str, kind: str) -> str:
+    """The context of `tenant` that serves targets of `kind`."""
+    return f"{tenant}-{KIND_CONTEXT[kind]}"

@@ -4,7 +4,8 @@ Every AGI command the bridge sends is built here and nowhere else. Values are qu
 for Asterisk's AGI argument parser (backslash and double quote escaped, the whole value
 in double quotes) and rejected outright when they hold CR, LF or NUL, so a value can
 never end one command and start another. Channel-variable names come from a fixed
-whitelist (`ami_bridge.agi.variables`), and no value that came from a VTS, a caller or a user ever
+whitelist (the dialplan contract, `ami_bridge.agi.variables`); prompt names follow
+`ami_bridge.namespace.PROMPT_RE`, and no value that came from a VTS, a caller or a user ever
 becomes an application name, a dialplan function or a variable expression: the builders
 below take those parts only from module constants.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 
 from ami_bridge.agi.variables import WRITABLE_VARIABLES
+from ami_bridge.namespace import MAX_COLLECT_DIGITS, PROMPT_RE
 
 # A single AGI command line is read by Asterisk into a fixed buffer (AGI_BUF_LEN, 2048
 # bytes in res_agi.c); longer lines are truncated there, which would silently change
@@ -82,20 +84,11 @@ def set_variables(pairs: list[tuple[str, str]]) -> bytes:
 
 
 # -- treatments -----------------------------------------------------------------------
-# Prompt names are sound-file paths relative to Asterisk's sounds directory, without
-# extension. Playback treats ',' as an option separator and '&' as a file separator, so
-# the alphabet below excludes both (and '.', so no '..' and no extension games).
-PROMPT_PART = r"[A-Za-z0-9_-]{1,64}"
-MAX_PROMPT_DEPTH = 4
-MAX_COLLECT_DIGITS = 32
 # The only applications the bridge ever EXECs. Never taken from a VTS, caller or user.
 APP_PLAYBACK = "Playback"
 APP_START_MOH = "StartMusicOnHold"
 APP_STOP_MOH = "StopMusicOnHold"
 _APPS = frozenset({APP_PLAYBACK, APP_START_MOH, APP_STOP_MOH})
-
-
-PROMPT_RE = re.compile(rf"{PROMPT_PART}(/{PROMPT_PART}){{0,{MAX_PROMPT_DEPTH - 1}}}")
 
 
 def check_prompt(prompt: str) -> str:

@@ -2,7 +2,8 @@
 
 `RouteHandler` turns an AGI session for the `route` script into a route request, and
 `AgiResponder` turns the intermediary's answers into AGI commands: a disposition into
-`SET VARIABLE` lines (`commands_for`, the only place that does so) and a treatment into
+one `MSet` of the dialplan contract's variables (`ami_bridge.agi.variables`; a route
+target as AB_KIND and AB_TARGET; `commands_for`, the only place that does so) and a treatment into
 `ANSWER` + `EXEC Playback` / `GET DATA` / `EXEC StartMusicOnHold`, keeping the session
 open. A session for any other script, or a value the wire refuses, ends with the venue's
 default route: AB_ACTION is always the last variable written, and an unset AB_ACTION
@@ -16,12 +17,19 @@ import logging
 from ami_bridge.agi import wire
 from ami_bridge.agi.protocol import Environment, Reply
 from ami_bridge.agi.server import AgiConnection
-from ami_bridge.agi.variables import AB_ACTION, AB_CAUSE, AB_DIAL_TIMEOUT, AB_KIND, AB_TARGET
-from ami_bridge.intermediary import Disposition, Intermediary, Treatment, TreatmentDone
+from ami_bridge.agi.variables import (
+    AB_ACTION,
+    AB_CAUSE,
+    AB_DIAL_TIMEOUT,
+    AB_KIND,
+    AB_TARGET,
+    ACTION_DEFAULT,
+    ROUTE_SCRIPT,
+)
+from ami_bridge.calls import Disposition, Treatment, TreatmentDone
+from ami_bridge.intermediary import Intermediary
 
 log = logging.getLogger(__name__)
-
-ROUTE_SCRIPT = "route"
 
 
 def commands_for(disposition: Disposition) -> list[bytes]:
@@ -29,8 +37,8 @@ def commands_for(disposition: Disposition) -> list[bytes]:
     trip instead of one per variable; the benchmark showed the round trips dominate),
     AB_ACTION last."""
     pairs = []
-    if disposition.target:
-        pairs += [(AB_KIND, disposition.kind), (AB_TARGET, disposition.target)]
+    if disposition.target is not None:
+        pairs += [(AB_KIND, disposition.target.kind), (AB_TARGET, disposition.target.value)]
     if disposition.dial_timeout:
         pairs.append((AB_DIAL_TIMEOUT, str(disposition.dial_timeout)))
     if disposition.cause:
@@ -40,7 +48,7 @@ def commands_for(disposition: Disposition) -> list[bytes]:
         return [wire.set_variables(pairs)]
     except wire.UnsafeValueError as exc:
         log.error("disposition %r refused at the AGI wire: %s; default route", disposition, exc)
-        return [wire.set_variables([(AB_CAUSE, "unsafe-value"), (AB_ACTION, "default")])]
+        return [wire.set_variables([(AB_CAUSE, "unsafe-value"), (AB_ACTION, ACTION_DEFAULT)])]
 
 
 class AgiResponder:
@@ -94,7 +102,7 @@ class RouteHandler:
         if script != ROUTE_SCRIPT:
             log.warning("AGI request for unknown script %r from %s (context %r): default route",
                         script, conn.peer, env.get("agi_context"))
-            AgiResponder(conn).dispose(Disposition("default", cause="unknown-script"))
+            AgiResponder(conn).dispose(Disposition(ACTION_DEFAULT, cause="unknown-script"))
             return
         conn.tag = self._intermediary.route_request(env.variables, AgiResponder(conn))
 

@@ -3,7 +3,8 @@
 `AmiLink` owns the single `AmiClient` (the one CTI attachment besides FastAGI) and a
 `CallTracker`. Every AMI event goes through the tracker, which knows which venue (and so
 which tenant) each channel belongs to; the normalised `CallEvent`s it returns are handed
-to the intermediary, which sends each to that venue's VTS and nobody else. After every
+to the intermediary, which sends each to that venue's VTS and nobody else; the
+daemon hands `agent_snapshot` to the intermediary for a VTS that connects. After every
 (re)connect the client waits for FullyBooted and the link resyncs the tracker from
 `CoreShowChannels`, `DeviceStateList` and `QueueStatus`, so its view equals Asterisk's.
 VTS processes never see AMI: no credentials, no raw blocks.
@@ -21,7 +22,7 @@ from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import AgentState, CallTracker
 from ami_bridge.config import AmiConfig, BridgeConfig
 from ami_bridge.intermediary import Intermediary
-from ami_bridge.tenants.protocol import Message
+from ami_bridge.tenants import messages
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ AGENT_EVENTS = frozenset({"DeviceStateChange", "QueueMemberStatus", "QueueMember
                           "QueueMemberAdded", "QueueMemberRemoved"})
 
 
-def agent_message(agent: AgentState) -> Message:
+def agent_message(agent: AgentState) -> messages.AgentState:
     """The `agent_state` message a VTS gets (docs/vts-protocol.md)."""
-    return {"type": "agent_state", "tenant": agent.tenant, "device": agent.device,
-            "available": agent.available, "state": agent.device_state,
-            "paused": agent.paused, "idle_since": agent.last_call_end}
+    return messages.AgentState(tenant=agent.tenant, device=agent.device,
+                               available=agent.available, state=agent.device_state,
+                               paused=agent.paused, idle_since=agent.last_call_end)
 
 
 def devices_of(config: BridgeConfig) -> dict[str, str]:
@@ -60,8 +61,7 @@ class AmiLink:
             read_pause=float(os.environ.get(READ_PAUSE_ENV, DEFAULT_READ_PAUSE)))
         self._task: asyncio.Task[None] | None = None
         self.resyncs = 0
-        self._sent_agents: dict[str, Message] = {}  # device -> last agent_state sent
-        intermediary.agent_snapshot = self.agent_snapshot
+        self._sent_agents: dict[str, messages.AgentState] = {}  # device -> last one sent
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.client.run(), name="ami-link")
@@ -84,7 +84,7 @@ class AmiLink:
         if event.name in AGENT_EVENTS:
             self._send_agent_changes(self.tracker.changed_agents)
 
-    def agent_snapshot(self, tenant: str) -> list[Message]:
+    def agent_snapshot(self, tenant: str) -> list[messages.AgentState]:
         return [agent_message(a) for a in self.tracker.agents_of(tenant)]
 
     def _send_agent_changes(self, only: set[str] | None = None) -> None:

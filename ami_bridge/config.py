@@ -32,6 +32,7 @@ from typing import Any
 
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
+from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
 from ami_bridge.ownership import (
     Owners,
     check_tenant,
@@ -41,7 +42,6 @@ from ami_bridge.ownership import (
 )
 from ami_bridge.tenant_config import (
     DEFAULT_REDIRECT_LIMIT,
-    NAME_RE,
     QueueConfig,
     TenantConfig,
     VenueConfig,

@@ -46,7 +46,9 @@ class Bridge:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.intermediary = Intermediary(config=self.config, loop=loop)
+        self.intermediary = Intermediary(
+            config=self.config, clock=loop,
+            agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [])
         self._server = await serve(RouteHandler(self.intermediary),
                                    host=self.config.agi_host, port=self.config.agi_port,
                                    policy=self.config.agi_policy)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ami_bridge.tenant_config import CONTEXT_RE, TenantConfig, VenueConfig
+from ami_bridge.namespace import CONTEXT_RE
+from ami_bridge.tenant_config import TenantConfig, VenueConfig
 from ami_bridge.validation import Fail, join, names, no_unknown, table
 
 # An endpoint as the operator names it in [shared] / [owners]: technology and name, the

@@ -19,7 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ami_bridge.tenants.routing import QUEUE_RE, TARGET_RE, RuleError, parse_protocol
+from ami_bridge.namespace import CONTEXT_RE, QUEUE_RE
+from ami_bridge.namespace import EXTENSION_RE as TARGET_RE
+from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
+from ami_bridge.tenants.routing import RuleError, parse_protocol
 from ami_bridge.validation import (
     Fail,
     join,
@@ -34,9 +37,6 @@ from ami_bridge.validation import (
 )
 
 DEFAULT_REDIRECT_LIMIT = 4
-NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # fullmatch
-# Dialplan context names: Asterisk allows more, we keep to what is safe everywhere.
-CONTEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")  # fullmatch
 PREFIX_RE = re.compile(r"\+?[0-9]{0,15}")  # fullmatch
 SOUND_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,2}")  # fullmatch
 LANGUAGE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")  # fullmatch

@@ -3,7 +3,9 @@
 On connect the bridge sends its `hello` (protocol version and the routing protocols
 of the tenants this VTS serves); the VTS is attached to the intermediary only after its
 own `hello` with a matching version. Frames are decoded by the sans-I/O
-`ami_bridge.tenants.protocol.FrameDecoder`; a protocol error or a VTS that stops reading (its
+`ami_bridge.tenants.protocol.FrameDecoder` and handed to the intermediary, which types
+them (`ami_bridge.tenants.messages.parse`) and refuses what is malformed without
+closing the link; a framing error, a bad hello or a VTS that stops reading (its
 unread output passes `MAX_WRITE_BUFFER`) closes the link, and the intermediary
 default-routes that VTS's pending calls. Other tenants are unaffected: each VTS has its
 own socket and buffers, and nothing here waits on a VTS.
@@ -20,10 +22,11 @@ import logging
 from typing import cast
 
 from ami_bridge.intermediary import Intermediary
+from ami_bridge.tenants import messages
 from ami_bridge.tenants.protocol import (
     PROTOCOL_VERSION,
     FrameDecoder,
-    Message,
+    JsonObject,
     RemoteProtocolError,
     encode,
 )
@@ -75,25 +78,29 @@ class VtsLinkProtocol(asyncio.Protocol):
             self.ready = False
             self._intermediary.detach_vts(self.name)
 
-    def _on_hello(self, message: Message) -> None:
-        if message.get("type") != "hello" or message.get("v") != PROTOCOL_VERSION:
+    def _on_hello(self, raw: JsonObject) -> None:
+        try:
+            hello = messages.parse(raw)
+        except messages.MessageError as exc:
+            raise RemoteProtocolError(f"expected hello: {exc}") from None
+        if not isinstance(hello, messages.Hello) or hello.v != PROTOCOL_VERSION:
             raise RemoteProtocolError(
-                f"expected hello with v={PROTOCOL_VERSION}, got {str(message)[:120]}")
+                f"expected hello with v={PROTOCOL_VERSION}, got {str(raw)[:120]}")
         self.ready = True
         self._intermediary.attach_vts(self.name, self)
 
     # -- VtsLink -----------------------------------------------------------------------
-    def send(self, message: Message) -> None:
+    def send(self, message: messages.Message) -> None:
         self._write(message)
 
-    def _write(self, message: Message) -> None:
+    def _write(self, message: messages.Message) -> None:
         if self._transport is None:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("vts %s >> %r", self.name, message)
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(encode(message))
+        self._outgoing.append(encode(messages.to_wire(message)))
 
     def _flush(self) -> None:
         if self._transport is None or self._transport.is_closing() or not self._outgoing:

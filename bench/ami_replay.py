@@ -116,16 +116,17 @@ class FakeLink:
     """What VtsLink.send costs before the socket: one encoded frame per message."""
 
     def __init__(self) -> None:
+        from ami_bridge.tenants.messages import to_wire
         from ami_bridge.tenants.protocol import encode
-        self.encode = encode
+        self.encode = lambda message: encode(to_wire(message))
         self.frames = 0
         self.bytes = 0
         self.kinds: dict[str, int] = {}
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Any) -> None:
         self.frames += 1
         self.bytes += len(self.encode(message))
-        kind = str(message.get("kind") or message.get("type"))
+        kind = str(getattr(message, "kind", None) or message.TYPE)
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
@@ -152,7 +153,7 @@ def build(agents: int) -> tuple[Any, FakeLink]:
     text = CONFIG.format(devices=", ".join(json.dumps(d) for d in devices))
     config = parse(tomllib.loads(text), path=Path("/tmp/ami-replay.toml"))
     loop = asyncio.new_event_loop()
-    intermediary = Intermediary(config=config, loop=loop)
+    intermediary = Intermediary(config=config, clock=loop)
     assert config.ami is not None
     link = AmiLink(settings=config.ami, config=config, intermediary=intermediary)
     fake = FakeLink()

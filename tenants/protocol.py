@@ -1,12 +1,13 @@
-"""Sans-I/O core of the bridge <-> VTS wire protocol (version 1).
+"""Sans-I/O framing of the bridge <-> VTS wire protocol (version 2).
 
 Frames are single-line JSON objects (UTF-8) ended by LF: JSON escapes every control
 character inside strings, so the newline is an unambiguous delimiter and a VTS can be
 written in any language with a JSON library and a line reader. Each message carries a
-`type`; the full message set is documented in docs/vts-protocol.md.
+`type`; the full message set is documented in docs/vts-protocol.md and typed in
+`ami_bridge.tenants.messages`, which builds messages from the objects decoded here.
 
-`FrameDecoder.receive_data(bytes)` buffers; `next_message()` returns one decoded message
-(a dict) or None when more bytes are needed. A frame longer than `MAX_FRAME_BYTES`, EOF in
+`FrameDecoder.receive_data(bytes)` buffers; `next_message()` returns one decoded frame
+(a JSON object) or None when more bytes are needed. A frame longer than `MAX_FRAME_BYTES`, EOF in
 the middle of a frame, bad UTF-8, bad JSON or a non-object is a `RemoteProtocolError`
 quoting the offending bytes. `encode(message)` is the only way a frame is built.
 """
@@ -17,7 +18,9 @@ import json
 import json.encoder
 from typing import Any
 
-PROTOCOL_VERSION = 1
+# 2: one target spelling, `KIND:VALUE` (`"target": "queue:sales"`, `previous.target`);
+# version 1's `queue` / `external` keys and `previous.kind` are gone.
+PROTOCOL_VERSION = 2
 # The environment variable naming the VTS's end of its socket pair (a file descriptor
 # number), set by the bridge's supervisor for the VTS process it starts.
 FD_ENV = "AMI_BRIDGE_VTS_FD"
@@ -25,7 +28,7 @@ FD_ENV = "AMI_BRIDGE_VTS_FD"
 # protocols (a few hundred rules is a few tens of KiB); route requests are < 1 KiB.
 MAX_FRAME_BYTES = 1024 * 1024
 
-Message = dict[str, Any]
+JsonObject = dict[str, Any]
 
 
 class RemoteProtocolError(Exception):
@@ -45,8 +48,8 @@ class FrameDecoder:
         else:
             self._buffer += data
 
-    def next_message(self) -> Message | None:
-        """One decoded message, or None if a complete frame is not buffered yet."""
+    def next_message(self) -> JsonObject | None:
+        """One decoded frame, or None if a complete frame is not buffered yet."""
         end = self._buffer.find(b"\n", self._scan_from)
         if end < 0:
             self._scan_from = len(self._buffer)
@@ -86,7 +89,7 @@ _encode_chunks = (
 )
 
 
-def decode_frame(raw: bytes) -> Message:
+def decode_frame(raw: bytes) -> JsonObject:
     try:
         text = raw.decode("utf-8")
         if text[:1] == "{" and text[-1:] == "}":
@@ -105,7 +108,7 @@ def decode_frame(raw: bytes) -> Message:
     return message
 
 
-def encode(message: Message) -> bytes:
+def encode(message: JsonObject) -> bytes:
     """Serialise one message as a frame. ensure_ascii keeps frames 7-bit clean."""
     if _encode_chunks is None:
         return _ENCODER.encode(message).encode("ascii") + b"\n"

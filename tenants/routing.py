@@ -23,11 +23,13 @@ Actions: route (targets with strategy first | round_robin | split), reject (caus
 congestion), default (the venue's default route), treatment (play `prompt`, optionally
 collecting `collect_digits` digits within `timeout_ms`, or `moh = true`; the call stays
 pending and the protocol is evaluated again with the digits; a treatment rule applies at
-most once per call). A target is an extension ("1001"), a queue ("queue:sales") or an
-external number ("external:+4930123456"). `overflow_after = N` dials each target for N
-seconds; when the call comes back because that target did not answer or was busy, the
-rule goes on with the next target in its list, and past the last one it no longer
-matches, so a later rule (a default or reject) decides.
+most once per call). A target is `KIND:VALUE` (`ami_bridge.tenants.messages.Target`, the
+spelling of the wire protocol too): an extension ("extension:1001", or bare "1001"), a
+queue ("queue:sales") or an external number ("external:+4930123456").
+`overflow_after = N` dials each target for N seconds; when the call comes back because
+that target did not answer or was busy, the rule goes on with the next target in its
+list, and past the last one it no longer matches, so a later rule (a default or
+reject) decides.
 """
 
 from __future__ import annotations
@@ -40,20 +42,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ami_bridge.agi.wire import PROMPT_RE
+from ami_bridge.namespace import (
+    KIND_EXTENSION,
+    MAX_COLLECT_DIGITS,
+    PROMPT_RE,
+    REJECT_CAUSES,
+    TARGET_KINDS,
+)
+from ami_bridge.tenants.messages import Target
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("first", "round_robin", "split", "longest_idle")
 ACTIONS = ("route", "reject", "default", "treatment")
-TARGET_KINDS = ("queue", "external")
 # DIALSTATUS values after which an overflow rule moves on to its next target.
 OVERFLOW_STATUSES = frozenset({"NOANSWER", "BUSY", "CHANUNAVAIL", "CONGESTION"})
-MAX_COLLECT_DIGITS = 32
-REJECT_CAUSES = ("busy", "congestion")
-# A target is an extension in the tenant's own internal context. The bridge checks
-# dispositions with these same patterns (ami_bridge.intermediary imports them), so a
-# rule can't hold what the bridge would refuse.
-TARGET_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")  # use with fullmatch
 _HOURS_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
 # Caller-id numbers Asterisk and carriers use for "withheld".
 WITHHELD_ANI = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
@@ -64,9 +66,6 @@ _CONDITION_KEYS = frozenset(
 _RULE_KEYS = _CONDITION_KEYS | {"name", "action", "targets", "strategy", "weights", "cause",
                                 "prompt", "moh", "collect_digits", "timeout_ms",
                                 "overflow_after"}
-# Queue names and external numbers, likewise shared with the bridge's checks.
-QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch
-NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")  # fullmatch; E.164 is at most 15 digits
 
 
 class RuleError(ValueError):
@@ -80,7 +79,7 @@ class CallInfo:
     ani: str
     dnis: str
     digits: str = ""
-    previous_target: str = ""  # in rule-target form: "1001", "queue:sales", ...
+    previous_target: Target | None = None  # what the call was last routed to
     previous_status: str = ""  # Asterisk's DIALSTATUS for it
     treated: bool = False  # a treatment already ran for this call
 
@@ -93,14 +92,14 @@ class AgentView:
     idle_since: float | None = None  # epoch seconds of the last call's end; None: never
 
 
-Agents = Mapping[str, AgentView]  # target (extension) -> agent state
+Agents = Mapping[str, AgentView]  # extension -> agent state
 _NO_AGENTS: Agents = {}
 
 
 @dataclass(frozen=True)
 class Decision:
     action: str
-    target: str = ""
+    target: Target | None = None
     cause: str = ""
     rule: str = ""
     dial_timeout: int = 0
@@ -124,7 +123,8 @@ class Rule:
     holiday: bool | None = None
     digits: tuple[str, ...] = ()
     agents_available: bool | None = None
-    targets: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()  # as written (the config loader checks them)
+    route_targets: tuple[Target, ...] = ()  # the same, parsed
     strategy: str = "first"
     weights: tuple[int, ...] = ()
     cause: str = "busy"
@@ -152,22 +152,23 @@ class RoutingProtocol:
                 continue
             if not matches(rule, call, local, self.holidays):
                 continue
-            free = [t for t in rule.targets if _available(t, agents)]
+            free = [t for t in rule.route_targets if _available(t, agents)]
             if rule.agents_available is not None and bool(free) != rule.agents_available:
                 continue
             if rule.strategy == "longest_idle" and rule.action == "route":
                 if not free:
                     continue  # nobody to give the call to: later rules decide
-                target = min(free, key=lambda t: (_idle_since(t, agents), rule.targets.index(t)))
+                target = min(free, key=lambda t: (_idle_since(t, agents),
+                                                  rule.route_targets.index(t)))
                 return Decision("route", target=target, rule=rule.name,
                                 dial_timeout=rule.overflow_after)
-            if rule.overflow_after and call.previous_target in rule.targets:
+            if rule.overflow_after and call.previous_target in rule.route_targets:
                 if call.previous_status not in OVERFLOW_STATUSES:
                     return Decision("default", rule=rule.name)  # answered elsewhere / odd
-                index = rule.targets.index(call.previous_target) + 1
-                if index >= len(rule.targets):
+                index = rule.route_targets.index(call.previous_target) + 1
+                if index >= len(rule.route_targets):
                     continue  # every target overflowed: later rules decide
-                return Decision("route", target=rule.targets[index], rule=rule.name,
+                return Decision("route", target=rule.route_targets[index], rule=rule.name,
                                 dial_timeout=rule.overflow_after)
             return self._decide(rule, rng)
         return Decision("default", rule="(no rule matched)")
@@ -180,26 +181,32 @@ class RoutingProtocol:
             return Decision(rule.action, cause=rule.cause if rule.action == "reject" else "",
                             rule=rule.name)
         if rule.overflow_after:
-            return Decision("route", target=rule.targets[0], rule=rule.name,
+            return Decision("route", target=rule.route_targets[0], rule=rule.name,
                             dial_timeout=rule.overflow_after)
+        targets = rule.route_targets
         if rule.strategy == "round_robin":
             index = self._cursors.get(rule.name, 0)
-            self._cursors[rule.name] = (index + 1) % len(rule.targets)
-            target = rule.targets[index]
+            self._cursors[rule.name] = (index + 1) % len(targets)
+            target = targets[index]
         elif rule.strategy == "split":
-            target = rng.choices(rule.targets, weights=rule.weights)[0]
+            target = rng.choices(targets, weights=rule.weights)[0]
         else:
-            target = rule.targets[0]
+            target = targets[0]
         return Decision("route", target=target, rule=rule.name)
 
 
-def _available(target: str, agents: Agents) -> bool:
-    view = agents.get(target)
+def _agent(target: Target, agents: Agents) -> AgentView | None:
+    """Agent state is known for extensions only (the `extensions` map of `hello`)."""
+    return agents.get(target.value) if target.kind == KIND_EXTENSION else None
+
+
+def _available(target: Target, agents: Agents) -> bool:
+    view = _agent(target, agents)
     return view is None or view.available
 
 
-def _idle_since(target: str, agents: Agents) -> float:
-    view = agents.get(target)
+def _idle_since(target: Target, agents: Agents) -> float:
+    view = _agent(target, agents)
     return view.idle_since or 0.0 if view is not None else 0.0
 
 
@@ -286,10 +293,14 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
     if action not in ACTIONS:
         raise RuleError(f"{where}.action: must be one of {ACTIONS}, got {action!r}")
     targets = _strings(raw, "targets", where)
+    route_targets = []
     for target in targets:
-        if not valid_target(target):
+        try:
+            route_targets.append(Target.parse(target, bare=KIND_EXTENSION))
+        except ValueError:
             raise RuleError(f"{where}.targets: {target!r} is not an extension, "
-                            "queue:NAME or external:+NUMBER")
+                            "queue:NAME or external:+NUMBER (KIND:VALUE with KIND one of "
+                            f"{', '.join(TARGET_KINDS)})") from None
     if action == "route" and not targets:
         raise RuleError(f"{where}.targets: a route rule needs at least one target")
     strategy = raw.get("strategy", "first")
@@ -318,7 +329,8 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
         if moh and collect:
             raise RuleError(f"{where}.collect_digits: music on hold collects no digits")
     return Rule(
-        name=name, action=action, targets=targets, strategy=strategy, weights=weights,
+        name=name, action=action, targets=targets, route_targets=tuple(route_targets),
+        strategy=strategy, weights=weights,
         cause=cause, prompt=prompt if isinstance(prompt, str) else "", moh=moh,
         collect_digits=collect, timeout_ms=_int(raw, "timeout_ms", 5000, 1, 600_000, where),
         overflow_after=_int(raw, "overflow_after", 0, 0, 600, where),
@@ -333,12 +345,12 @@ def parse_rule(raw: Mapping[str, Any], *, where: str) -> Rule:
 
 
 def valid_target(target: str) -> bool:
-    kind, sep, value = target.partition(":")
-    if not sep:
-        return TARGET_RE.fullmatch(target) is not None
-    if kind == "queue":
-        return QUEUE_RE.fullmatch(value) is not None
-    return kind == "external" and NUMBER_RE.fullmatch(value) is not None
+    """Whether a rule may name this target (a bare value is an extension)."""
+    try:
+        Target.parse(target, bare=KIND_EXTENSION)
+    except ValueError:
+        return False
+    return True
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ROUTE_SCRIPT
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.allow import Allowance, allowed
 from ami_bridge.dialplan.channels import Bounds, bounded_variables
@@ -60,7 +61,8 @@ __all__ = ["Allowance", "FileOwnerLookup", "OwnerLookup", "Ownership", "Policy",
            "check_dialplan"]
 
 # The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
-ROUTE_AGI_RE = re.compile(r"(?:\$\{AB_AGI_URL\}|agis?://[^/\s]*)/route", re.IGNORECASE)
+ROUTE_AGI_RE = re.compile(rf"(?:{re.escape('${' + AB_AGI_URL + '}')}|agis?://[^/\s]*)/"
+                          f"{re.escape(ROUTE_SCRIPT)}", re.IGNORECASE)
 _CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "while"})
 
 
@@ -343,7 +345,7 @@ def _crossing(statement: Statement, target: Target, context: str, tenant: str | 
 
 def _checks_agistatus(step: Step) -> bool:
     return any((c.name in _CONDITIONAL_APPS or "IF(" in c.data.upper())
-               and "AGISTATUS" in c.data.upper() for c in calls(step))
+               and AGISTATUS in c.data.upper() for c in calls(step))
 
 
 def _venue_contract(context: str, steps: list[Step]) -> list[Finding]:

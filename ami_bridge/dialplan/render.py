@@ -10,12 +10,14 @@ in version control. Layout, relative to Asterisk's config directory:
                                      contexts
     ami-bridge/queues.conf           the tenants' queues (include it from queues.conf)
 
-The venue context is the contract with the bridge (agi/variables.py): it asks the
-FastAGI server, checks AGISTATUS (bridge down: the tenant's operator), enforces the
-tenant's channel limit with GROUP()/GROUP_COUNT(), sets the tenant's language and
-music class, and Gosubs only into the tenant's own `<tenant>-<kind>` contexts, guarded
-by DIALPLAN_EXISTS. Caller-controlled data reaches a Dial string only through FILTER().
-Hand-written fragments may extend the same contexts (Asterisk merges them).
+The venue context is the contract with the bridge (ami_bridge.agi.variables, whose
+names it takes): it asks the FastAGI server, checks AGISTATUS (bridge down: the
+tenant's operator), enforces the tenant's channel limit with GROUP()/GROUP_COUNT(),
+sets the tenant's language and music class, and Gosubs only into the tenant's own
+`<tenant>-<suffix>` context for the target's kind (`KIND_CONTEXT`, held in the
+channel variables `AB_CTX_<kind>`), guarded by DIALPLAN_EXISTS. Caller-controlled
+data reaches a Dial string only through FILTER(). Hand-written fragments may extend the
+same contexts (Asterisk merges them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,27 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ami_bridge.agi.variables import (
+    AB_ACTION,
+    AB_AGI_URL,
+    AB_CAUSE,
+    AB_DIAL_TIMEOUT,
+    AB_KIND,
+    AB_LAST,
+    AB_TARGET,
+    ACTION_REJECT,
+    ACTION_ROUTE,
+    AGISTATUS,
+    DEFAULT_DIAL_TIMEOUT,
+    DIALSTATUS,
+    KIND_CONTEXT,
+    ROUTE_ARGS,
+    ROUTE_SCRIPT,
+    kind_variable,
+    tenant_context,
+)
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE
 
 OUTPUT_DIR = "ami-bridge"
 HEADER = "; Rendered by `ami-bridge conf render` from {source}. Do not edit: change the\n" \
@@ -34,12 +56,21 @@ HEADER = "; Rendered by `ami-bridge conf render` from {source}. Do not edit: cha
 NUMBER_FILTER = "0-9+"
 
 
+def var(name: str) -> str:
+    """A dialplan variable reference: `${NAME}`."""
+    return "${" + name + "}"
+
+
 def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     """The venue context. Every priority costs Asterisk work on every call (and, with an
     AMI session connected, a channel snapshot update for the manager), so the happy
     path is kept short: variables are reset and set in one MSet each, and the route
     decision is one GotoIf."""
     t = tenant.name
+    kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in KIND_CONTEXT.items())
+    # `<tenant>-${AB_CTX_${AB_KIND}}`: the literal prefix pins the jump to this tenant.
+    context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
+    bridge_ok = f'"{var(AGISTATUS)}" = "SUCCESS"'
     lines = [
         f"; venue {venue.context} of tenant {t}",
         f"[{venue.context}]",
@@ -53,21 +84,20 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
             f"{tenant.channel_limit}]?limit)",
         ]
     lines += [
-        " same => n,Set(AB_LAST=)",
-        " same => n(ask),MSet(AB_ACTION=,AB_DIAL_TIMEOUT=20)",
-        " same => n,AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})",
-        ' same => n,GotoIf($["${AGISTATUS}" = "SUCCESS" & "${AB_ACTION}" = "route"]?:other)',
-        f" same => n,GotoIf($[${{DIALPLAN_EXISTS({t}-${{AB_KIND}},${{AB_TARGET}},1)}}]"
-        "?:fallback)",
-        " same => n,MSet(AB_LAST=${AB_KIND}/${AB_TARGET},DIALSTATUS=)",
-        f" same => n,Gosub({t}-${{AB_KIND}},${{AB_TARGET}},1)",
-        ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?done:ask)',
+        f" same => n,MSet({AB_LAST}=,{kind_map})",
+        f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+        f" same => n,AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{','.join(map(var, ROUTE_ARGS))})",
+        f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
+        f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]?:fallback)",
+        f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
+        f" same => n,Gosub({context},{var(AB_TARGET)},1)",
+        f' same => n,GotoIf($["{var(DIALSTATUS)}" = "ANSWER"]?done:ask)',
         " same => n(done),Hangup()",
-        ' same => n(other),GotoIf($["${AGISTATUS}" = "SUCCESS" & "${AB_ACTION}" = "reject"]'
+        f' same => n(other),GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_REJECT}"]'
         "?reject)",
-        f" same => n(fallback),Gosub({t}-internal,{tenant.operator},1)",
+        f" same => n(fallback),Gosub({tenant_context(t, KIND_EXTENSION)},{tenant.operator},1)",
         " same => n,Hangup()",
-        ' same => n(reject),GotoIf($["${AB_CAUSE}" = "congestion"]?congestion)',
+        f' same => n(reject),GotoIf($["{var(AB_CAUSE)}" = "congestion"]?congestion)',
         " same => n,Busy(2)",
         " same => n,Hangup(17)",
         " same => n(congestion),Congestion(2)",
@@ -81,14 +111,14 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
 
 
 def render_internal(tenant: TenantConfig) -> list[str]:
-    lines = [f"[{tenant.name}-internal]"]
+    lines = [f"[{tenant_context(tenant.name, KIND_EXTENSION)}]"]
     for ext, dial in tenant.extensions.items():
         lines += [f"exten => {ext},1,Dial({dial},${{AB_DIAL_TIMEOUT}})", " same => n,Return()"]
     return lines
 
 
 def render_queues(tenant: TenantConfig) -> list[str]:
-    lines = [f"[{tenant.name}-queues]"]
+    lines = [f"[{tenant_context(tenant.name, KIND_QUEUE)}]"]
     for name in sorted(tenant.queue_configs):
         lines += [
             f"exten => {name},1,Queue({tenant.name}-{name},,,,${{AB_DIAL_TIMEOUT}})",
@@ -100,7 +130,7 @@ def render_queues(tenant: TenantConfig) -> list[str]:
 
 
 def render_outbound(tenant: TenantConfig) -> list[str]:
-    lines = [f"[{tenant.name}-outbound]"]
+    lines = [f"[{tenant_context(tenant.name, KIND_EXTERNAL)}]"]
     if tenant.outbound:
         dial = tenant.outbound.replace("{number}", f"${{FILTER({NUMBER_FILTER},${{EXTEN}})}}")
         for pattern in ("_+X.", "_X."):

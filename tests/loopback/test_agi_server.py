@@ -30,7 +30,7 @@ from ami_bridge.agi.variables import AB_ACTION, AB_KIND, AB_TARGET
 from ami_bridge.daemon import Bridge
 
 DEFAULT = 'EXEC MSet "AB_CAUSE=refused-environment,AB_ACTION=default"'
-ROUTE_1001 = 'EXEC MSet "AB_KIND=internal,AB_TARGET=1001,AB_ACTION=route"'
+ROUTE_1001 = 'EXEC MSet "AB_KIND=extension,AB_TARGET=1001,AB_ACTION=route"'
 SERVER_LOG = "ami_bridge.agi.server"
 _UNIQUEIDS = itertools.count(1)
 
@@ -89,7 +89,7 @@ class Handler:
     def on_environment(self, conn: AgiConnection, env: Environment) -> None:
         self.envs.append(env)
         if env.get("agi_context") != "hold":  # "hold": the call waits for its VTS
-            conn.finish([wire.set_variables([(AB_KIND, "internal"), (AB_TARGET, "1001"),
+            conn.finish([wire.set_variables([(AB_KIND, "extension"), (AB_TARGET, "1001"),
                                              (AB_ACTION, "route")])])
 
     def on_gone(self, conn: AgiConnection) -> None:

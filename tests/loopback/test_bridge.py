@@ -19,7 +19,7 @@ from ami_bridge import config as config_mod
 from ami_bridge import control
 from ami_bridge.daemon import Bridge
 
-ROUTE_1001 = ['EXEC MSet "AB_KIND=internal,AB_TARGET=1001,AB_ACTION=route"']
+ROUTE_1001 = ['EXEC MSet "AB_KIND=extension,AB_TARGET=1001,AB_ACTION=route"']
 
 
 _UNIQUEIDS = itertools.count(1)  # every scripted call is a channel of its own
@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def write(tmp_path: Path, port: int, *, acme_extra: str = "", late: float = 0.0,
           more: str = "") -> Path:
-    behaviour = (f'command = ["{sys.executable}", "-m", "ami_bridge.tenants.worker", '
+    behaviour = (f'command = ["{sys.executable}", "-m", "harness.fault_vts", '
                  f'"--vts", "acme", '
                  f'"--behaviour", "late", "--late-by", "{late}"]') if late else ""
     path = tmp_path / "bridge.toml"
@@ -229,7 +229,7 @@ vts = "broken"
 HUNG_VTS = """
 import os, socket, time
 sock = socket.socket(fileno=int(os.environ["AMI_BRIDGE_VTS_FD"]))
-sock.sendall(b'{"type":"hello","v":1}\\n')
+sock.sendall(b'{"type":"hello","v":2}\\n')
 time.sleep(3600)  # connected, then never reads nor answers again
 """
 
@@ -265,7 +265,7 @@ targets = ["2001"]
         acme = [asyncio.create_task(agi_call(port, "acme-venue")) for _ in range(20)]
         await asyncio.sleep(0.05)
         globex = await asyncio.gather(*(agi_call(port, "globex-venue") for _ in range(20)))
-        assert all(c == ['EXEC MSet "AB_KIND=internal,AB_TARGET=2001,AB_ACTION=route"']
+        assert all(c == ['EXEC MSet "AB_KIND=extension,AB_TARGET=2001,AB_ACTION=route"']
                    for c in globex)
         # globex was answered while every acme call still waited for its hung VTS
         assert not any(task.done() for task in acme)

@@ -123,7 +123,7 @@ def test_example_rules_run_in_the_vts_parser(cfg: BridgeConfig) -> None:
 
     def route(ani: str, dnis: str) -> tuple[str, str, str]:
         d = protocol.evaluate(CallInfo(ani=ani, dnis=dnis), now, rng)
-        return d.action, d.target, d.rule
+        return d.action, d.target.value if d.target else "", d.rule
 
     assert route("anonymous", "100") == ("route", "operator", "withheld-to-operator")
     assert route("+4930555", "100") == ("route", "1001", "sales")

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ami_bridge.tenants.messages import Target
 from ami_bridge.tenants.routing import (
     DAYS,
     CallInfo,
@@ -49,13 +50,23 @@ def evaluate(p: RoutingProtocol, *, ani: str = "4930555", dnis: str = "100", dig
     return p.evaluate(CallInfo(ani=ani, dnis=dnis, digits=digits), now, rng or random.Random(0))
 
 
+def ext(value: str) -> Target:
+    return Target.extension(value)
+
+
+def target_value(decision: Decision) -> str:
+    """The extension a route decision picked."""
+    assert decision.target is not None and decision.target.kind == "extension", decision
+    return decision.target.value
+
+
 def hits(condition: dict[str, Any], *, timezone: str = "UTC", holidays: tuple[str, ...] = (),
          **call: Any) -> bool:
     """Does a single rule with `condition` route the call (rather than fall to default)?"""
     p = protocol({"name": "r", "targets": ["hit"], **condition}, timezone=timezone,
                  holidays=holidays)
     decision = evaluate(p, **call)
-    assert decision in (Decision("route", target="hit", rule="r"),
+    assert decision in (Decision("route", target=ext("hit"), rule="r"),
                         Decision("default", rule="(no rule matched)"))
     return decision.action == "route"
 
@@ -239,9 +250,10 @@ def test_first_matching_rule_wins() -> None:
         {"name": "sales", "dnis_prefix": "1", "targets": ["sales"]},
         {"name": "catch-all", "targets": ["operator"]},
     )
-    assert evaluate(p, ani="111", dnis="100") == Decision("route", target="boss", rule="vip")
-    assert evaluate(p, ani="222", dnis="100") == Decision("route", target="sales", rule="sales")
-    assert evaluate(p, ani="222", dnis="200") == Decision("route", target="operator",
+    assert evaluate(p, ani="111", dnis="100") == Decision("route", target=ext("boss"), rule="vip")
+    assert evaluate(p, ani="222", dnis="100") == Decision("route", target=ext("sales"),
+                                                          rule="sales")
+    assert evaluate(p, ani="222", dnis="200") == Decision("route", target=ext("operator"),
                                                           rule="catch-all")
 
 
@@ -252,7 +264,7 @@ def test_an_earlier_catch_all_shadows_later_rules() -> None:
 
 def test_no_rule_matched_gives_default() -> None:
     p = protocol({"name": "sales", "dnis": "100", "targets": ["1001"]})
-    assert evaluate(p, dnis="999") == Decision("default", target="", cause="",
+    assert evaluate(p, dnis="999") == Decision("default", cause="",
                                                rule="(no rule matched)")
 
 
@@ -264,12 +276,12 @@ def test_empty_protocol_gives_default() -> None:
                                             ({"cause": "congestion"}, "congestion")])
 def test_reject_with_cause(raw: dict[str, Any], cause: str) -> None:
     p = protocol({"name": "blocked", "action": "reject", **raw})
-    assert evaluate(p) == Decision("reject", target="", cause=cause, rule="blocked")
+    assert evaluate(p) == Decision("reject", cause=cause, rule="blocked")
 
 
 def test_default_action() -> None:
     p = protocol({"name": "fallback", "action": "default"})
-    assert evaluate(p) == Decision("default", target="", cause="", rule="fallback")
+    assert evaluate(p) == Decision("default", cause="", rule="fallback")
 
 
 def test_unnamed_rule_is_named_by_position() -> None:
@@ -288,17 +300,17 @@ def test_parse_where_prefixes_default_names() -> None:
 def test_first_strategy_always_takes_the_first_target() -> None:
     for raw in ({}, {"strategy": "first"}):
         p = protocol({"name": "r", "targets": ["a", "b", "c"], **raw})
-        assert {evaluate(p, rng=random.Random(i)).target for i in range(20)} == {"a"}
+        assert {target_value(evaluate(p, rng=random.Random(i))) for i in range(20)} == {"a"}
 
 
 def test_round_robin_cycles() -> None:
     p = protocol({"name": "r", "targets": ["a", "b", "c"], "strategy": "round_robin"})
-    assert [evaluate(p).target for _ in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert [target_value(evaluate(p)) for _ in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
 
 
 def test_round_robin_single_target() -> None:
     p = protocol({"name": "r", "targets": ["a"], "strategy": "round_robin"})
-    assert [evaluate(p).target for _ in range(3)] == ["a", "a", "a"]
+    assert [target_value(evaluate(p)) for _ in range(3)] == ["a", "a", "a"]
 
 
 def test_round_robin_cursor_is_per_rule() -> None:
@@ -306,23 +318,23 @@ def test_round_robin_cursor_is_per_rule() -> None:
         {"name": "one", "dnis": "1", "targets": ["a", "b", "c"], "strategy": "round_robin"},
         {"name": "two", "dnis": "2", "targets": ["x", "y"], "strategy": "round_robin"},
     )
-    seen = [evaluate(p, dnis=d).target for d in ["1", "2", "1", "1", "2", "2", "1"]]
+    seen = [target_value(evaluate(p, dnis=d)) for d in ["1", "2", "1", "1", "2", "2", "1"]]
     assert seen == ["a", "x", "b", "c", "y", "x", "a"]
 
 
 def test_round_robin_cursor_only_moves_when_the_rule_is_chosen() -> None:
     p = protocol({"name": "first", "dnis": "1", "targets": ["z"]},
                  {"name": "rr", "targets": ["a", "b"], "strategy": "round_robin"})
-    seen = [evaluate(p, dnis=d).target for d in ["2", "1", "1", "2", "1", "2"]]
+    seen = [target_value(evaluate(p, dnis=d)) for d in ["2", "1", "1", "2", "1", "2"]]
     assert seen == ["a", "z", "z", "b", "z", "a"]
 
 
 def test_round_robin_state_is_per_protocol_instance() -> None:
     rule = {"name": "rr", "targets": ["a", "b"], "strategy": "round_robin"}
     p1, p2 = protocol(rule), protocol(rule)
-    assert evaluate(p1).target == "a"
-    assert evaluate(p1).target == "b"
-    assert evaluate(p2).target == "a"
+    assert target_value(evaluate(p1)) == "a"
+    assert target_value(evaluate(p1)) == "b"
+    assert target_value(evaluate(p2)) == "a"
 
 
 def test_split_honours_weights() -> None:
@@ -330,7 +342,7 @@ def test_split_honours_weights() -> None:
                   "weights": [60, 30, 10, 0]})
     rng = random.Random(20260105)
     draws = 10_000
-    counts = Counter(evaluate(p, rng=rng).target for _ in range(draws))
+    counts = Counter(target_value(evaluate(p, rng=rng)) for _ in range(draws))
     assert counts["off"] == 0
     assert set(counts) == {"a", "b", "c"}
     assert 0.55 < counts["a"] / draws < 0.65
@@ -342,7 +354,7 @@ def test_split_is_reproducible_with_the_same_seed() -> None:
     rule = {"name": "s", "targets": ["a", "b"], "strategy": "split", "weights": [1, 1]}
     def run() -> list[str]:
         p, rng = protocol(rule), random.Random(7)
-        return [evaluate(p, rng=rng).target for _ in range(50)]
+        return [target_value(evaluate(p, rng=rng)) for _ in range(50)]
 
     first, second = run(), run()
     assert first == second
@@ -353,7 +365,7 @@ def test_split_with_a_single_positive_weight_is_deterministic() -> None:
     p = protocol({"name": "s", "targets": ["a", "b", "c"], "strategy": "split",
                   "weights": [0, 5, 0]})
     rng = random.Random(1)
-    assert {evaluate(p, rng=rng).target for _ in range(500)} == {"b"}
+    assert {target_value(evaluate(p, rng=rng)) for _ in range(500)} == {"b"}
 
 
 @FAST
@@ -369,7 +381,7 @@ def test_split_always_picks_a_positive_weight_target(weights: list[int], seed: i
     for _ in range(20):
         decision = evaluate(p, rng=rng)
         assert decision.action == "route"
-        assert weights[targets.index(decision.target)] > 0
+        assert weights[targets.index(target_value(decision))] > 0
 
 
 # -- timezones and DST -------------------------------------------------------------------

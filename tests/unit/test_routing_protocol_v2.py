@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ami_bridge.tenants.messages import Target
 from ami_bridge.tenants.routing import (
     AgentView,
     CallInfo,
@@ -16,6 +17,11 @@ from ami_bridge.tenants.routing import (
     parse_protocol,
     valid_target,
 )
+
+
+def ext(value: str) -> Target:
+    return Target.extension(value)
+
 
 NOON = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 RNG = random.Random(7)
@@ -38,9 +44,9 @@ def test_treatment_first_then_digits_decide() -> None:
     first = decide(MENU)
     assert (first.action, first.prompt, first.collect_digits, first.timeout_ms) == (
         "treatment", "acme/welcome", 1, 3000)
-    assert decide(MENU, digits="1", treated=True) == Decision("route", target="queue:sales",
-                                                              rule="sales")
-    assert decide(MENU, digits="9", treated=True).target == "external:+4930123456"
+    assert decide(MENU, digits="1", treated=True) == Decision(
+        "route", target=Target("queue", "sales"), rule="sales")
+    assert decide(MENU, digits="9", treated=True).target == Target("external", "+4930123456")
     # A treatment applies once per call: no digits after it -> the next rules decide.
     assert decide(MENU, digits="", treated=True).action == "default"
 
@@ -72,6 +78,7 @@ def test_bad_v2_rules(rule: dict[str, Any], message: str) -> None:
 
 @pytest.mark.parametrize(("target", "ok"), [
     ("1001", True), ("queue:sales", True), ("external:+4930123", True), ("external:0301", True),
+    ("extension:1001", True), ("queues:sales", False), ("internal:1001", False),
     ("queue:", False), ("external:+", False), ("1001\n", False), ("queue:sales\n", False),
 ])
 def test_valid_target(target: str, ok: bool) -> None:
@@ -85,16 +92,25 @@ OVERFLOW: list[dict[str, Any]] = [
 
 
 def test_overflow_moves_through_the_targets_then_falls_through() -> None:
-    assert decide(OVERFLOW) == Decision("route", target="1001", rule="hunt", dial_timeout=15)
-    assert decide(OVERFLOW, previous_target="1001", previous_status="NOANSWER") == Decision(
-        "route", target="1002", rule="hunt", dial_timeout=15)
-    assert decide(OVERFLOW, previous_target="1002", previous_status="BUSY").target == "1003"
-    assert decide(OVERFLOW, previous_target="1003", previous_status="CHANUNAVAIL") == Decision(
-        "reject", cause="busy", rule="last")
+    assert decide(OVERFLOW) == Decision("route", target=ext("1001"), rule="hunt", dial_timeout=15)
+    assert decide(OVERFLOW, previous_target=ext("1001"),
+                  previous_status="NOANSWER") == Decision("route", target=ext("1002"),
+                                                          rule="hunt", dial_timeout=15)
+    assert decide(OVERFLOW, previous_target=ext("1002"),
+                  previous_status="BUSY").target == ext("1003")
+    # a rule-written target and its KIND:VALUE spelling are the same Target
+    assert decide(OVERFLOW, previous_target=Target.parse("extension:1002"),
+                  previous_status="BUSY").target == ext("1003")
+    assert decide(OVERFLOW, previous_target=ext("1003"),
+                  previous_status="CHANUNAVAIL") == Decision("reject", cause="busy", rule="last")
 
 
 def test_overflow_ignores_a_previous_target_it_does_not_own() -> None:
-    assert decide(OVERFLOW, previous_target="2001", previous_status="NOANSWER").target == "1001"
+    assert decide(OVERFLOW, previous_target=ext("2001"),
+                  previous_status="NOANSWER").target == ext("1001")
+    # a queue named like one of the rule's extensions is not that extension
+    assert decide(OVERFLOW, previous_target=Target("queue", "1001"),
+                  previous_status="NOANSWER").target == ext("1001")
 
 
 AGENTS_RULES: list[dict[str, Any]] = [
@@ -111,10 +127,10 @@ def decide_with(rules: list[dict[str, Any]], agents: dict[str, AgentView]) -> De
 def test_longest_idle_picks_the_available_agent_idle_longest() -> None:
     agents = {"1001": AgentView(True, 300.0), "1002": AgentView(True, 100.0),
               "1003": AgentView(False, 10.0)}
-    assert decide_with(AGENTS_RULES, agents).target == "1002"
+    assert decide_with(AGENTS_RULES, agents).target == ext("1002")
     # never called counts as idle longest; ties keep the list order
-    assert decide_with(AGENTS_RULES, {"1001": AgentView(True, 5.0)}).target == "1002"
-    assert decide_with(AGENTS_RULES, {}).target == "1001"
+    assert decide_with(AGENTS_RULES, {"1001": AgentView(True, 5.0)}).target == ext("1002")
+    assert decide_with(AGENTS_RULES, {}).target == ext("1001")
 
 
 def test_nobody_available_falls_through() -> None:

@@ -1,0 +1,105 @@
+"""The shipped VTS runtime and the fault VTS built on its decision hook, fed frames directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ami_bridge.tenants import messages as m
+from ami_bridge.tenants.messages import Target
+from ami_bridge.tenants.protocol import PROTOCOL_VERSION, FrameDecoder, encode
+from ami_bridge.tenants.worker import Worker
+from harness.fault_vts import FaultVts
+
+RULES = [{"name": "hunt", "targets": ["1001", "queue:sales"], "overflow_after": 15}]
+HELLO = m.Hello(v=PROTOCOL_VERSION, vts="acme", tenants={
+    "acme": m.TenantRouting(timezone="UTC", targets=("1001",), rules=tuple(RULES))})
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.decoder.receive_data(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def sent(self) -> list[m.Message]:
+        out = []
+        while (raw := self.decoder.next_message()) is not None:
+            out.append(m.parse(raw))
+        return out
+
+
+@pytest.fixture
+def done() -> Iterator[asyncio.Future[None]]:
+    loop = asyncio.new_event_loop()
+    yield loop.create_future()
+    loop.close()
+
+
+def connect(worker: Worker) -> Transport:
+    transport = Transport()
+    worker.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.sent() == [m.Hello(v=PROTOCOL_VERSION, vts="acme")]
+    worker.data_received(encode(m.to_wire(HELLO)))
+    return transport
+
+
+def request(handle: str, previous: m.Previous | None = None) -> bytes:
+    return encode(m.to_wire(m.RouteRequest(handle=handle, tenant="acme", venue="acme-venue",
+                                           timeout_ms=2000,
+                                           call=m.CallerData(ani="1", previous=previous))))
+
+
+def test_the_runtime_routes_by_the_rules_and_overflows_on_previous(
+        done: asyncio.Future[None]) -> None:
+    worker = Worker(name="acme", done=done)
+    transport = connect(worker)
+    worker.data_received(request("h1"))
+    worker.data_received(request("h2", m.Previous(Target.extension("1001"), "NOANSWER")))
+    worker.data_received(request("h3", m.Previous(Target("queue", "sales"), "BUSY")))
+    assert transport.sent() == [m.RouteTo("h1", Target.extension("1001"), dial_timeout=15),
+                                m.RouteTo("h2", Target("queue", "sales"), dial_timeout=15),
+                                m.TakeDefault("h3")]
+    # on the wire, the one spelling
+    assert m.to_wire(m.RouteTo("h2", Target("queue", "sales")))["target"] == "queue:sales"
+
+
+def test_a_frame_the_runtime_cannot_read_is_skipped(done: asyncio.Future[None]) -> None:
+    worker = Worker(name="acme", done=done)
+    transport = connect(worker)
+    worker.data_received(b'{"type":"route_request","handle":"h1","call":[]}\n')
+    worker.data_received(request("h2"))
+    assert [x.handle for x in transport.sent() if isinstance(x, m.RouteTo)] == ["h2"]
+    assert not transport.closed
+
+
+@pytest.mark.parametrize(("behaviour", "expected"), [
+    ("rules", [m.RouteTo("h1", Target.extension("1001"), dial_timeout=15)]),
+    ("silent", []),
+    ("foreign-target", [m.RouteTo("h1", Target.extension("2001"))]),
+])
+def test_fault_vts_behaviours(behaviour: str, expected: list[m.Message], tmp_path: Path,
+                              done: asyncio.Future[None]) -> None:
+    record = (tmp_path / "record.jsonl").open("a", encoding="utf-8")
+    vts = FaultVts(name="acme", done=done, behaviour=behaviour, late_by=1.0,
+                   foreign_target=Target.extension("2001"), record=record)
+    transport = connect(vts)
+    vts.data_received(request("h1"))
+    record.close()
+    assert transport.sent() == expected
+    recorded: list[dict[str, Any]] = [
+        json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in recorded] == ["hello", "route_request"]
