@@ -5,14 +5,21 @@
 one `MSet` of the dialplan contract's variables (`ami_bridge.agi.variables`; a route
 target as AB_KIND and AB_TARGET; `commands_for`, the only place that does so) and a treatment into
 `ANSWER` + `EXEC Playback` / `GET DATA` / `EXEC StartMusicOnHold`, keeping the session
-open. A session for any other script, or a value the wire refuses, ends with the venue's
-default route: AB_ACTION is always the last variable written, and an unset AB_ACTION
-sends the dialplan to its default label.
+open. When the operator set a route-request secret (`[bridge] agi_secret_file`), the
+script must be `SECRET/route` (the venue's `AGI(${AB_AGI_URL}/route)` with
+`AB_AGI_URL=agi://HOST:PORT/SECRET`): a local process that reaches the port but cannot
+read Asterisk's or the bridge's config cannot start a route request. A session for any
+other script, a wrong secret, or a value the wire refuses, ends with the venue's
+default route, and no VTS hears of it: AB_ACTION is always the last variable written,
+and an unset AB_ACTION sends the dialplan to its default label.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import time
+from collections.abc import Callable
 
 from ami_bridge.agi import wire
 from ami_bridge.agi.protocol import Environment, Reply
@@ -28,6 +35,7 @@ from ami_bridge.agi.variables import (
 )
 from ami_bridge.calls import Disposition, Treatment, TreatmentDone
 from ami_bridge.intermediary import Intermediary
+from ami_bridge.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +102,22 @@ def _digits(reply: Reply, treatment: Treatment) -> str | None:
 
 
 class RouteHandler:
-    def __init__(self, intermediary: Intermediary) -> None:
+    def __init__(self, intermediary: Intermediary, *, secret: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._intermediary = intermediary
+        self._expected = f"{secret}/{ROUTE_SCRIPT}" if secret else ROUTE_SCRIPT
+        self._clock = clock
+        # A peer can send wrong scripts at will: one line per peer every 10 s at most.
+        self._warn = RateLimitedLog(log.warning, interval=10.0)
 
     def on_environment(self, conn: AgiConnection, env: Environment) -> None:
-        script = env.get("agi_network_script")
-        if script != ROUTE_SCRIPT:
-            log.warning("AGI request for unknown script %r from %s (context %r): default route",
-                        script, conn.peer, env.get("agi_context"))
-            AgiResponder(conn).dispose(Disposition(ACTION_DEFAULT, cause="unknown-script"))
+        script = env.get("agi_network_script") or ""
+        if not hmac.compare_digest(script.encode(), self._expected.encode()):
+            # Never log the script: a near miss would print most of the secret.
+            self._warn(self._clock(), "AGI session from %s (context %r) without the route "
+                       "script and secret: default route, no VTS asked", conn.peer,
+                       env.get("agi_context"), key=conn.peer.rpartition(":")[0])
+            AgiResponder(conn).dispose(Disposition(ACTION_DEFAULT, cause="unauthorised"))
             return
         conn.tag = self._intermediary.route_request(env.variables, AgiResponder(conn))
 

@@ -24,6 +24,7 @@ its own or shared (ami_bridge.ownership); the check runs here, in the one loader
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class BridgeConfig:
     # Device -> its one owning tenant, for agent state; shared devices are nobody's.
     devices: Mapping[str, str] = field(default_factory=dict)
     agi_policy: ListenerPolicy = field(default_factory=ListenerPolicy)  # FastAGI peers, limits
+    # The route-request secret Asterisk's AGI URL carries (None: none; a warning at start).
+    agi_secret: str | None = None
     # Lint escapes the operator allows every tenant (`conf check`, `conf render`, `ctl apply`).
     dialplan_allow: tuple[Allowance, ...] = ()
 
@@ -132,7 +135,8 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
-                        "asterisk_conf_dir", "dialplan_allow", *_AGI_KEYS}, "bridge", fail)
+                        "asterisk_conf_dir", "dialplan_allow", "agi_secret_file",
+                        *_AGI_KEYS}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
@@ -184,6 +188,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         asterisk_conf_dir=_directory(bridge, "asterisk_conf_dir", path, fail),
         owners=owners, devices=device_owners(tenants.values(), owners),
         dialplan_allow=_dialplan_allow(bridge, fail),
+        agi_secret=_agi_secret(bridge, path, fail),
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
     )
 
@@ -347,3 +352,35 @@ def _dialplan_allow(bridge: Mapping[str, Any], fail: Fail) -> tuple[Allowance, .
         return tuple(parse_allowance(entry) for entry in raw)
     except ValueError as exc:
         raise fail("bridge.dialplan_allow", str(exc)) from None
+
+
+# The route-request secret: long enough not to be guessed over a loopback port (128 bits
+# of a URL-safe alphabet), short enough for a dialplan global; only characters that are
+# plain in an AGI URL path and in Asterisk's dialplan.
+AGI_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22,128}")  # fullmatch
+
+
+def _agi_secret(bridge: Mapping[str, Any], path: Path, fail: Fail) -> str | None:
+    """`[bridge] agi_secret_file`: the secret Asterisk's venues put in the AGI URL
+    (`AB_AGI_URL=agi://127.0.0.1:4573/SECRET`), so only Asterisk starts route requests.
+    The file must be readable by its owner only: a VTS or a local user that could read
+    it could pose as Asterisk."""
+    raw = bridge.get("agi_secret_file")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise fail("bridge.agi_secret_file", f"expected a path, got {raw!r}")
+    secret_path = (path.parent / raw) if not raw.startswith("/") else Path(raw)
+    try:
+        mode = secret_path.stat().st_mode
+        text = secret_path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail("bridge.agi_secret_file", f"cannot read {secret_path}: {exc}") from None
+    if mode & 0o077:
+        raise fail("bridge.agi_secret_file", f"{secret_path} is readable by others (mode "
+                   f"{mode & 0o777:o}); make it 0600 (chmod 600) so only the bridge reads it")
+    if not AGI_SECRET_RE.fullmatch(text):
+        raise fail("bridge.agi_secret_file", f"{secret_path} must hold one line of 22 to 128 "
+                   "characters A-Z a-z 0-9 _ - (e.g. `python3 -c 'import secrets; "
+                   "print(secrets.token_urlsafe(24))'`)")
+    return text

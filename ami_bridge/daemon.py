@@ -49,7 +49,12 @@ class Bridge:
         self.intermediary = Intermediary(
             config=self.config, clock=loop,
             agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [])
-        self._server = await serve(RouteHandler(self.intermediary),
+        if self.config.agi_secret is None:
+            log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
+                        "can start route requests (docs/security.md)", self.config.agi_host,
+                        self.config.agi_port)
+        self._server = await serve(RouteHandler(self.intermediary,
+                                                secret=self.config.agi_secret),
                                    host=self.config.agi_host, port=self.config.agi_port,
                                    policy=self.config.agi_policy)
         for vts in self.config.vts.values():

@@ -9,7 +9,7 @@ while pending (`abandon`) frees the entry and tells the VTS; no default route fi
 A treatment (prompt, music, digit collection) keeps the call pending: the digits go
 back to the VTS and the router timer keeps running. Default routing (default targets,
 redirect limit) is `ami_bridge.calls.default_route`; more than `max_route_requests`
-route requests in all for one channel (by unique id) ends any loop.
+route requests in all for one channel (by tenant and unique id) ends any loop.
 
 It trusts no VTS: every frame goes through `messages.parse`; a disposition must name a
 handle that this VTS was given and that is still pending, and every target must lie in
@@ -47,6 +47,7 @@ from ami_bridge.calls import (
     treatment_for,
 )
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import PROTOCOL_VERSION, JsonObject
 
@@ -90,8 +91,10 @@ class Intermediary:
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()
-        self._history = CallHistories()
+        self._history = CallHistories()  # keyed "tenant/uniqueid"
         self.counters = Counters()
+        # A flood over the pending cap would write one line per call: one per VTS per 10 s.
+        self._warn_cap = RateLimitedLog(log.warning, interval=10.0)
 
     # -- configuration and links ---------------------------------------------------
     @property
@@ -148,7 +151,11 @@ class Intermediary:
             self._count_default("unknown-venue")
             responder.dispose(Disposition(ACTION_DEFAULT, cause="unknown-venue"))
             return None
-        history = self._history.get(env.get("agi_uniqueid", ""), self._clock.time())
+        # Keyed by tenant too: a unique id given in one tenant's venue must never count
+        # against (or reset) the loop guard of another tenant's call.
+        uniqueid = env.get("agi_uniqueid", "")
+        history = self._history.get(f"{venue.tenant}/{uniqueid}" if uniqueid else "",
+                                    self._clock.time())
         history.requests += 1
         if history.requests > self._config.max_route_requests:
             log.warning("channel %s entered venue %s %d times: rejected (loop guard)",
@@ -161,8 +168,8 @@ class Intermediary:
             self._default_route(venue, history, responder, "no-vts")
             return None
         if len(self._per_vts[venue.vts]) >= self._config.max_pending_per_vts:
-            log.warning("VTS %s has %d pending calls (cap): default route", venue.vts,
-                        self._config.max_pending_per_vts)
+            self._warn_cap(self._clock.time(), "VTS %s has %d pending calls (cap): default route",
+                           venue.vts, self._config.max_pending_per_vts, key=venue.vts)
             self._default_route(venue, history, responder, "vts-overloaded")
             return None
         handle = secrets.token_hex(8)

@@ -412,6 +412,21 @@ def test_route_requests_per_call_are_capped() -> None:
     assert len(w.acme.of_type(m.RouteRequest)) == 3
 
 
+def test_one_tenants_route_requests_never_count_against_anothers_call() -> None:
+    """Call history is keyed by tenant and unique id: requests in globex's venue with the
+    unique id of an acme call (a hostile peer, or a clash) leave acme's loop guard alone."""
+    raw = copy.deepcopy(RAW)
+    raw["bridge"]["max_route_requests"] = 3
+    w = World(raw)
+    for _ in range(3):
+        w.call("globex-venue", agi_uniqueid="victim")
+    for _ in range(3):
+        handle, r = w.call(agi_uniqueid="victim")
+        w.inter.on_vts_message("acme", disposition(handle, action="route",
+                                                   target="extension:1001"))
+        assert r.dispositions == [Disposition("route", target=ext("1001"))]
+
+
 def test_previous_attempt_reaches_the_vts() -> None:
     raw = copy.deepcopy(RAW)
     raw["bridge"]["max_pending_per_vts"] = 10
