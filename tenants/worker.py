@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s vts[{args.vts}] %(levelname)s %(message)s")
-    from ami_bridge.tenants.eventloop import run as run_loop
+    from ami_bridge.eventloop import run as run_loop
 
     return run_loop(run(args))
 

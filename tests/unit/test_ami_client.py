@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.client import AmiClient, AmiDisconnected
 from ami_bridge.ami.protocol import Event
+from ami_bridge.backoff import Backoff
 
 GREETING = b"Asterisk Call Manager/11.0.0\r\n"
 

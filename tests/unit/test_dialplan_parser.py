@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -275,17 +274,3 @@ def test_strip_comment_never_raises_and_keeps_plain_text(line: str, depth: int) 
 @given(st.text(st.sampled_from("a,${}[]()\"\\"), max_size=30))
 def test_balanced_never_raises(text: str) -> None:
     balanced(text)
-
-
-def test_parser_modules_do_no_io_besides_the_disk_source() -> None:
-    forbidden = {"asyncio", "socket", "logging", "selectors", "subprocess", "threading"}
-    for path in sorted((ROOT / "ami_bridge/dialplan").glob("*.py")):
-        if path.name == "render.py":
-            continue  # the renderer's own business
-        imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imported.add(node.module.split(".")[0])
-        assert not imported & forbidden, f"{path.name} imports {imported & forbidden}"

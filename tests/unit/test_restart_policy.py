@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ami_bridge.tenants.restart_policy import RestartDecision, RestartPolicy
+from ami_bridge.supervision.restart_policy import RestartDecision, RestartPolicy
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 # Flapping out of the way, for tests about backoff alone.
