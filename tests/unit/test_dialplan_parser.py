@@ -274,3 +274,29 @@ def test_strip_comment_never_raises_and_keeps_plain_text(line: str, depth: int) 
 @given(st.text(st.sampled_from("a,${}[]()\"\\"), max_size=30))
 def test_balanced_never_raises(text: str) -> None:
     balanced(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('Dial(PJSIP/a,20,b(x^s^1(${ARG})))', True),
+    ("$[${A}+1]", True),
+    ('"a,(b"', True),  # a top-level quote hides the "("
+    ('NoOp("a,(b")', False),  # inside brackets a quote is plain text: "(" is open
+    ("Set(X=a\\)b)", True),  # the backslash hides the ")"
+    ("NoOp(a", False),
+    ("NoOp(a))", False),  # a closer with nothing open
+    ("${A)}", False),  # a closer that is not the innermost group's
+    ('"open', False),
+    ("${A", False),
+])
+def test_balanced(text: str, expected: bool) -> None:
+    assert balanced(text) is expected
+
+
+def test_split_top_and_balanced_share_the_walk() -> None:
+    # A stray ")" inside ${...} is not the group's closer: the "," after it is still inside.
+    assert split_top("${A)B},c") == ["${A)B}", "c"]
+    assert not balanced("${A)B}")
+    # A stray ")" at the top level is plain text, a separator if asked for.
+    assert split_top("a)b,c", ")") == ["a", "b,c"]
+    # An unterminated group runs to the end of the text (no exception).
+    assert split_top("a,${b,c") == ["a", "${b,c"]
