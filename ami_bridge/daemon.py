@@ -7,9 +7,9 @@ calls keep the venue they entered with, so none is dropped or routed twice), the
 supervisor reconciles the VTS processes with the new `[vts.NAME]` specs (new ones
 started, removed ones stopped, changed ones restarted, unchanged ones left alone), and
 every connected VTS gets a fresh `hello` with its tenants' routing protocols. A config
-that fails to load leaves the
-running one in place. `ctl apply` does the same and also renders, checks and reloads
-the tenants' dialplan fragments in Asterisk, with rollback (ami_bridge.apply).
+that fails to load leaves the running one in place. `ctl apply` does the same and also
+renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
+(ami_bridge.apply).
 """
 
 from __future__ import annotations
