@@ -57,6 +57,8 @@ class RestartPolicy:
     """`RestartPolicy(settings)`, or `RestartPolicy(flap_max=3)` for the defaults but one."""
 
     def __init__(self, settings: RestartSettings | None = None, /, **knobs: float) -> None:
+        # ignore: knobs are typed float but flap_max is an int; replace() runs
+        # __post_init__, which rejects any bad value anyway.
         self.settings = replace(settings or RestartSettings(), **knobs)  # type: ignore[arg-type]
         s = self.settings
         # No jitter: restarts are local process spawns, nothing shared to stampede, and
