@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return _conf(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
-    from ami_bridge.tenants.eventloop import run as run_loop
+    from ami_bridge.eventloop import run as run_loop
 
     try:
         return run_loop(run(args.config))

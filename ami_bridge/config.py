@@ -9,8 +9,11 @@ Layout (see examples/bridge.toml, docs/configuration.md):
 
     [bridge]          agi_listen, router_timeout, max_pending_per_vts, redirect_limit,
                       max_route_requests, control_socket, tenants_dir, agi_* (the
-                      listener's peers, session cap and deadlines: _agi_policy)
-    [vts.NAME]        command (optional: any-language VTS), grace_period
+                      listener's peers, session cap and deadlines: _agi_policy),
+                      agi_secret_file, dialplan_allow
+    [vts.NAME]        command (optional: any-language VTS), grace_period, restart knobs
+                      (restart_initial, restart_factor, restart_maximum, stable_after,
+                      flap_window, flap_max, flap_cooldown)
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
     [shared]          contexts, endpoints, trunks every tenant may use (operator's)
@@ -24,6 +27,7 @@ its own or shared (ami_bridge.ownership); the check runs here, in the one loader
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -41,6 +45,7 @@ from ami_bridge.ownership import (
     device_owners,
     parse_owners,
 )
+from ami_bridge.supervision.restart_policy import RestartSettings
 from ami_bridge.tenant_config import (
     DEFAULT_REDIRECT_LIMIT,
     QueueConfig,
@@ -77,6 +82,7 @@ class VtsConfig:
     command: tuple[str, ...]  # empty: the shipped runtime (python -m ami_bridge.tenants.worker)
     grace_period: float
     tenants: tuple[str, ...]  # filled in from the venues that map to this VTS
+    restart: RestartSettings = field(default_factory=RestartSettings)  # restarts, flapping
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,7 @@ def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
             raise fail(key, f"name {vname!r} must match {NAME_RE.pattern}")
         if not isinstance(vraw, Mapping):
             raise fail(key, "must be a table")
-        no_unknown(vraw, {"command", "grace_period"}, key, fail)
+        no_unknown(vraw, {"command", "grace_period", *_RESTART_KEYS}, key, fail)
         command = vraw.get("command", [])
         if not isinstance(command, list) or not all(isinstance(c, str) and c for c in command):
             raise fail(f"{key}.command", f"must be a list of non-empty strings, got {command!r}")
@@ -278,9 +284,37 @@ def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
         vts[vname] = VtsConfig(
             name=vname, command=tuple(command),
             grace_period=positive(vraw, "grace_period", 3.0, key, fail),
-            tenants=tuple(served),
+            tenants=tuple(served), restart=_restart(vraw, key, fail),
         )
     return vts
+
+
+# The restart knobs of a [vts.NAME] (docs/configuration.md; defaults: RestartSettings).
+_RESTART_KEYS = {"restart_initial", "restart_factor", "restart_maximum", "stable_after",
+                 "flap_window", "flap_max", "flap_cooldown"}
+
+
+def _restart(vraw: Mapping[str, Any], key: str, fail: Fail) -> RestartSettings:
+    default = RestartSettings()
+
+    def seconds(name: str, value: float) -> float:
+        return positive(vraw, name, value, key, fail)
+
+    initial = seconds("restart_initial", default.initial)
+    maximum = seconds("restart_maximum", default.maximum)
+    if maximum < initial:
+        raise fail(f"{key}.restart_maximum",
+                   f"must be at least restart_initial ({initial:g}), got {maximum:g}")
+    factor = vraw.get("restart_factor", default.factor)
+    if isinstance(factor, bool) or not isinstance(factor, int | float) \
+            or not 1 <= factor < math.inf:
+        raise fail(f"{key}.restart_factor", f"must be a number >= 1, got {factor!r}")
+    return RestartSettings(
+        initial=initial, factor=float(factor), maximum=maximum,
+        stable_after=seconds("stable_after", default.stable_after),
+        flap_window=seconds("flap_window", default.flap_window),
+        flap_max=count(vraw, "flap_max", default.flap_max, key, fail),
+        flap_cooldown=seconds("flap_cooldown", default.flap_cooldown))
 
 
 def _listen(value: Any, fail: Fail) -> tuple[str, int]:

@@ -3,11 +3,13 @@
 Builds the intermediary, the FastAGI server and one supervised VTS process per
 `[vts.NAME]`, wires each VTS socket to a `VtsLinkProtocol`, and runs until SIGTERM or
 SIGINT. SIGHUP (or `ctl reload`) reloads the config file: the venue map is swapped (pending
-calls keep the venue they entered with, so none is dropped or routed twice), new VTS
-sections are started, removed ones stopped, and every connected VTS gets a fresh
-`hello` with its tenants' routing protocols. A config that fails to load leaves the
-running one in place. `ctl apply` does the same and also renders, checks and reloads
-the tenants' dialplan fragments in Asterisk, with rollback (ami_bridge.apply).
+calls keep the venue they entered with, so none is dropped or routed twice), the
+supervisor reconciles the VTS processes with the new `[vts.NAME]` specs (new ones
+started, removed ones stopped, changed ones restarted, unchanged ones left alone), and
+every connected VTS gets a fresh `hello` with its tenants' routing protocols. A config
+that fails to load leaves the running one in place. `ctl apply` does the same and also
+renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
+(ami_bridge.apply).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary
-from ami_bridge.tenants.supervisor import VtsProcess
+from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
 from ami_bridge.vts_link import VtsLinkProtocol
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class Bridge:
     def __init__(self, config: config_mod.BridgeConfig) -> None:
         self.config = config
         self.intermediary: Intermediary | None = None
-        self.processes: dict[str, VtsProcess] = {}
+        self.supervisor = Supervisor(on_connect=self._on_vts_socket)
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
@@ -57,8 +59,7 @@ class Bridge:
                                                 secret=self.config.agi_secret),
                                    host=self.config.agi_host, port=self.config.agi_port,
                                    policy=self.config.agi_policy)
-        for vts in self.config.vts.values():
-            self._start_vts(vts)
+        await self.supervisor.reconcile(self.config.vts)
         if self.config.ami is not None:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
                                intermediary=self.intermediary)
@@ -67,11 +68,10 @@ class Bridge:
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
 
-    def _start_vts(self, vts: config_mod.VtsConfig) -> None:
-        process = VtsProcess(name=vts.name, command=vts.command, grace_period=vts.grace_period,
-                             on_connect=self._on_vts_socket)
-        self.processes[vts.name] = process
-        process.start()
+    @property
+    def processes(self) -> dict[str, VtsProcess]:
+        """The running VTS processes by name (the supervisor's)."""
+        return self.supervisor.processes
 
     def _on_vts_socket(self, name: str, sock: socket.socket) -> None:
         assert self.intermediary is not None
@@ -155,16 +155,11 @@ class Bridge:
 
     async def _swap(self, new: config_mod.BridgeConfig) -> None:
         assert self.intermediary is not None
-        old = self.config
         self.config = new
         self.intermediary.reload(new)
         if self.ami is not None:
             self.ami.reload(new)
-        for name in set(old.vts) - set(new.vts):
-            await self.processes.pop(name).stop()
-        for name, vts in new.vts.items():
-            if name not in self.processes:
-                self._start_vts(vts)
+        await self.supervisor.reconcile(new.vts)
         log.info("config loaded from %s: %d venues, %d VTS", new.path, len(new.venues),
                  len(new.vts))
 
@@ -175,7 +170,7 @@ class Bridge:
             self._control.close()
         if self._server is not None:
             self._server.close()
-        await asyncio.gather(*(p.stop() for p in self.processes.values()))
+        await self.supervisor.stop()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

@@ -219,7 +219,7 @@ def run(name: str, log_level: str, factory: Callable[[asyncio.Future[None]], Wor
     """Set up logging for VTS `name` and `serve(factory)` on the event loop."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s vts[{name}] %(levelname)s %(message)s")
-    from ami_bridge.tenants.eventloop import run as run_loop
+    from ami_bridge.eventloop import run as run_loop
 
     return run_loop(serve(factory))
 

@@ -1,14 +1,15 @@
 """asyncio glue for the bridge's one AMI session: connect, log in, keep alive, reconnect.
 
 Contract. `AmiClient.run()` loops until `close()`: one connection attempt, then (on any
-failure or disconnect) one `Backoff` delay, so there is at most one attempt per backoff
-step; the backoff resets only after a session stayed up `stable_after` seconds, so a
-session that flaps is throttled like one that never comes up. A session is: TCP connect,
-greeting, `Login` (a rejection raises nothing out of `run` but is logged as an error and
-backs off like any failure), then `FullyBooted`; only then `on_connected()` is awaited
-(the owner resyncs there; events are held meanwhile and delivered after it returns), a
-`Ping` every `ping_interval` must be answered within `ping_timeout` or the session is
-dropped, and `on_disconnected(reason)` follows its end. Events go through a bounded
+failure or disconnect) one `Backoff` delay (ami_bridge.backoff), so there is at most one
+attempt per backoff step; the backoff resets only after a session stayed up its
+`stable_after` seconds, so a session that flaps is throttled like one that never comes
+up. A session is: TCP connect, greeting, `Login` (a rejection raises nothing out of
+`run` but is logged as an error and backs off like any failure), then `FullyBooted`;
+only then `on_connected()` is awaited (the owner resyncs there; events are held
+meanwhile and delivered after it returns), a `Ping` every `ping_interval` must be
+answered within `ping_timeout` or the session is dropped, and `on_disconnected(reason)`
+follows its end. Events go through a bounded
 queue to `on_event` (a callback error is logged, never kills the session); the reader
 never waits on the consumer, so Asterisk never drops us as a slow reader; if the queue
 overflows the session is dropped on purpose, because a resync after reconnecting is the
@@ -35,7 +36,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
-from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.protocol import (
     NEED_DATA,
     AmiConnection,
@@ -47,6 +47,7 @@ from ami_bridge.ami.protocol import (
     Response,
     encode_action,
 )
+from ami_bridge.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ class AmiClient:
         action_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         booted_timeout: float = 60.0,
-        stable_after: float = 10.0,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         read_pause: float = DEFAULT_READ_PAUSE,
         backoff: Backoff | None = None,
@@ -132,7 +132,7 @@ class AmiClient:
         self._on_disconnected = on_disconnected
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.action_timeout, self.connect_timeout = action_timeout, connect_timeout
-        self.booted_timeout, self.stable_after = booted_timeout, stable_after
+        self.booted_timeout = booted_timeout
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
@@ -158,13 +158,11 @@ class AmiClient:
     async def run(self) -> None:
         """Keep one session up until close(); never raises for network or login faults."""
         while not self._closing:
-            started = self._clock()
+            self.backoff.started(self._clock())
             reason = await self._one_session()
             if self._closing:
                 break
-            if self._clock() - started >= self.stable_after:
-                self.backoff.reset()
-            delay = self.backoff.next_delay()
+            delay = self.backoff.ended(self._clock())
             log.info("AMI %s:%d: %s; next attempt in %.2f s", self.host, self.port, reason,
                      delay)
             await asyncio.sleep(delay)

@@ -6,8 +6,9 @@ what Asterisk's config.c does to one line: `;` starts a comment, `\\;` is a lite
 nest. `split_top` splits on separators only at the top level: never inside `(...)`,
 `[...]`, `${...}` or `$[...]`, never inside a `"..."` string at the top level, never
 after a backslash; the pieces joined with their separators give back the input
-exactly. `expansions` finds the top-level `${...}` and `$[...]` of a text, so callers
-can look inside them recursively. Unbalanced text is never an exception: an
+exactly. `scan_top`, `split_top` and `balanced` share one bracket walker. `expansions`
+finds the top-level `${...}` and `$[...]` of a text, so callers can look inside them
+recursively. Unbalanced text is never an exception: an
 unterminated expansion runs to the end of the text (the parser reports the line).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 
 # config.c: MAX_NESTED_COMMENTS; deeper nesting is an error there, we only count.
 MAX_NESTED_COMMENTS = 128
@@ -54,8 +56,23 @@ def strip_comment(line: str, depth: int) -> tuple[str | None, int]:
     return ("".join(out) if had_text else None), depth
 
 
-def scan_top(text: str, seps: str) -> Iterator[int]:
-    """Yield the indexes of top-level separator characters of `text`."""
+class _Mark(Enum):
+    """What `_walk` reports about one index of the text."""
+
+    TOP = "top"  # a separator character outside every bracket and quote
+    STRAY_TOP = "stray at top"  # a closing bracket with nothing open: plain text here
+    STRAY = "stray"  # a closing bracket that is not the innermost open one's: ignored
+    UNCLOSED = "unclosed"  # at len(text): a bracket or a quote is still open
+
+
+def _walk(text: str, seps: str) -> Iterator[tuple[int, _Mark]]:
+    """The one bracket walker under `scan_top` and `balanced`.
+
+    `(`, `[`, `${` and `$[` open groups closed by their own closer; `"` quotes only at the
+    top level; a backslash hides the next character. Opening brackets are structure,
+    never separators (so `(` in `seps` is never reported); a stray closer is reported
+    and pops nothing, so it cannot end an enclosing group early.
+    """
     stack: list[str] = []
     quoted = False
     i, n = 0, len(text)
@@ -76,9 +93,20 @@ def scan_top(text: str, seps: str) -> Iterator[int]:
             stack.append(_CLOSER[ch])
         elif stack and ch == stack[-1]:
             stack.pop()
+        elif ch in ")]}":
+            yield i, (_Mark.STRAY if stack else _Mark.STRAY_TOP)
         elif not stack and ch in seps:
-            yield i
+            yield i, _Mark.TOP
         i += 1
+    if stack or quoted:
+        yield n, _Mark.UNCLOSED
+
+
+def scan_top(text: str, seps: str) -> Iterator[int]:
+    """Yield the indexes of top-level separator characters of `text`."""
+    for index, mark in _walk(text, seps):
+        if mark is _Mark.TOP or (mark is _Mark.STRAY_TOP and text[index] in seps):
+            yield index
 
 
 def split_top(text: str, seps: str = ",", maxsplit: int = -1) -> list[str]:
@@ -96,27 +124,7 @@ def split_top(text: str, seps: str = ",", maxsplit: int = -1) -> list[str]:
 
 def balanced(text: str) -> bool:
     """True when every `(`, `[`, `${`, `$[` and top-level quote of `text` is closed."""
-    stack: list[str] = []
-    quoted = False
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if quoted:
-            quoted = ch != '"'
-        elif ch == '"' and not stack:
-            quoted = True
-        elif ch == "$" and i + 1 < n and text[i + 1] in "{[":
-            stack.append(_CLOSER[text[i + 1]])
-            i += 1
-        elif ch in "([":
-            stack.append(_CLOSER[ch])
-        elif ch in ")]}" and (not stack or stack.pop() != ch):
-            return False
-        i += 1
-    return not stack and not quoted
+    return next(_walk(text, ""), None) is None
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.client import AmiClient
 from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import CallEvent, CallTracker
+from ami_bridge.backoff import Backoff
 from ami_bridge.sandbox import Asterisk, SippUas, start_uac
 
 pytestmark = pytest.mark.asterisk

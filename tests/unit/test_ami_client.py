@@ -1,4 +1,4 @@
-"""AmiClient against a scripted AMI peer on loopback, and the pure Backoff."""
+"""AmiClient against a scripted AMI peer on loopback (the Backoff itself: test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.client import AmiClient, AmiDisconnected
 from ami_bridge.ami.protocol import Event
+from ami_bridge.backoff import Backoff
 
 GREETING = b"Asterisk Call Manager/11.0.0\r\n"
 
@@ -179,14 +179,3 @@ def test_wrong_secret_backs_off() -> None:
     assert client.last_login_error is not None and "refused" in client.last_login_error
     # Delays are at least 0.025, 0.05, 0.1, 0.1, ... s: at most 7 attempts in 0.6 s.
     assert 2 <= client.attempts <= 7
-
-
-def test_backoff_is_exponential_capped_and_jittered_within_bounds() -> None:
-    backoff = Backoff(initial=0.5, factor=2, maximum=4, jitter=0.5, random=lambda: 1.0)
-    assert [backoff.next_delay() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
-    backoff.reset()
-    assert Backoff(random=lambda: 0.0).next_delay() == 0.5
-    backoff.failures = 10_000
-    assert backoff.base() == 4
-    with pytest.raises(ValueError):
-        Backoff(jitter=1.0)

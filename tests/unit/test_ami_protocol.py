@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ami_bridge.ami.protocol import (
     MAX_ACTION_LINE_BYTES,
@@ -252,3 +254,30 @@ def test_encode_action() -> None:
 def test_encode_action_rejects(name: str, action_id: str, fields: dict[str, str]) -> None:
     with pytest.raises(LocalProtocolError):
         encode_action(name, action_id, fields)
+
+
+@pytest.mark.parametrize("value", ["PJSIP/x\rAction: Command", "x\r", "\r", "a\rb\rc"])
+def test_encode_action_rejects_a_bare_cr(value: str) -> None:
+    # A CR with no LF after it: other AMI readers, proxies and terminals showing the wire
+    # log may take it for a line end, so a caller id carrying one could add a header or
+    # a second action. The door refuses it like LF and NUL, naming the value.
+    with pytest.raises(LocalProtocolError, match=r"CR, LF or NUL not allowed in .*\\r"):
+        encode_action("Redirect", "a", {"Channel": value})
+    with pytest.raises(LocalProtocolError):
+        encode_action("Originate", "o", [("Variable", "A=1"), ("Variable", value)])
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.text(st.sampled_from("ab:= \r\n\x00ü"), max_size=8), max_size=4))
+def test_every_cr_on_the_wire_ends_a_line(values: list[str]) -> None:
+    # Whatever the values, an accepted action has no CR or LF but its own CRLFs: one line
+    # per header, and no value can have split off a line of its own.
+    pairs = [(f"K{i}", v) for i, v in enumerate(values)]
+    try:
+        data = encode_action("Originate", "o", pairs)
+    except LocalProtocolError:
+        assert any(c in v for v in values for c in "\r\n\x00")
+        return
+    lines = data.removesuffix(b"\r\n\r\n").split(b"\r\n")
+    assert len(lines) == 2 + len(values)
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)

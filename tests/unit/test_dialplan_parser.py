@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -277,15 +276,27 @@ def test_balanced_never_raises(text: str) -> None:
     balanced(text)
 
 
-def test_parser_modules_do_no_io_besides_the_disk_source() -> None:
-    forbidden = {"asyncio", "socket", "logging", "selectors", "subprocess", "threading"}
-    for path in sorted((ROOT / "ami_bridge/dialplan").glob("*.py")):
-        if path.name == "render.py":
-            continue  # the renderer's own business
-        imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imported.add(node.module.split(".")[0])
-        assert not imported & forbidden, f"{path.name} imports {imported & forbidden}"
+@pytest.mark.parametrize(("text", "expected"), [
+    ('Dial(PJSIP/a,20,b(x^s^1(${ARG})))', True),
+    ("$[${A}+1]", True),
+    ('"a,(b"', True),  # a top-level quote hides the "("
+    ('NoOp("a,(b")', False),  # inside brackets a quote is plain text: "(" is open
+    ("Set(X=a\\)b)", True),  # the backslash hides the ")"
+    ("NoOp(a", False),
+    ("NoOp(a))", False),  # a closer with nothing open
+    ("${A)}", False),  # a closer that is not the innermost group's
+    ('"open', False),
+    ("${A", False),
+])
+def test_balanced(text: str, expected: bool) -> None:
+    assert balanced(text) is expected
+
+
+def test_split_top_and_balanced_share_the_walk() -> None:
+    # A stray ")" inside ${...} is not the group's closer: the "," after it is still inside.
+    assert split_top("${A)B},c") == ["${A)B}", "c"]
+    assert not balanced("${A)B}")
+    # A stray ")" at the top level is plain text, a separator if asked for.
+    assert split_top("a)b,c", ")") == ["a", "b,c"]
+    # An unterminated group runs to the end of the text (no exception).
+    assert split_top("a,${b,c") == ["a", "${b,c"]

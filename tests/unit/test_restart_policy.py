@@ -1,15 +1,21 @@
-"""The VTS restart policy (tenants/restart_policy.py): a pure function of injected times."""
+"""The VTS restart policy (supervision/restart_policy.py): a pure function of injected times.
+
+Also its knobs: `RestartSettings`, and the `[vts.NAME]` keys that set them per VTS.
+"""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ami_bridge.tenants.restart_policy import RestartDecision, RestartPolicy
+from ami_bridge import config as config_mod
+from ami_bridge.config import VtsConfig
+from ami_bridge.supervision.restart_policy import RestartDecision, RestartPolicy, RestartSettings
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 # Flapping out of the way, for tests about backoff alone.
@@ -256,3 +262,54 @@ def test_policies_are_independent() -> None:
     a, b = RestartPolicy(**NO_FLAP), RestartPolicy(**NO_FLAP)
     crash_loop(a, 5)
     assert b.exited(0.0).delay == pytest.approx(0.1)
+
+
+# -- settings and the [vts.NAME] keys that set them ---------------------------------------
+
+def test_policy_from_settings_and_knobs() -> None:
+    settings_ = RestartSettings(initial=1.0, maximum=4.0, flap_max=10_000)
+    decisions, _ = crash_loop(RestartPolicy(settings_), 4)
+    assert [d.delay for d in decisions] == [1.0, 2.0, 4.0, 4.0]
+    assert RestartPolicy(settings_, maximum=2.0).settings == RestartSettings(
+        initial=1.0, maximum=2.0, flap_max=10_000)
+    assert RestartPolicy().settings == RestartSettings()
+
+
+def _vts_config(tmp_path: Path, knobs: str) -> VtsConfig:
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"[vts.acme]\n{knobs}\n")
+    return config_mod.load(path).vts["acme"]
+
+
+def test_vts_section_sets_the_restart_knobs(tmp_path: Path) -> None:
+    vts = _vts_config(tmp_path, "restart_initial = 0.5\nrestart_factor = 3\n"
+                      "restart_maximum = 20\nstable_after = 60\nflap_window = 120\n"
+                      "flap_max = 10\nflap_cooldown = 300")
+    assert vts.restart == RestartSettings(initial=0.5, factor=3.0, maximum=20.0,
+                                          stable_after=60.0, flap_window=120.0,
+                                          flap_max=10, flap_cooldown=300.0)
+    assert _vts_config(tmp_path, "").restart == RestartSettings()
+
+
+@pytest.mark.parametrize(("knobs", "key", "shown"), [
+    ("restart_initial = 0", "restart_initial", "0"),
+    ("restart_initial = 'fast'", "restart_initial", "'fast'"),
+    ("restart_maximum = 0.05", "restart_maximum", "0.05"),  # below the default initial
+    ("restart_initial = 5\nrestart_maximum = 2", "restart_maximum", "2"),
+    ("restart_factor = 0.5", "restart_factor", "0.5"),
+    ("restart_factor = true", "restart_factor", "True"),
+    ("restart_factor = inf", "restart_factor", "inf"),
+    ("stable_after = -1", "stable_after", "-1"),
+    ("flap_window = nan", "flap_window", "nan"),
+    ("flap_max = 0", "flap_max", "0"),
+    ("flap_max = 2.5", "flap_max", "2.5"),
+    ("flap_cooldown = -30", "flap_cooldown", "-30"),
+    ("flap_max_starts = 3", "flap_max_starts", "unknown key"),
+])
+def test_bad_restart_knob_names_file_key_and_value(tmp_path: Path, knobs: str, key: str,
+                                                   shown: str) -> None:
+    with pytest.raises(config_mod.ConfigError) as caught:
+        _vts_config(tmp_path, knobs)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'bridge.toml'}: vts.acme.{key}: "), message
+    assert shown in message.split(f"vts.acme.{key}: ", 1)[1], message

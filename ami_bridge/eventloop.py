@@ -2,7 +2,9 @@
 
 uvloop is a dependency (bench/README.md: less CPU per routed call, more throughput); the
 fallback keeps the bridge and the VTS runtime working where it cannot be installed.
-AMI_BRIDGE_LOOP=asyncio forces the stock loop (for comparisons and debugging).
+AMI_BRIDGE_LOOP=asyncio forces the stock loop (for comparisons and debugging). Both the
+daemon (`ami-bridge run`) and the shipped VTS runtime (`ami_bridge.tenants.worker`) start
+their loop here, so it lives in neither's package.
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
-"""Supervision of virtual transaction server processes (desired state: running).
+"""Supervision of virtual transaction server processes: desired state against running.
 
-Each `VtsProcess` keeps one VTS OS process alive: it makes a connected Unix socket pair,
+`Supervisor.reconcile(desired)` makes the running VTS processes follow a map of
+`VtsConfig` specs (at start-up and on every reload): the pure `reconcile` decides which
+to stop, restart, start or keep, so an edited `command`, `grace_period`, tenant list or
+restart knob restarts that VTS and an unchanged one keeps its process. Each
+`VtsProcess` keeps one VTS OS process alive: it makes a connected Unix socket pair,
 starts the VTS with one end (its number in AMI_BRIDGE_VTS_FD), hands the other end to
 the bridge (`on_connect`), waits for the process to exit, asks the pure
-`RestartPolicy` how long to wait, and starts it again. Stopping is SIGTERM, a grace
-period, then SIGKILL. The VTS holds no Asterisk credentials: its environment is the
-bridge's minus anything named like a secret, plus the two AMI_BRIDGE_VTS_* variables.
+`RestartPolicy` how long to wait, and starts it again. Stopping is SIGTERM, the spec's
+grace period, then SIGKILL. The VTS holds no Asterisk credentials: its environment is
+the bridge's minus anything named like a secret, plus the two AMI_BRIDGE_VTS_* variables.
+Nothing here is imported by the VTS runtime (a test checks it).
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 
+from ami_bridge.config import VtsConfig
+from ami_bridge.supervision.reconcile import Plan, reconcile
+from ami_bridge.supervision.restart_policy import RestartPolicy
 from ami_bridge.tenants.protocol import FD_ENV
-from ami_bridge.tenants.restart_policy import RestartPolicy
 
 log = logging.getLogger(__name__)
 
 NAME_ENV = "AMI_BRIDGE_VTS_NAME"
 _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
+
+OnConnect = Callable[[str, socket.socket], None]
+Clock = Callable[[], float]
 
 
 def default_command(name: str) -> list[str]:
@@ -41,21 +52,57 @@ def _child_env(fd: int, name: str) -> dict[str, str]:
     return env
 
 
+def changed(old: VtsConfig, new: VtsConfig) -> list[str]:
+    """The spec fields that differ, for the log line that explains a restart."""
+    return [f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+class Supervisor:
+    """The running VTS processes, one per name, reconciled against desired specs."""
+
+    def __init__(self, *, on_connect: OnConnect, clock: Clock = time.monotonic) -> None:
+        self._on_connect = on_connect
+        self._clock = clock
+        self.processes: dict[str, VtsProcess] = {}
+        # Reloads may overlap (SIGHUP while `ctl reload` runs): one reconcile at a time,
+        # else both could start a process for the same name.
+        self._lock = asyncio.Lock()
+
+    async def reconcile(self, desired: Mapping[str, VtsConfig]) -> Plan:
+        async with self._lock:
+            running = {name: p.spec for name, p in self.processes.items()}
+            plan = reconcile(desired, running)
+            for name in plan.stop:
+                log.info("VTS %s: no longer configured; stopping it", name)
+            for name in plan.restart:
+                log.info("VTS %s: %s changed; restarting it", name,
+                         ", ".join(changed(self.processes[name].spec, desired[name])))
+            stopping = [self.processes.pop(name) for name in plan.to_stop]
+            await asyncio.gather(*(p.stop() for p in stopping))
+            for name in plan.to_start:
+                process = VtsProcess(spec=desired[name], on_connect=self._on_connect,
+                                     clock=self._clock)
+                self.processes[name] = process
+                process.start()
+            return plan
+
+    async def stop(self) -> None:
+        async with self._lock:
+            stopping = list(self.processes.values())
+            self.processes.clear()
+            await asyncio.gather(*(p.stop() for p in stopping))
+
+
 class VtsProcess:
-    def __init__(
-        self,
-        *,
-        name: str,
-        command: Sequence[str],
-        grace_period: float,
-        on_connect: Callable[[str, socket.socket], None],
-        policy: RestartPolicy | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.name = name
-        self.command = list(command) or default_command(name)
-        self.grace_period = grace_period
-        self.policy = policy or RestartPolicy()
+    """One VTS process kept alive per its spec; `stop()` ends it for good."""
+
+    def __init__(self, *, spec: VtsConfig, on_connect: OnConnect,
+                 clock: Clock = time.monotonic) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.command = list(spec.command) or default_command(spec.name)
+        self.grace_period = spec.grace_period
+        self.policy = RestartPolicy(spec.restart)
         self._on_connect = on_connect
         self._clock = clock
         self._proc: asyncio.subprocess.Process | None = None
@@ -75,13 +122,15 @@ class VtsProcess:
             self._task = asyncio.create_task(self._run(), name=f"vts-{self.name}")
 
     async def stop(self) -> None:
+        """SIGTERM, the grace period, SIGKILL; returns once the process is reaped."""
         self._wanted = False
         self._wake.set()
         await self._terminate()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Awaited, not cancelled: a cancel landing inside create_subprocess_exec could
+            # leave a child that nobody waits for. The loop sees _wanted and ends itself
+            # (a process spawned meanwhile is terminated by _spawn_and_wait).
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _run(self) -> None:
@@ -118,6 +167,10 @@ class VtsProcess:
             raise
         finally:
             child.close()
+        if not self._wanted:  # stop() came while the process was being spawned
+            parent.close()
+            await self._terminate()
+            return
         log.info("VTS %s started (pid %d)", self.name, self._proc.pid)
         self._on_connect(self.name, parent)
         code = await self._proc.wait()
