@@ -31,7 +31,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ami_bridge.ownership import (
     device_owners,
     parse_owners,
 )
+from ami_bridge.supervision import confine
 from ami_bridge.supervision.restart_policy import RestartSettings
 from ami_bridge.tenant_config import (
     DEFAULT_REDIRECT_LIMIT,
@@ -83,6 +84,9 @@ class VtsConfig:
     grace_period: float
     tenants: tuple[str, ...]  # filled in from the venues that map to this VTS
     restart: RestartSettings = field(default_factory=RestartSettings)  # restarts, flapping
+    # How the VTS is confined (its mode resolved against [bridge] confine, so a change of
+    # either restarts it on reload): ami_bridge/supervision/confine.py, docs/confinement.md.
+    confinement: confine.VtsConfinement = field(default_factory=confine.VtsConfinement)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
                         "asterisk_conf_dir", "dialplan_allow", "agi_secret_file",
-                        *_AGI_KEYS}, "bridge", fail)
+                        confine.BRIDGE_KEY, *_AGI_KEYS}, "bridge", fail)
     host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
@@ -185,7 +189,9 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
         max_pending_per_vts=count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS,
                                   "bridge", fail),
-        tenants=tenants, venues=venues, vts=_vts(vts_raw, venues, fail),
+        tenants=tenants, venues=venues, vts=_vts(vts_raw, venues, fail,
+                                                   confine.parse_mode(bridge, "bridge", fail)
+                                                   or confine.DEFAULT_MODE),
         redirect_limit=redirect_limit,
         max_route_requests=count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS,
                                  "bridge", fail),
@@ -267,8 +273,14 @@ def _tenant_files(directory: Path) -> list[tuple[str, Any, Fail, str, str]]:
     return found
 
 
+def _confinement(vraw: Mapping[str, Any], key: str, bridge_mode: str,
+                 fail: Fail) -> confine.VtsConfinement:
+    settings = confine.parse_vts(vraw, key, fail)
+    return replace(settings, mode=settings.mode or bridge_mode)
+
+
 def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
-         fail: Fail) -> dict[str, VtsConfig]:
+         fail: Fail, bridge_mode: str = confine.DEFAULT_MODE) -> dict[str, VtsConfig]:
     vts: dict[str, VtsConfig] = {}
     for vname, vraw in vts_raw.items():
         key = f"vts.{vname}"
@@ -276,7 +288,8 @@ def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
             raise fail(key, f"name {vname!r} must match {NAME_RE.pattern}")
         if not isinstance(vraw, Mapping):
             raise fail(key, "must be a table")
-        no_unknown(vraw, {"command", "grace_period", *_RESTART_KEYS}, key, fail)
+        no_unknown(vraw, {"command", "grace_period", *_RESTART_KEYS, *confine.VTS_KEYS}, key,
+                   fail)
         command = vraw.get("command", [])
         if not isinstance(command, list) or not all(isinstance(c, str) and c for c in command):
             raise fail(f"{key}.command", f"must be a list of non-empty strings, got {command!r}")
@@ -285,6 +298,7 @@ def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
             name=vname, command=tuple(command),
             grace_period=positive(vraw, "grace_period", 3.0, key, fail),
             tenants=tuple(served), restart=_restart(vraw, key, fail),
+            confinement=_confinement(vraw, key, bridge_mode, fail),
         )
     return vts
 

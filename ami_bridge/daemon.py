@@ -30,6 +30,8 @@ from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary
+from ami_bridge.supervision import confine
+from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
 from ami_bridge.vts_link import VtsLinkProtocol
 
@@ -59,7 +61,7 @@ class Bridge:
                                                 secret=self.config.agi_secret),
                                    host=self.config.agi_host, port=self.config.agi_port,
                                    policy=self.config.agi_policy)
-        await self.supervisor.reconcile(self.config.vts)
+        await self.supervisor.reconcile(self.config.vts, sandboxes_for(self.config))
         if self.config.ami is not None:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
                                intermediary=self.intermediary)
@@ -117,16 +119,17 @@ class Bridge:
         """Reload the config file; None on success, else why it was refused."""
         try:
             new = config_mod.load(self.config.path)
+            await self._swap(new)  # refuses (ConfineError) before it changes anything
         except config_mod.ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
             return str(exc)
-        await self._swap(new)
         return None
 
     async def apply(self) -> ApplyResult:
         """Reload the config and make Asterisk's dialplan follow it (ami_bridge.apply)."""
         try:
             new = config_mod.load(self.config.path)
+            sandboxes_for(new)  # a VTS this host cannot confine: refused before Asterisk
         except config_mod.ConfigError as exc:
             log.error("apply refused, running config kept: %s", exc)
             return ApplyResult(False, f"{exc}; nothing changed")
@@ -155,11 +158,12 @@ class Bridge:
 
     async def _swap(self, new: config_mod.BridgeConfig) -> None:
         assert self.intermediary is not None
+        sandboxes = sandboxes_for(new)  # raises ConfineError (a ConfigError) before any swap
         self.config = new
         self.intermediary.reload(new)
         if self.ami is not None:
             self.ami.reload(new)
-        await self.supervisor.reconcile(new.vts)
+        await self.supervisor.reconcile(new.vts, sandboxes)
         log.info("config loaded from %s: %d venues, %d VTS", new.path, len(new.venues),
                  len(new.vts))
 
@@ -192,3 +196,10 @@ async def run(config_path: Path) -> int:
     await stopping.wait()
     await bridge.stop()
     return 0
+
+
+def sandboxes_for(config: config_mod.BridgeConfig) -> dict[str, Sandbox | None]:
+    """How each VTS runs confined on this host (a probe start when any is); ConfineError
+    names the `confine` switch when the host cannot confine one that must be."""
+    return plan_for_host(confine.DEFAULT_MODE,
+                         {name: vts.confinement for name, vts in config.vts.items()})

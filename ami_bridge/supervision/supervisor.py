@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 
 from ami_bridge.config import VtsConfig
+from ami_bridge.supervision.confine import Sandbox, confined_argv, unconfined_warning
 from ami_bridge.supervision.reconcile import Plan, reconcile
 from ami_bridge.supervision.restart_policy import RestartPolicy
+from ami_bridge.supervision.vts_output import start_captured
 from ami_bridge.tenants.protocol import FD_ENV
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,11 @@ class Supervisor:
         # else both could start a process for the same name.
         self._lock = asyncio.Lock()
 
-    async def reconcile(self, desired: Mapping[str, VtsConfig]) -> Plan:
+    async def reconcile(self, desired: Mapping[str, VtsConfig],
+                        sandboxes: Mapping[str, Sandbox | None] | None = None) -> Plan:
+        """Make the running processes follow `desired`. `sandboxes`: how each VTS to start
+        is confined (`confine.plan_for_host`; None or a missing name: unconfined)."""
+        sandboxes = sandboxes or {}
         async with self._lock:
             running = {name: p.spec for name, p in self.processes.items()}
             plan = reconcile(desired, running)
@@ -81,7 +87,7 @@ class Supervisor:
             await asyncio.gather(*(p.stop() for p in stopping))
             for name in plan.to_start:
                 process = VtsProcess(spec=desired[name], on_connect=self._on_connect,
-                                     clock=self._clock)
+                                     clock=self._clock, sandbox=sandboxes.get(name))
                 self.processes[name] = process
                 process.start()
             return plan
@@ -97,8 +103,10 @@ class VtsProcess:
     """One VTS process kept alive per its spec; `stop()` ends it for good."""
 
     def __init__(self, *, spec: VtsConfig, on_connect: OnConnect,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, sandbox: Sandbox | None = None) -> None:
         self.spec = spec
+        self.sandbox = sandbox
+        self._capture: asyncio.Task[None] | None = None
         self.name = spec.name
         self.command = list(spec.command) or default_command(spec.name)
         self.grace_period = spec.grace_period
@@ -132,6 +140,9 @@ class VtsProcess:
             # (a process spawned meanwhile is terminated by _spawn_and_wait).
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._capture is not None:
+            self._capture.cancel()
+            self._capture = None
 
     async def _run(self) -> None:
         while self._wanted:
@@ -158,10 +169,17 @@ class VtsProcess:
         try:
             self.policy.started(self._clock())
             self.starts += 1
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.command, pass_fds=(child.fileno(),),
-                env=_child_env(child.fileno(), self.name), stdin=asyncio.subprocess.DEVNULL,
-            )
+            env = _child_env(child.fileno(), self.name)
+            if self.sandbox is None:
+                log.warning("%s", unconfined_warning(self.name))
+                argv = self.command
+            else:
+                argv = confined_argv(self.command, sandbox=self.sandbox,
+                                     env={FD_ENV: env[FD_ENV], NAME_ENV: self.name})
+            if self._capture is not None:  # the last run's output reader, if still open
+                self._capture.cancel()
+            self._proc, self._capture = await start_captured(
+                argv, name=self.name, pass_fd=child.fileno(), env=env)
         except BaseException:
             parent.close()
             raise

@@ -25,6 +25,8 @@ ROUTE_1001 = ['EXEC MSet "AB_KIND=extension,AB_TARGET=1001,AB_ACTION=route"']
 _UNIQUEIDS = itertools.count(1)  # every scripted call is a channel of its own
 
 
+HARNESS = Path(__file__).resolve().parents[2] / "harness"
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,9 +36,12 @@ def free_port() -> int:
 
 def write(tmp_path: Path, port: int, *, acme_extra: str = "", late: float = 0.0,
           more: str = "") -> Path:
+    # The fault VTS lives in the repository's harness/, which a confined VTS sees only
+    # when the config mounts it (docs/confinement.md).
     behaviour = (f'command = ["{sys.executable}", "-m", "harness.fault_vts", '
                  f'"--vts", "acme", '
-                 f'"--behaviour", "late", "--late-by", "{late}"]') if late else ""
+                 f'"--behaviour", "late", "--late-by", "{late}"]\n'
+                 f'read_only_paths = ["{HARNESS}"]') if late else ""
     path = tmp_path / "bridge.toml"
     path.write_text(f"""
 [bridge]
@@ -238,6 +243,7 @@ def test_hung_vts_does_not_hold_up_another_tenant(tmp_path: Path) -> None:
     port = free_port()
     script = tmp_path / "hung_vts.py"
     script.write_text(HUNG_VTS)
+    tmp_path.chmod(0o755)  # the confined VTS runs as its own uid and reads its script here
     path = tmp_path / "bridge.toml"
     path.write_text(f"""
 [bridge]
@@ -245,6 +251,7 @@ agi_listen = "127.0.0.1:{port}"
 control_socket = "{tmp_path}/control.sock"
 [vts.hung]
 command = ["{sys.executable}", "{script}"]
+read_only_paths = ["{tmp_path}"]
 grace_period = 0.5
 [vts.globex]
 [tenants.acme]

@@ -29,10 +29,14 @@ from ami_bridge.config import (
     load,
     parse,
 )
+from ami_bridge.supervision.confine import VtsConfinement
 from ami_bridge.tenants.routing import CallInfo, parse_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "bridge.toml"
+
+# A VTS with no confine keys is confined ([bridge] confine defaults to "required").
+CONFINED = VtsConfinement(mode="required")
 
 def _inline_example() -> dict[str, Any]:
     """The example config with its tenant files inlined as [tenants.NAME] tables."""
@@ -92,8 +96,10 @@ def test_example_venues_map_to_tenant_and_vts(cfg: BridgeConfig) -> None:
 
 def test_example_vts_tenants_filled_in(cfg: BridgeConfig) -> None:
     assert cfg.vts == {
-        "acme": VtsConfig(name="acme", command=(), grace_period=3.0, tenants=("acme",)),
-        "globex": VtsConfig(name="globex", command=(), grace_period=3.0, tenants=("globex",)),
+        "acme": VtsConfig(name="acme", command=(), grace_period=3.0, tenants=("acme",),
+                          confinement=CONFINED),
+        "globex": VtsConfig(name="globex", command=(), grace_period=3.0, tenants=("globex",),
+                            confinement=CONFINED),
     }
 
 
@@ -215,7 +221,7 @@ targets = ["100"]
     assert cfg.agi_port == 5000
     assert cfg.tenants["t1"].holidays == ("2026-01-01", "2026-01-02")
     assert cfg.vts["one"] == VtsConfig(name="one", command=("./my-vts",), grace_period=3.0,
-                                       tenants=("t1",))
+                                       tenants=("t1",), confinement=CONFINED)
 
 
 # -- errors: structure -------------------------------------------------------------------
