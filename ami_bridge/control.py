@@ -32,7 +32,8 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
     sock_path = Path(path)
-    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    # A directory the bridge creates is its own (0700); an existing one is the operator's.
+    sock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if sock_path.is_socket():
             sock_path.unlink()  # a stale socket from a bridge that did not stop cleanly
@@ -52,9 +53,19 @@ async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
         finally:
             writer.close()
 
-    server = await asyncio.start_unix_server(session, path=str(sock_path))
-    os.chmod(sock_path, 0o600)
-    return server
+    # Born 0600: a chmod after bind leaves a moment in which anyone may connect. The umask
+    # is the process's: it is set around the one synchronous bind (no await, so no other
+    # task runs meanwhile) and restored at once.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(sock_path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    return await asyncio.start_unix_server(session, sock=sock)
 
 
 def request(path: str, command: str, *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -280,3 +282,27 @@ targets = ["2001"]
             assert commands == ['EXEC MSet "AB_CAUSE=timeout,AB_ACTION=default"']
 
     asyncio.run(with_bridge(path, body))
+
+
+def test_control_socket_is_born_owner_only_in_an_owner_only_directory(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "ami-bridge" / "control.sock"
+
+    async def handler(request: dict[str, object]) -> dict[str, object]:
+        return {"ok": True}
+
+    async def main() -> None:
+        before = os.umask(0o022)
+        try:
+            server = await control.serve(str(path), handler)
+            try:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600
+                assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+                assert os.umask(0o022) == 0o022  # restored
+                answer = await asyncio.to_thread(control.request, str(path), "status")
+                assert answer == {"ok": True}
+            finally:
+                server.close()
+        finally:
+            os.umask(before)
+
+    asyncio.run(main())
