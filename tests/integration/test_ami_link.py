@@ -23,7 +23,8 @@ from ami_bridge.ami.backoff import Backoff
 from ami_bridge.ami.client import AmiClient
 from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import CallEvent, CallTracker
-from ami_bridge.sandbox import Asterisk, SippUas, start_uac
+from harness.asterisk import Asterisk
+from harness.sipp import SippUas, start_uac
 
 pytestmark = pytest.mark.asterisk
 

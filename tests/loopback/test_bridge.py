@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def write(tmp_path: Path, port: int, *, acme_extra: str = "", late: float = 0.0,
           more: str = "") -> Path:
-    behaviour = (f'command = ["{sys.executable}", "-m", "ami_bridge.tenants.worker", '
+    behaviour = (f'command = ["{sys.executable}", "-m", "harness.fault_vts", '
                  f'"--vts", "acme", '
                  f'"--behaviour", "late", "--late-by", "{late}"]') if late else ""
     path = tmp_path / "bridge.toml"
