@@ -39,6 +39,14 @@ def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     return left
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGKILL, reap, close its pipe (unread: a child of it may hold the write end)."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def test_sigkilled_holder_leaves_nothing_and_the_next_run_starts(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.harness_holder", str(tmp_path)],
@@ -53,8 +61,7 @@ def test_sigkilled_holder_leaves_nothing_and_the_next_run_starts(tmp_path: Path)
         assert len(pids["vts"]) == 2
         assert set(tagged(token)) >= {*direct, *pids["vts"]}
     finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        stop(holder)
     assert wait_gone(direct, GONE_WITHIN_S) == []  # the parent-death signal
     # The next run takes the lock (reaping leftovers) and finds SIP 5060 free.
     with Asterisk(conf_src=DEFAULT_CONF_SRC, name="it-harness-cleanup") as asterisk:
@@ -67,7 +74,7 @@ def test_sigkilled_holder_leaves_nothing_and_the_next_run_starts(tmp_path: Path)
 def test_lock_reaps_processes_of_a_dead_holder() -> None:
     # An owner that tags a child the plain way (no parent-death signal), then dies.
     script = ("import os, subprocess, time; from harness.procs import OWNER_ENV, owner_token; "
-              "child = subprocess.Popen(['sleep', '600'], "
+              "child = subprocess.Popen(['sleep', '600'], stdout=subprocess.DEVNULL, "
               "env={**os.environ, OWNER_ENV: owner_token()}); "
               "print(child.pid, flush=True); time.sleep(600)")
     owner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
@@ -76,8 +83,7 @@ def test_lock_reaps_processes_of_a_dead_holder() -> None:
         assert owner.stdout is not None
         leftover = int(owner.stdout.readline())
     finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+        stop(owner)
     try:
         assert alive(leftover)  # the kernel did not kill it: nothing asked it to
         lock = acquire_lock(sandbox_root())
