@@ -193,10 +193,12 @@ class Asterisk:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        """Take the sandbox lock (unless still held from `stop(keep_lock=True)`), boot."""
         if self._proc is not None:
             raise SandboxError(f"asterisk {self.name} already started")
         require_ready(self.root)
-        self._lock = acquire_lock(self.root)
+        if self._lock is None:
+            self._lock = acquire_lock(self.root)
         try:
             self._start_locked()
         except BaseException:
@@ -297,8 +299,11 @@ class Asterisk:
                 return
             time.sleep(0.05)
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """`core stop now`, then SIGTERM, then SIGKILL; no Asterisk is left running."""
+    def stop(self, grace_s: float = STOP_GRACE_S, *, keep_lock: bool = False) -> None:
+        """`core stop now`, then SIGTERM, then SIGKILL; no Asterisk is left running.
+
+        `keep_lock`: an Asterisk restart within a test. The bridge and SIPp of the test
+        keep their ports meanwhile, so another run must not take the sandbox now."""
         proc, self._proc = self._proc, None
         try:
             if proc is not None and proc.poll() is None:
@@ -323,7 +328,8 @@ class Asterisk:
             if self._log is not None:
                 self._log.close()
                 self._log = None
-            self._release_lock()
+            if not keep_lock:
+                self._release_lock()
 
     @property
     def running(self) -> bool:

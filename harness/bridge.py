@@ -72,8 +72,8 @@ class BridgeProcess:
                  wait_for: Sequence[str] | None = None, wait_ami: bool | None = None,
                  argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
                  start_timeout_s: float = START_TIMEOUT_S) -> None:
-        self.config_path = config_path
-        self.config = config_mod.load(config_path)
+        self.config_path = config_path.resolve()  # the bridge runs from the repository
+        self.config = config_mod.load(self.config_path)
         self.wait_for = list(self.config.vts) if wait_for is None else list(wait_for)
         self.wait_ami = self.config.ami is not None if wait_ami is None else wait_ami
         self.argv = list(argv) if argv is not None else [sys.executable, "-m", "ami_bridge",

@@ -129,7 +129,7 @@ def test_asterisk_restart_reconnects_and_routing_continues(
     bridge: BridgeProcess = run_bridge(write_config(tmp_path, ami=True))
     before = run_uac(from_user="acme-trunk", dnis="100", calls=5, rate=5)
     assert (before.successful, before.failed) == (5, 0)
-    asterisk.stop()
+    asterisk.stop(keep_lock=True)
     down_since = time.monotonic()
     time.sleep(4.0)  # the bridge retries with backoff meanwhile
     attempts_log = bridge.log()
