@@ -30,7 +30,7 @@ test: $(STAMP) sandbox lint
 	$(BIN)/pytest
 
 demo: $(STAMP) sandbox
-	$(BIN)/python -m ami_bridge.demo
+	$(BIN)/python -m harness.demo
 
 # Benchmarks (not part of `make test`): see bench/README.md. About 25 minutes.
 bench: $(STAMP) sandbox

@@ -61,12 +61,12 @@ def make_targets(workdir: Path, names: list[str]) -> list[Target]:
         if name.startswith("bridge"):
             uv = name == "bridge-uvloop"
             cfg = workdir / f"{name}.toml"
-            n_vts = write_bridge_config(cfg, port=port, venues=AGI_VENUES, vts_per=1,
-                                        vts_prefix=f"bench{k}v", uvloop_workers=uv)
+            write_bridge_config(cfg, port=port, venues=AGI_VENUES, vts_per=1,
+                                vts_prefix=f"bench{k}v", uvloop_workers=uv)
             # -O: the product asserts isinstance(transport, asyncio.Transport), which uvloop
             # transports are not (see README: finding); -O drops asserts, nothing else.
             argv = [PY, "-O", "-m", "bench.servers.bridge_uvloop", "run"] if uv else None
-            out.append(Target(name, BridgeServer(name, cfg, port, n_vts, log, argv=argv),
+            out.append(Target(name, BridgeServer(name, cfg, port, log, argv=argv),
                               venues))
         elif name == "panoramisk":
             out.append(Target(name, Server(name, [PY, "-m", "bench.servers.panoramisk_agi",

@@ -109,7 +109,8 @@ def no_ami(config: str) -> str:
 def one(variant: str, rate: int, seconds: float, path: str, workdir: Path,
         bridge_ami: bool = False, profile: bool = False,
         read_pause: str | None = None) -> dict[str, Any]:
-    from ami_bridge.sandbox import DEFAULT_CONF_SRC, Asterisk, SippUas, run_uac
+    from harness.asterisk import DEFAULT_CONF_SRC, Asterisk
+    from harness.sipp import SippUas, run_uac
 
     pjsip = (DEFAULT_CONF_SRC / "pjsip.conf").read_text() + STATIC_PJSIP
     extra = {"pjsip.conf": pjsip, "tenants/bench-static.conf": STATIC_DIALPLAN,
@@ -125,12 +126,12 @@ def one(variant: str, rate: int, seconds: float, path: str, workdir: Path,
     if path == "routed":  # the bridge routes; the census session is the only AMI one
         workdir.mkdir(parents=True, exist_ok=True)
         cfg = workdir / f"bridge-{variant.replace('/', '_')}.toml"
-        text = ACME_CONFIG.format(port=AGI_PORT)
+        text = ACME_CONFIG.format(port=AGI_PORT, control=cfg.with_suffix(".sock"))
         cfg.write_text(text if bridge_ami else no_ami(text))
-        bridge = BridgeServer("census-bridge", cfg, AGI_PORT, 1, workdir / "bridge.log",
-                              ready_markers=("AMI connected; resync:",) if bridge_ami else ())
-        if read_pause is not None:
-            bridge.env = {"AMI_BRIDGE_AMI_READ_PAUSE": read_pause}
+        # Ready includes the AMI resync when the config keeps its [ami] section.
+        bridge = BridgeServer("census-bridge", cfg, AGI_PORT, workdir / "bridge.log",
+                              env=None if read_pause is None
+                              else {"AMI_BRIDGE_AMI_READ_PAUSE": read_pause})
     with ast, SippUas(5071, "bench-agent"), SippUas(5073, "bench-operator"):
         if bridge is not None:
             bridge.start()
@@ -144,8 +145,8 @@ def one(variant: str, rate: int, seconds: float, path: str, workdir: Path,
         time.sleep(1.0)
         if session is not None:
             session.counting = True
-        assert ast._proc is not None
-        pids = tree(ast._proc.pid)
+        assert ast.pid is not None
+        pids = tree(ast.pid)
         b_pids = tree(bridge.pid) if bridge is not None else []
         c0 = sum(cpu_seconds(p) for p in pids)
         b0 = sum(cpu_seconds(p) for p in b_pids)

@@ -1,11 +1,12 @@
 """Shared plumbing of the benchmarks: machine facts, JSON result lines, a progress bar,
-the kernel's CPU and memory accounting of a process tree, and a bridge launcher.
+the kernel's CPU and memory accounting of a process tree, and the servers under test.
 
 Every figure that says "CPU" comes from /proc/PID/stat (utime + stime, clock ticks of
 1/SC_CLK_TCK s, all threads of the process) summed over a process and its children at
-the moment of reading; every "PSS" from /proc/PID/smaps_rollup. Nothing here imports
-the product except to find the interpreter and the repository root, so a benchmark can
-run the bridge exactly as an operator does: `python -m ami_bridge run --config FILE`.
+the moment of reading; every "PSS" from /proc/PID/smaps_rollup. Servers run as harness
+children (harness.procs: they die with the benchmark); the bridge runs exactly as an
+operator runs it, `python -m ami_bridge run --config FILE`, through the harness's one
+bridge launcher (harness.bridge), ready when `ctl status` says so.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from harness.procs import spawn
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -37,7 +40,7 @@ _MACHINE: dict[str, Any] | None = None
 
 def asterisk_version() -> str | None:
     try:
-        from ami_bridge.sandbox import ASTERISK_BIN, sandbox_ready, sandbox_root
+        from harness.asterisk import ASTERISK_BIN, sandbox_ready, sandbox_root
         if not sandbox_ready():
             return None
         out = subprocess.run(["chroot", str(sandbox_root()), ASTERISK_BIN, "-V"],
@@ -247,9 +250,8 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO), **(self.env or {})}
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=REPO, env=env,
-                                     start_new_session=True)
+        self.proc = spawn(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, cwd=REPO, env=env)
         wait_listening(self.port, timeout_s, self.proc)
 
     def log_text(self) -> str:
@@ -277,35 +279,44 @@ class Server:
             self._log = None
 
 
-class BridgeServer(Server):
-    """`python -m ami_bridge run --config FILE` (or a wrapper), ready once every VTS
-    has said hello (counted from the bridge's own `VTS x connected` log lines)."""
+class BridgeServer:
+    """The bridge under test: harness.bridge.BridgeProcess with a benchmark's name and
+    port. Ready once `ctl status` shows every VTS connected and, when the config has
+    `[ami]`, the AMI session resynced, so a measurement never starts before the bridge
+    holds everything it runs with. `argv`: a wrapper instead of `python -m ami_bridge run`
+    (bench.servers.bridge_uvloop); `env`: added to its environment."""
 
-    def __init__(self, name: str, config_path: Path, port: int, n_vts: int, log_path: Path,
-                 *, argv: list[str] | None = None, ready_markers: tuple[str, ...] = ()) -> None:
-        argv = argv or [sys.executable, "-m", "ami_bridge", "run"]
-        super().__init__(name, [*argv, "--config", str(config_path), "--log-level", "info"],
-                         port, log_path)
-        self.n_vts = n_vts
-        # Further log lines to wait for (e2e-cps: the AMI session's resync), so a
-        # measurement never starts before the bridge holds everything it runs with.
-        self.ready_markers = ready_markers
-        self.ready_s = 0.0
+    def __init__(self, name: str, config_path: Path, port: int, log_path: Path, *,
+                 argv: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        from harness.bridge import BridgeProcess
+
+        self.name = name
+        self.port = port
+        self.log_path = log_path
+        self._bridge = BridgeProcess(config_path, log_path=log_path, argv=argv, env=env)
+
+    @property
+    def pid(self) -> int:
+        pid = self._bridge.pid
+        assert pid is not None, f"{self.name} is not running"
+        return pid
+
+    @property
+    def running(self) -> bool:
+        return self._bridge.running
+
+    @property
+    def ready_s(self) -> float:
+        return self._bridge.ready_s or 0.0
 
     def start(self, timeout_s: float = 30.0) -> None:
-        started = time.monotonic()
-        super().start(timeout_s)
-        deadline = started + timeout_s
-        while True:
-            text = self.log_text()
-            n = text.count(" connected (tenants:")
-            if n >= self.n_vts and all(m in text for m in self.ready_markers):
-                self.ready_s = time.monotonic() - started
-                return
-            assert self.proc is not None
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = text[-2000:]
-                self.stop()
-                raise RuntimeError(f"{self.name}: {n}/{self.n_vts} VTS connected (and "
-                                   f"waiting for {self.ready_markers}); log:\n{tail}")
-            time.sleep(0.2)
+        if listening(self.port) or not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is in use; not starting {self.name}")
+        self.log_path.unlink(missing_ok=True)  # one run per file, as for the other servers
+        self._bridge.start(timeout_s)
+
+    def log_text(self) -> str:
+        return self._bridge.log() if self.log_path.exists() else ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self._bridge.stop(grace_s)

@@ -80,7 +80,7 @@ def measure_size(size: int, per: int, workdir: Path, rate: float,
     cfg = workdir / f"bridge-{size}-{per}.toml"
     n_vts = write_bridge_config(cfg, port=PORT, venues=size, vts_per=per,
                                 vts_prefix=f"bsc{per}x")
-    server = BridgeServer(f"scale-{size}-{per}", cfg, PORT, n_vts,
+    server = BridgeServer(f"scale-{size}-{per}", cfg, PORT,
                           workdir / f"bridge-{size}-{per}.log")
     rec: dict[str, Any] = {"bench": "tenants-scale", "venues": size, "vts_per": per}
     try:

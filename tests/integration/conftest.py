@@ -17,14 +17,9 @@ from typing import Any
 
 import pytest
 
-from ami_bridge.sandbox import (
-    DEFAULT_CONF_SRC,
-    Asterisk,
-    SippUas,
-    sandbox_ready,
-    sandbox_root,
-)
-from ami_bridge.testbed import BridgeProcess
+from harness.asterisk import DEFAULT_CONF_SRC, Asterisk, sandbox_ready, sandbox_root
+from harness.bridge import BridgeProcess
+from harness.sipp import SippUas
 
 AGI_PORT = 4573
 # Destination name -> SIPp UAS port, as in asterisk-conf/pjsip.conf.

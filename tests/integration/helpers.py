@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ami_bridge.sandbox import SippUas
+from harness.sipp import SippUas
 
 AMI_SECTION = """
 [ami]
@@ -19,7 +19,9 @@ secret = "ami-bridge-secret"
 
 
 def vts_command(name: str, record: Path, *extra: str) -> str:
-    argv = [sys.executable, "-m", "ami_bridge.tenants.worker", "--vts", name,
+    """A `[vts.NAME] command` running the fault VTS (harness.fault_vts), which records
+    every message it receives to `record`; `extra`: its --behaviour options."""
+    argv = [sys.executable, "-m", "harness.fault_vts", "--vts", name,
             "--record", str(record),
             *extra]
     return json.dumps(argv)

@@ -23,7 +23,8 @@ from ami_bridge.ami.client import AmiClient
 from ami_bridge.ami.protocol import Event
 from ami_bridge.ami.tracker import CallEvent, CallTracker
 from ami_bridge.backoff import Backoff
-from ami_bridge.sandbox import Asterisk, SippUas, start_uac
+from harness.asterisk import Asterisk
+from harness.sipp import SippUas, start_uac
 
 pytestmark = pytest.mark.asterisk
 
@@ -108,7 +109,7 @@ def test_restart_reconnects_and_resyncs(asterisk: Asterisk) -> None:
         await client.wait_connected(10)
         attempts_before = client.attempts
         down_at = time.monotonic()
-        await asyncio.to_thread(asterisk.stop)
+        await asyncio.to_thread(asterisk.stop, keep_lock=True)
         await asyncio.sleep(3.0)
         attempts_down = client.attempts - attempts_before
         down_for = time.monotonic() - down_at

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
+from harness.asterisk import Asterisk
+from harness.sipp import SippUas, run_uac, start_uac
 from tests.integration.helpers import arrived, of_type, records, vts_command, write_config
 
 pytestmark = pytest.mark.asterisk
@@ -137,8 +138,25 @@ def test_default_list_exhausted_ends_in_reject(
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
                     scenario="uac_reject.xml")
     assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    # The bridge rejects with cause congestion: Congestion() is 503 Service Unavailable.
+    assert (stats.received("503"), stats.received("486")) == (2, 0), stats.counts
     assert arrived(uas)["acme-operator"] == 0
     assert bridge.log().count("every default target tried; call rejected") == 2
+
+
+def test_rule_reject_is_busy_here(
+    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+) -> None:
+    rules = '[[tenants.acme.rules]]\nname = "closed"\naction = "reject"\ncause = "busy"'
+    record = tmp_path / "acme.jsonl"
+    run_bridge(write_config(tmp_path, acme_rules=rules))
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
+                    scenario="uac_reject.xml")
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    # The caller heard busy: SIPp's own counters saw 486 Busy Here, and no 503.
+    assert (stats.received("486"), stats.received("503")) == (2, 0), stats.counts
+    assert sum(arrived(uas).values()) == 0
+    assert len(of_type(records(record), "route_request")) == 2
 
 
 def test_redirection_loop_is_capped(
@@ -151,6 +169,7 @@ def test_redirection_loop_is_capped(
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1,
                     scenario="uac_reject.xml")
     assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+    assert (stats.received("503"), stats.received("486")) == (1, 0), stats.counts
     log = bridge.log()
     assert "3 redirections in a row; call rejected" in log
     assert "every default target tried" not in log

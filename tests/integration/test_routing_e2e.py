@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ami_bridge.sandbox import Asterisk, SippUas, start_uac
-from ami_bridge.testbed import BridgeProcess
+from harness.asterisk import Asterisk
+from harness.bridge import BridgeProcess
+from harness.sipp import SippUas, start_uac
 
 pytestmark = pytest.mark.asterisk
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ def test_killing_one_vts_does_not_fail_the_other_tenant(
     # The VTS was restarted by the supervisor and routes again.
     [restarted] = bridge.vts_pids("acme")
     assert restarted != acme_vts
-    bridge.wait_for_log("VTS acme connected", count=2)
+    bridge.wait_status(lambda s: s["vts"]["acme"]["starts"] == 2
+                       and s["vts"]["acme"]["connected"], what="acme's VTS reconnected")
     assert f"VTS acme (pid {acme_vts}) exited with signal 9" in bridge.log()
     assert asterisk.channel_count() == 0

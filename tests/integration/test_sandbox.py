@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ami_bridge.sandbox import Asterisk, SippUas, run_uac, start_uac
+from harness.asterisk import Asterisk
+from harness.sipp import SippUas, run_uac, start_uac
 
 pytestmark = pytest.mark.asterisk
 
@@ -112,8 +113,11 @@ def test_reject_is_busy(
     asterisk: Asterisk, uas: dict[str, SippUas], bridge: dict[str, str]
 ) -> None:
     bridge.update(AB_ACTION="reject", AB_TARGET="")
-    stats = run_uac(from_user="globex-trunk", dnis="100", calls=2, rate=10)
-    assert (stats.successful, stats.failed) == (0, 2)
+    stats = run_uac(from_user="globex-trunk", dnis="100", calls=2, rate=10,
+                    scenario="uac_reject.xml")
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    # No AB_CAUSE: the venue's Busy(), which the caller sees as 486 Busy Here.
+    assert (stats.received("486"), stats.received("503")) == (2, 0), stats.counts
     assert sum(phone.stop().successful for phone in uas.values()) == 0
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from ami_bridge import control
 from ami_bridge.ami.client import AmiClient
-from ami_bridge.sandbox import DEFAULT_CONF_SRC, Asterisk, SippUas, run_uac, start_uac
+from harness.asterisk import DEFAULT_CONF_SRC, Asterisk
+from harness.sipp import SippUas, run_uac, start_uac
 from tests.integration.conftest import AGI_PORT
 
 pytestmark = pytest.mark.asterisk

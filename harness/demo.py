@@ -1,5 +1,6 @@
 """`make demo`: route a short SIPp call mix through the sandbox Asterisk and the bridge.
 
+Run from the repository (`python -m harness.demo`; not installed with the product).
 Starts the sandbox Asterisk with asterisk-conf/ (the same files an operator drops in),
 then follows the operator's steps of asterisk-conf/README.md against it: render the
 example tenants' fragments into its config directory, check them, start the bridge
@@ -18,10 +19,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from ami_bridge.sandbox import Asterisk, SandboxError, SippUas, sandbox_ready, start_uac
-from ami_bridge.testbed import BridgeError, BridgeProcess
+from harness.asterisk import REPO_ROOT as ROOT
+from harness.asterisk import Asterisk, SandboxError, sandbox_ready
+from harness.bridge import BridgeError, BridgeProcess
+from harness.sipp import SippUas, start_uac
 
-ROOT = Path(__file__).resolve().parents[1]
 DESTINATIONS = {"acme-agent": 5071, "globex-agent": 5072,
                 "acme-operator": 5073, "globex-operator": 5074}
 
