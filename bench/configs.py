@@ -83,6 +83,8 @@ def write_bridge_config(path: Path, *, port: int, venues: int, vts_per: int = 1,
         if uvloop_workers:
             out.append(f'command = ["{sys.executable}", "-O", "-m", "bench.servers.worker_uvloop", '
                        f'"--vts", "{vts_prefix}{j}", "--log-level", "warning"]')
+            # confined like any VTS: it sees bench/ only because the config mounts it
+            out.append(f'read_only_paths = ["{Path(__file__).resolve().parent}"]')
     out.append("")
     for i in range(venues):
         t = f"t{i}"

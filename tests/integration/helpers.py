@@ -18,6 +18,19 @@ secret = "ami-bridge-secret"
 """
 
 
+# The VTS processes run confined (docs/confinement.md): they see the fault VTS and the
+# scripted VTS only because the config mounts these directories, and write their records
+# into the test's directory only because it is mounted writable (and open to their uid).
+HARNESS = Path(__file__).resolve().parents[2] / "harness"
+INTEGRATION = Path(__file__).resolve().parent
+
+
+def vts_mounts(tmp_path: Path) -> str:
+    tmp_path.chmod(0o777)
+    return (f'read_only_paths = ["{HARNESS}", "{INTEGRATION}"]\n'
+            f'writable_paths = ["{tmp_path}"]')
+
+
 def vts_command(name: str, record: Path, *extra: str) -> str:
     """A `[vts.NAME] command` running the fault VTS (harness.fault_vts), which records
     every message it receives to `record`; `extra`: its --behaviour options."""
@@ -48,9 +61,11 @@ control_socket = "{tmp_path}/control.sock"
 [vts.acme]
 command = {acme_vts or vts_command("acme", acme_record)}
 grace_period = 1.0
+{vts_mounts(tmp_path)}
 
 [vts.globex]
 command = {vts_command("globex", globex_record)}
+{vts_mounts(tmp_path)}
 
 [tenants.acme]
 timezone = "Europe/Berlin"

@@ -90,7 +90,7 @@ def bridge(asterisk: Asterisk) -> Iterator[dict[str, str]]:
 def test_route_reaches_agent(
     asterisk: Asterisk, uas: dict[str, SippUas], bridge: dict[str, str]
 ) -> None:
-    bridge.update(AB_ACTION="route", AB_KIND="internal", AB_TARGET="1001")
+    bridge.update(AB_ACTION="route", AB_KIND="extension", AB_TARGET="1001")
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=CALLS, rate=10)
     assert (stats.successful, stats.failed) == (CALLS, 0), stats.failure_reasons
     assert uas["acme-agent"].stop().successful == CALLS
@@ -102,7 +102,7 @@ def test_unknown_target_goes_to_operator(
 ) -> None:
     # Another tenant's extension is not in acme-internal: DIALPLAN_EXISTS sends it to the
         # operator.
-    bridge.update(AB_ACTION="route", AB_KIND="internal", AB_TARGET="2001")
+    bridge.update(AB_ACTION="route", AB_KIND="extension", AB_TARGET="2001")
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=10)
     assert stats.successful == 2, stats.failure_reasons
     assert uas["acme-operator"].stop().successful == 2
