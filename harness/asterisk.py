@@ -157,7 +157,9 @@ class Asterisk:
 
     `extra_files` maps paths relative to the config directory to file contents, written
     after the copy (so they may override it). `agi_port` replaces the port of the
-    `AB_AGI_URL=agi://127.0.0.1:PORT` line of extensions.conf. `verbose` is Asterisk's
+    `AB_AGI_URL=agi://127.0.0.1:PORT` line of extensions.conf, and `agi_secret` (if any)
+    becomes its path (`agi://127.0.0.1:PORT/SECRET`: the bridge's route-request secret,
+    `[bridge] agi_secret_file`). `verbose` is Asterisk's
     verbosity; with a logger.conf that sends `verbose` to the console, dialplan traces
     land in `log_path`.
     """
@@ -168,6 +170,7 @@ class Asterisk:
         conf_src: Path,
         name: str = "test",
         agi_port: int = 4573,
+        agi_secret: str | None = None,
         extra_files: Mapping[str, str] = _NO_FILES,
         root: Path | None = None,
         boot_timeout_s: float = BOOT_TIMEOUT_S,
@@ -177,6 +180,7 @@ class Asterisk:
         self.conf_src = conf_src
         self.name = name
         self.agi_port = agi_port
+        self.agi_secret = agi_secret
         self.extra_files = dict(extra_files)
         self.root = root or sandbox_root()
         self.boot_timeout_s = boot_timeout_s
@@ -248,7 +252,8 @@ class Asterisk:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         ext = etc / "extensions.conf"
-        dialplan, count = _AGI_URL_RE.subn(rf"\g<1>{self.agi_port}", ext.read_text())
+        url = f"{self.agi_port}/{self.agi_secret}" if self.agi_secret else str(self.agi_port)
+        dialplan, count = _AGI_URL_RE.subn(rf"\g<1>{url}", ext.read_text())
         if count != 1:
             raise SandboxError(f"{ext}: expected one line AB_AGI_URL=agi://127.0.0.1:PORT")
         ext.write_text(dialplan)
