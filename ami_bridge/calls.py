@@ -19,7 +19,7 @@ No I/O, no clock of its own.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from ami_bridge.agi.variables import (
 )
 from ami_bridge.config import TenantConfig, VenueConfig
 from ami_bridge.namespace import KIND_EXTENSION, KIND_QUEUE
+from ami_bridge.ownership import prompt_roots
 from ami_bridge.tenants.messages import CallerData, Previous, Target, Treat
 
 # Caller data forwarded to a VTS is cut to this many characters.
@@ -107,9 +108,18 @@ class Pending:
     treating: bool = False
 
 
-def treatment_for(tenant: TenantConfig, message: Treat, remaining_s: float) -> Treatment:
-    """The AGI-side `Treatment` for a VTS's, or ValueError if too little time is left."""
+def treatment_for(tenant: TenantConfig, message: Treat, remaining_s: float,
+                  others: Iterable[str] = ()) -> Treatment:
+    """The AGI-side `Treatment` for a VTS's, or ValueError if too little time is left or
+    the prompt is another tenant's (`others`: the other tenants' names)."""
     remaining_ms = int(remaining_s * 1000)
+    if message.prompt and not tenant.prompts:
+        # Without a prompt directory of its own a tenant plays from the shared sounds,
+        # never from another tenant's directory (ownership.prompt_roots).
+        for other in others:
+            for root in prompt_roots(other):
+                if message.prompt == root or message.prompt.startswith(root + "/"):
+                    raise ValueError(f"prompt {message.prompt!r} is tenant {other}'s")
     if remaining_ms < MIN_TREATMENT_MS:
         raise ValueError(f"only {remaining_ms} ms of router time left for a treatment")
     if message.moh:

@@ -262,7 +262,8 @@ class Intermediary:
             self._refuse(pending.venue.vts, pending.handle, "treatment-busy",
                          "a treatment is already running for this call; not acted on")
             return
-        treatment = treatment_for(tenant, message, pending.deadline - self._clock.time())
+        others = (name for name in self._config.tenants if name != tenant.name)
+        treatment = treatment_for(tenant, message, pending.deadline - self._clock.time(), others)
         pending.treating = True
         self.counters.treatments += 1
         handle = pending.handle

@@ -526,3 +526,18 @@ def test_any_disposition_ends_that_one_call_and_keeps_the_link(data: st.DataObje
         assert [(e.code, e.handle) for e in errors] == [("invalid-disposition", handle)]
         assert r.dispositions == [Disposition("default", cause="refused")]
     assert rb.dispositions == [] and w.inter.pending_count() == 1  # the other call waits
+
+
+@pytest.mark.parametrize("prompt", ["globex/welcome", "tenants/globex/welcome", "globex"])
+def test_a_tenant_without_prompts_cannot_play_another_tenants(prompt: str) -> None:
+    raw = with_venue(router_timeout=5.0)
+    del raw["tenants"]["acme"]["prompts"]
+    w = World(raw)
+    handle, r = w.call()
+    w.inter.on_vts_message("acme", disposition(handle, action="treatment", prompt=prompt))
+    assert r.treatments == []
+    assert r.dispositions == [Disposition("default", cause="refused")]
+    # the shared sounds stay playable
+    handle, r = w.call()
+    w.inter.on_vts_message("acme", disposition(handle, action="treatment", prompt="hello-world"))
+    assert [t.prompt for t in r.treatments] == ["hello-world"]
