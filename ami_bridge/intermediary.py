@@ -233,7 +233,11 @@ class Intermediary:
         return pending
 
     def _on_disposition(self, pending: Pending, message: m.Disposition) -> None:
-        tenant = self._config.tenants[pending.venue.tenant]
+        tenant = self._config.tenants.get(pending.venue.tenant)
+        if tenant is None:  # a reload removed the tenant while the call waited
+            gone = ValueError(f"tenant {pending.venue.tenant} is no longer configured")
+            self._invalid(pending.venue.vts, pending, gone, "")
+            return
         handle = pending.handle
         try:
             if isinstance(message, m.Treat):
