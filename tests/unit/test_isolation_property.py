@@ -15,7 +15,8 @@ layouts. After every step `Model.check` asserts:
   tenant and venue, hello by tenants), and an error about a handle it was not given is
   the one it would get for a handle never issued;
 - no message a VTS received holds a token of another tenant's config or of a call in
-  another tenant's venue, unless the VTS served that tenant or sent the token itself;
+  another tenant's venue, unless it was rightly told that token before (while it served
+  that tenant) or sent the token itself;
 - every call got at most one disposition, only from its own VTS's answers, its own
   timer or its own VTS's loss; a route goes into the call's own tenant; treatments play
   the tenant's own prompts and music;
@@ -229,7 +230,7 @@ class Model:
         self.all_links: list[Link] = []
         self.given: dict[str, set[str]] = {}  # VTS -> handles it was given
         self.sent_words: dict[str, set[str]] = {}  # VTS -> words of what it sent us
-        self.ever_served: dict[str, set[str]] = {}
+        self.received: dict[str, set[str]] = {}  # VTS -> tokens it was rightly sent
         self.calls: list[Call] = []
         self.events: dict[str, CallEvent] = {}  # call event's leg token -> event
         self.requests: dict[tuple[str, str], int] = {}  # (tenant, uniqueid) -> count
@@ -247,7 +248,6 @@ class Model:
     def connect(self, name: str) -> None:
         link = Link(name)
         self.all_links.append(link)
-        self.ever_served.setdefault(name, set()).update(self.served(name))
         link.send(self.inter.hello_for(name))  # what vts_link does when it connects
         self.links[name] = link
         self.inter.attach_vts(name, link)
@@ -420,8 +420,6 @@ class Model:
         self.config = config
         for name in gone:
             self.links.pop(name).attached = False
-        for name in self.links:
-            self.ever_served.setdefault(name, set()).update(self.served(name))
         self.inter.reload(config)
         return {i for i, c in enumerate(self.calls) if c.vts in gone}
 
@@ -450,8 +448,12 @@ class Model:
             new, link.seen = link.sent[link.seen:], len(link.sent)
             if not new:
                 continue
-            known = set(self.sent_words.get(link.name, ()))
-            for tenant in self.ever_served.get(link.name, ()):
+            # What it may know: its tenants' data now, what it was told before (when it
+            # served other tenants, say) and what it sent itself. Data a tenant gains
+            # after a reload took it away from this VTS is not among them.
+            known = self.received.setdefault(link.name, set())
+            known |= self.sent_words.get(link.name, set())
+            for tenant in self.served(link.name):
                 known |= self.world.tokens.owned_by(tenant)
             for message in new:
                 self.check_concerns(link.name, message)
@@ -461,6 +463,7 @@ class Model:
                     f"VTS {link.name} (serves {self.served(link.name)}) received "
                     f"{sorted(leaked)} of {[sorted(owners[w]) for w in sorted(leaked)]}: "
                     f"{text}")
+                known |= words(text)
 
     def check_call(self, call: Call) -> None:
         assert len(call.dispositions) <= 1, f"call in {call.venue}: {call.dispositions}"
