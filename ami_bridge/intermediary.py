@@ -17,7 +17,8 @@ the tenant's declared namespace. Anything else is refused with an `error` messag
 to that VTS and never acted on (a malformed disposition for a pending handle of its
 own default-routes that one call; the link stays up); a handle that belongs to another
 VTS is left alone (its own VTS still decides) and the refusal is logged naming both
-tenants. Handles are random and opaque.
+tenants. Handles are random and opaque; how a call ended is told to its own VTS only
+(another VTS's closed handle reads as unknown).
 
 No I/O and no event loop: links, responders, the clock (`Scheduler`) and the AMI
 link's agent snapshot are passed in.
@@ -90,7 +91,7 @@ class Intermediary:
         self._links: dict[str, VtsLink] = {}
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
-        self._closed: OrderedDict[str, str] = OrderedDict()
+        self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # -> (VTS, outcome)
         self._history = CallHistories()  # keyed "tenant/uniqueid"
         self.counters = Counters()
         # A flood over the pending cap would write one line per call: one per VTS per 10 s.
@@ -217,8 +218,11 @@ class Intermediary:
         """The pending call `handle` if this VTS may act on it; else refuse and None."""
         pending = self._pending.get(handle) if handle is not None else None
         if pending is None:
-            why = self._closed.get(handle, "unknown handle") if handle is not None else (
-                "missing handle")
+            # How a call ended is told to its own VTS only: to another, whatever handle it
+            # holds, the call is as unknown as a handle never issued.
+            owner, why = (vts, "missing handle") if handle is None else self._closed.get(
+                handle, (vts, "unknown handle"))
+            why = why if owner == vts else "unknown handle"
             self._refuse(vts, handle, "not-pending", f"call is not pending ({why}); not acted on")
             return None
         if pending.venue.vts != vts:
@@ -229,7 +233,11 @@ class Intermediary:
         return pending
 
     def _on_disposition(self, pending: Pending, message: m.Disposition) -> None:
-        tenant = self._config.tenants[pending.venue.tenant]
+        tenant = self._config.tenants.get(pending.venue.tenant)
+        if tenant is None:  # a reload removed the tenant while the call waited
+            gone = ValueError(f"tenant {pending.venue.tenant} is no longer configured")
+            self._invalid(pending.venue.vts, pending, gone, "")
+            return
         handle = pending.handle
         try:
             if isinstance(message, m.Treat):
@@ -336,7 +344,7 @@ class Intermediary:
         if pending.timer is not None:
             pending.timer.cancel()
         self._per_vts.get(pending.venue.vts, set()).discard(handle)
-        self._closed[handle] = outcome
+        self._closed[handle] = (pending.venue.vts, outcome)
         if len(self._closed) > MAX_REMEMBERED_CLOSED:
             self._closed.popitem(last=False)
         return pending
