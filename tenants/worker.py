@@ -24,10 +24,12 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
+from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import (
     FD_ENV,
@@ -49,12 +51,20 @@ log = logging.getLogger("ami_bridge.tenants.worker")
 
 # Calls this VTS keeps state for (pending ones); the bridge's own cap is lower.
 MAX_CALLS = 100_000
+# A VTS stopped for a while (SIGSTOP, a long GC pause, a hung disk) answers its whole
+# backlog when it resumes, and the bridge refuses every late answer (`not-pending`): the
+# fault run of docs/reliability.md saw 863 such lines in 30 s, one per call. One line per
+# refusal code per 10 s, carrying how many it stands for, keeps the story readable.
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 class Worker(asyncio.Protocol):
-    def __init__(self, *, name: str, done: asyncio.Future[None]) -> None:
+    def __init__(self, *, name: str, done: asyncio.Future[None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._done = done
+        self._clock = clock
+        self._warn_refused = RateLimitedLog(log.warning, interval=REFUSAL_LOG_INTERVAL_S)
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
         self._protocols: dict[str, RoutingProtocol] = {}
@@ -104,8 +114,8 @@ class Worker(asyncio.Protocol):
         elif isinstance(message, m.AgentState):
             self._on_agent(message)
         elif isinstance(message, m.Error):
-            log.warning("vts %s: bridge refused: %s (%s)", self.name, message.message,
-                        message.code)
+            self._warn_refused(self._clock(), "vts %s: bridge refused: %s (%s)", self.name,
+                               message.message, message.code, key=message.code)
             if message.code == "not-pending" and message.handle is not None:
                 self._calls.pop(message.handle, None)
         else:
