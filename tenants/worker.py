@@ -51,11 +51,16 @@ log = logging.getLogger("ami_bridge.tenants.worker")
 
 # Calls this VTS keeps state for (pending ones); the bridge's own cap is lower.
 MAX_CALLS = 100_000
-# A VTS stopped for a while (SIGSTOP, a long GC pause, a hung disk) answers its whole
-# backlog when it resumes, and the bridge refuses every late answer (`not-pending`): the
-# fault run of docs/reliability.md saw 863 such lines in 30 s, one per call. One line per
-# refusal code per 10 s, carrying how many it stands for, keeps the story readable.
-REFUSAL_LOG_INTERVAL_S = 10.0
+# A VTS stopped for a while (SIGSTOP, a long GC pause, a hung disk) reads its whole
+# backlog when it resumes: a route request and the bridge's `default_routed` for each
+# call it missed, then a refusal (`not-pending`) for each late answer. One line per call
+# (863 WARNING lines in 30 s in the run) drowned the rest and hit the bridge's cap
+# on a VTS's output, which then dropped the lines that mattered. Per refusal code and per
+# event kind, a few lines per 10 s are written as they come; past that, the next line
+# says how many it stands for (docs/reliability.md, vts-stop).
+SUMMARY_INTERVAL_S = 10.0
+REFUSAL_LINES_PER_INTERVAL = 5
+EVENT_LINES_PER_INTERVAL = 20
 
 
 class Worker(asyncio.Protocol):
@@ -64,7 +69,10 @@ class Worker(asyncio.Protocol):
         self.name = name
         self._done = done
         self._clock = clock
-        self._warn_refused = RateLimitedLog(log.warning, interval=REFUSAL_LOG_INTERVAL_S)
+        self._warn_refused = RateLimitedLog(log.warning, interval=SUMMARY_INTERVAL_S,
+                                            burst=REFUSAL_LINES_PER_INTERVAL)
+        self._info_event = RateLimitedLog(log.info, interval=SUMMARY_INTERVAL_S,
+                                          burst=EVENT_LINES_PER_INTERVAL)
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
         self._protocols: dict[str, RoutingProtocol] = {}
@@ -107,7 +115,8 @@ class Worker(asyncio.Protocol):
         elif isinstance(message, m.TreatmentDone):
             self._treatment_done(message)
         elif isinstance(message, m.Abandoned | m.DefaultRouted):
-            log.info("vts %s: event %s for %s", self.name, message.EVENT, message.handle)
+            self._info_event(self._clock(), "vts %s: event %s for %s", self.name,
+                             message.EVENT, message.handle, key=message.EVENT)
             self._calls.pop(message.handle, None)
         elif isinstance(message, m.CallProgress):  # AMI call progress for one of our calls
             log.debug("vts %s: call %s %s", self.name, message.uniqueid, message.kind)
