@@ -79,7 +79,9 @@ def _soak(r: Record) -> list[str]:
     series = r["rss_kb_series"]
     if len(series) < 4:
         return []
-    minute = [s for i, s in enumerate(series) if i % 6 == 0] + [series[-1]]
+    minute = [s for i, s in enumerate(series) if i % 6 == 0]
+    if minute[-1] != series[-1]:
+        minute.append(series[-1])
     placed = r["placed"]
     half = len(series) // 2
     first = (series[half][1] - series[0][1]) * 1024 / max(1, placed / 2)
