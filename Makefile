@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint sandbox bench clean
+.PHONY: demo test unit lint sandbox bench test-faults clean
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed.
 $(STAMP): pyproject.toml
@@ -31,6 +31,13 @@ test: $(STAMP) sandbox lint
 
 demo: $(STAMP) sandbox
 	$(BIN)/python -m harness.demo
+
+# The fault run (docs/reliability.md): every fault scenario in full (a 10-minute soak
+# included, about 20 minutes), then the page regenerated from its results. Short
+# variants of the same scenarios run in `make test` (tests/integration/test_faults.py).
+test-faults: $(STAMP) sandbox
+	$(BIN)/python -m harness.faults run; status=$$?; \
+		$(BIN)/python -m harness.faults report && exit $$status
 
 # Benchmarks (not part of `make test`): see bench/README.md. About 25 minutes.
 bench: $(STAMP) sandbox

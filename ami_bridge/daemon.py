@@ -105,6 +105,9 @@ class Bridge:
                                  "attempts": self.ami.client.attempts,
                                  "resyncs": self.ami.resyncs,
                                  "calls": len(self.ami.tracker.calls())}
+            # For leak checks (the fault run, docs/reliability.md): tasks that outlive
+            # their call or session show here before they show as memory.
+            status["runtime"] = {"tasks": len(asyncio.all_tasks())}
             return {"ok": True, "status": status}
         if command == "reload":
             error = await self.reload()

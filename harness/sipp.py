@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -290,6 +290,11 @@ class SippUac:
     def log_path(self) -> Path:
         return self._sipp.log_path
 
+    @property
+    def workdir(self) -> Path:
+        """Where SIPp writes its files (statistics, -trace_rtt dumps), seen from the host."""
+        return self._sipp.workdir
+
     def wait(self) -> SippStats:
         # SIPp's own -timeout fires first; the margin covers its final dump and exit.
         return self._sipp.wait(self._timeout_s + 10.0)
@@ -343,6 +348,8 @@ def start_uac(
     dtmf: str | None = None,
     root: Path | None = None,
     scenario: str = "uac.xml",
+    substitutions: Mapping[str, str] = _NO_FILES,
+    extra_args: Sequence[str] = (),
 ) -> SippUac:
     """Start placing `calls` calls at `rate` calls/s from trunk `from_user` to `dnis`.
 
@@ -350,12 +357,13 @@ def start_uac(
     its hold time (tests/sipp/uac_dtmf.xml). `scenario` picks another caller from
     tests/sipp/: uac_cancel.xml hangs up after `hold_ms` while still ringing (an
     abandon), uac_reject.xml succeeds only when the call is rejected (486 or 503; which
-    one is in `SippStats.received`).
+    one is in `SippStats.received`). `substitutions` rewrite the scenario's text (each
+    marker must occur), e.g. its `<pause />` into a random one; `extra_args` go to SIPp
+    as they are (e.g. `-trace_rtt`).
     """
-    if dtmf is None:
-        substitutions = {}
-    else:
-        scenario, substitutions = "uac_dtmf.xml", {_DTMF_MARKER: _dtmf_info_requests(dtmf)}
+    if dtmf is not None:
+        scenario = "uac_dtmf.xml"
+        substitutions = {**substitutions, _DTMF_MARKER: _dtmf_info_requests(dtmf)}
     sipp = _Sipp(
         root=root or sandbox_root(),
         workdir_name=f"uac-{port}",
@@ -371,6 +379,7 @@ def start_uac(
         "-r", f"{rate:g}",
         "-d", str(hold_ms),
         "-timeout", f"{timeout_s:g}s",
+        *extra_args,
     ]  # fmt: skip
     sipp.start(args, wait_bound=False)
     return SippUac(sipp, timeout_s)

@@ -24,10 +24,12 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
+from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import (
     FD_ENV,
@@ -49,12 +51,28 @@ log = logging.getLogger("ami_bridge.tenants.worker")
 
 # Calls this VTS keeps state for (pending ones); the bridge's own cap is lower.
 MAX_CALLS = 100_000
+# A VTS stopped for a while (SIGSTOP, a long GC pause, a hung disk) reads its whole
+# backlog when it resumes: a route request and the bridge's `default_routed` for each
+# call it missed, then a refusal (`not-pending`) for each late answer. One line per call
+# (863 WARNING lines in 30 s in the run) drowned the rest and hit the bridge's cap
+# on a VTS's output, which then dropped the lines that mattered. Per refusal code and per
+# event kind, a few lines per 10 s are written as they come; past that, the next line
+# says how many it stands for (docs/reliability.md, vts-stop).
+SUMMARY_INTERVAL_S = 10.0
+REFUSAL_LINES_PER_INTERVAL = 5
+EVENT_LINES_PER_INTERVAL = 20
 
 
 class Worker(asyncio.Protocol):
-    def __init__(self, *, name: str, done: asyncio.Future[None]) -> None:
+    def __init__(self, *, name: str, done: asyncio.Future[None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._done = done
+        self._clock = clock
+        self._warn_refused = RateLimitedLog(log.warning, interval=SUMMARY_INTERVAL_S,
+                                            burst=REFUSAL_LINES_PER_INTERVAL)
+        self._info_event = RateLimitedLog(log.info, interval=SUMMARY_INTERVAL_S,
+                                          burst=EVENT_LINES_PER_INTERVAL)
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
         self._protocols: dict[str, RoutingProtocol] = {}
@@ -97,15 +115,16 @@ class Worker(asyncio.Protocol):
         elif isinstance(message, m.TreatmentDone):
             self._treatment_done(message)
         elif isinstance(message, m.Abandoned | m.DefaultRouted):
-            log.info("vts %s: event %s for %s", self.name, message.EVENT, message.handle)
+            self._info_event(self._clock(), "vts %s: event %s for %s", self.name,
+                             message.EVENT, message.handle, key=message.EVENT)
             self._calls.pop(message.handle, None)
         elif isinstance(message, m.CallProgress):  # AMI call progress for one of our calls
             log.debug("vts %s: call %s %s", self.name, message.uniqueid, message.kind)
         elif isinstance(message, m.AgentState):
             self._on_agent(message)
         elif isinstance(message, m.Error):
-            log.warning("vts %s: bridge refused: %s (%s)", self.name, message.message,
-                        message.code)
+            self._warn_refused(self._clock(), "vts %s: bridge refused: %s (%s)", self.name,
+                               message.message, message.code, key=message.code)
             if message.code == "not-pending" and message.handle is not None:
                 self._calls.pop(message.handle, None)
         else:

@@ -86,6 +86,27 @@ def test_a_frame_the_runtime_cannot_read_is_skipped(done: asyncio.Future[None]) 
     assert not transport.closed
 
 
+def test_late_answer_refusals_are_summarised_not_logged_one_by_one(
+        done: asyncio.Future[None], caplog: pytest.LogCaptureFixture) -> None:
+    """A VTS resumed after SIGSTOP answers its backlog; each late answer is refused."""
+    now = [100.0]
+    worker = Worker(name="acme", done=done, clock=lambda: now[0])
+    connect(worker)
+    refusal = m.Error(handle="h", code="not-pending",
+                      message="call is not pending (default:timeout); not acted on")
+    backlog = [m.DefaultRouted(f"h{i}", reason="timeout") for i in range(500)]
+    with caplog.at_level("INFO", logger="ami_bridge.tenants.worker"):
+        for event in backlog:
+            worker.data_received(encode(m.to_wire(event)))
+            worker.data_received(encode(m.to_wire(refusal)))
+            now[0] += 0.01  # 500 calls in 5 s: a few lines of each kind
+        assert [r.levelname for r in caplog.records].count("WARNING") == 5
+        assert [r.levelname for r in caplog.records].count("INFO") == 20
+        now[0] += 10.0
+        worker.data_received(encode(m.to_wire(refusal)))
+    assert "(495 similar lines suppressed)" in caplog.records[-1].getMessage()
+
+
 @pytest.mark.parametrize(("behaviour", "expected"), [
     ("rules", [m.RouteTo("h1", Target.extension("1001"), dial_timeout=15)]),
     ("silent", []),
