@@ -35,7 +35,13 @@ demo: $(STAMP) sandbox
 # The fault run (docs/reliability.md): every fault scenario in full (a 10-minute soak
 # included, about 20 minutes), then the page regenerated from its results. Short
 # variants of the same scenarios run in `make test` (tests/integration/test_faults.py).
+# The long profile of the property tests (10,000 examples each: the VTS message parser,
+# tenant isolation at the intermediary and at the AGI side; about 10 minutes), then the
+# fault run and its report (docs/reliability.md).
 test-faults: $(STAMP) sandbox
+	AMI_BRIDGE_HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/unit/test_vts_protocol.py \
+		tests/unit/test_isolation_property.py tests/unit/test_isolation_agi.py \
+		tests/unit/test_intermediary.py
 	$(BIN)/python -m harness.faults run; status=$$?; \
 		$(BIN)/python -m harness.faults report && exit $$status
 
