@@ -50,6 +50,7 @@ from ami_bridge.dialplan.parser import (
     Statement,
     Step,
     Switch,
+    inherited,
     load,
 )
 from ami_bridge.dialplan.queues import check_queues, is_queue_file, load_queues
@@ -115,8 +116,8 @@ def check_dialplan(dialplan: Dialplan, ownership: Ownership,
     for name in names:
         fragments = [s for s in headers if s.name == name]
         found += _ownership(name, fragments, ownership)
-        inherited = _inherited(fragments, headers, own, templates)
-        statements = inherited + own.get(name.lower(), [])
+        from_templates = inherited(fragments, headers, own, templates)
+        statements = from_templates + own.get(name.lower(), [])
         context_found = _context_rules(name, statements, ownership)
         tenant = ownership.owner(name)
         if tenant is not None:
@@ -196,22 +197,6 @@ def _by_context(statements: Iterable[Statement]) -> dict[str, list[Statement]]:
         if isinstance(s, Step | Include | Switch):
             grouped.setdefault(s.context.lower(), []).append(s)
     return grouped
-
-
-def _inherited(fragments: list[Section], headers: list[Section],
-               own: Mapping[str, list[Statement]], templates: set[str]) -> list[Statement]:
-    """Statements of the templates a context inherits, depth first, each template once."""
-    seen: set[str] = set()
-    result: list[Statement] = []
-    pending = [b.lower() for f in fragments for b in f.bases]
-    while pending:
-        base = pending.pop(0)
-        if base in seen or base not in templates:
-            continue
-        seen.add(base)
-        pending += [b.lower() for h in headers if h.name.lower() == base for b in h.bases]
-        result += own.get(base, [])
-    return result
 
 
 def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> list[Finding]:

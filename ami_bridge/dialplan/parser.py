@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.findings import Finding
@@ -374,3 +374,32 @@ def contexts(statements: Iterable[Statement]) -> list[Section]:
     """The dialplan contexts among the headers: not templates, not general/globals."""
     return [s for s in statements
             if isinstance(s, Section) and not s.template and not s.is_global]
+
+
+class _Header(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def bases(self) -> tuple[str, ...]: ...
+
+
+_Line = TypeVar("_Line")
+
+
+def inherited(fragments: Sequence[_Header], headers: Sequence[_Header],
+              own: Mapping[str, list[_Line]], templates: set[str]) -> list[_Line]:
+    """What a section inherits from its templates (`[name](base, ...)`), depth first,
+    each template once, whatever is held per section (dialplan statements, queue lines).
+    `own`: lower-cased section name -> its lines; `templates`: lower-cased names."""
+    seen: set[str] = set()
+    result: list[_Line] = []
+    pending = [b.lower() for f in fragments for b in f.bases]
+    while pending:
+        base = pending.pop(0)
+        if base in seen or base not in templates:
+            continue
+        seen.add(base)
+        pending += [b.lower() for h in headers if h.name.lower() == base for b in h.bases]
+        result += own.get(base, [])
+    return result

@@ -26,7 +26,13 @@ from ami_bridge.dialplan.allow import Allowance, allowed
 from ami_bridge.dialplan.channels import Channel, channel_list
 from ami_bridge.dialplan.findings import Finding
 from ami_bridge.dialplan.ownership import Ownership
-from ami_bridge.dialplan.parser import MAX_INCLUDE_DEPTH, DialplanReadError, DiskSource, Source
+from ami_bridge.dialplan.parser import (
+    MAX_INCLUDE_DEPTH,
+    DialplanReadError,
+    DiskSource,
+    Source,
+    inherited,
+)
 from ami_bridge.dialplan.syntax import is_dynamic, split_top, strip_comment
 
 QUEUE_FILE = "queues.conf"
@@ -180,7 +186,7 @@ def check_queues(files: QueueFiles, ownership: Ownership,
                 found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
                                      f"queue [{name}] of tenant {owner} is written in "
                                      f"tenant {tenant}'s file {fragment.file}"))
-        lines = _inherited(fragments, headers, by_queue, templates) \
+        lines = inherited(fragments, headers, by_queue, templates) \
             + by_queue.get(name.lower(), [])
         for entry in lines:
             for code, subject, why in _judge(entry, owner, ownership):
@@ -191,21 +197,6 @@ def check_queues(files: QueueFiles, ownership: Ownership,
                                          f"'{entry.key} => {entry.value}' of tenant "
                                          f"{owner}'s queue [{name}]: {why}{where}"))
     return sorted(set(found))
-
-
-def _inherited(fragments: list[QueueSection], headers: list[QueueSection],
-               by_queue: dict[str, list[QueueLine]], templates: set[str]) -> list[QueueLine]:
-    seen: set[str] = set()
-    result: list[QueueLine] = []
-    pending = [b.lower() for f in fragments for b in f.bases]
-    while pending:
-        base = pending.pop(0)
-        if base in seen or base not in templates:
-            continue
-        seen.add(base)
-        pending += [b.lower() for h in headers if h.name.lower() == base for b in h.bases]
-        result += by_queue.get(base, [])
-    return result
 
 
 def _judge(entry: QueueLine, tenant: str,
