@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 READ_PAUSE_ENV = "AMI_BRIDGE_AMI_READ_PAUSE"
 
 
+# Calls bound to their venue (route requests) while the AMI session is down, kept for
+# the next resync; a session that never comes back must not grow the tracker forever.
+MAX_UNSYNCED_BINDS = 50_000
+
 AGENT_EVENTS = frozenset({"DeviceStateChange", "QueueMemberStatus", "QueueMemberPause",
                           "QueueMemberAdded", "QueueMemberRemoved"})
 
@@ -62,6 +66,8 @@ class AmiLink:
         self._task: asyncio.Task[None] | None = None
         self.resyncs = 0
         self._sent_agents: dict[str, messages.AgentState] = {}  # device -> last one sent
+        self._held_binds: list[tuple[str, str, str]] | None = None  # during a resync
+        self._unsynced_binds = 0  # binds without a session since the last resync
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.client.run(), name="ami-link")
@@ -77,6 +83,25 @@ class AmiLink:
         """New venues and devices; calls already tracked keep their venue."""
         self.tracker.set_mapping(devices=devices_of(config),
                                  venues={v.context: v.tenant for v in config.venues.values()})
+
+    def call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
+        """A route request: bind the call to its venue. Needs no AMI session, so a call
+        that enters a venue while the session is down is known to the resync after the
+        reconnect (CoreShowChannels shows the context of its route by then, not the
+        venue). During a resync the bind waits for its end: a channel newer than the
+        CoreShowChannels snapshot would otherwise end at once as "lost". Without a
+        session, at most MAX_UNSYNCED_BINDS binds wait for the next resync."""
+        if self._held_binds is not None:
+            self._held_binds.append((uniqueid, venue, tenant))
+            return
+        if not self.client.connected:
+            if self._unsynced_binds >= MAX_UNSYNCED_BINDS:
+                return
+            self._unsynced_binds += 1
+            if self._unsynced_binds == MAX_UNSYNCED_BINDS:
+                log.warning("AMI down: %d calls entered venues since the last resync; "
+                            "later ones get no call events", MAX_UNSYNCED_BINDS)
+        self.tracker.bind(uniqueid, venue, tenant)
 
     def _on_event(self, event: Event) -> None:
         for call_event in self.tracker.handle(event):
@@ -112,15 +137,21 @@ class AmiLink:
                 self._intermediary.forward_agent_state(message)
 
     async def _resync(self) -> None:
+        self._held_binds = []
         try:
             _, channels = await self.client.send_list_action("CoreShowChannels")
             _, devices = await self.client.send_list_action("DeviceStateList")
             _, members = await self.client.send_list_action("QueueStatus")
+            ended = self.tracker.resync(channels, devices,
+                                        [e for e in members if e.name == "QueueMember"])
+            self._unsynced_binds = 0
         except AmiError as exc:
             log.error("AMI resync failed: %s; the session will be re-established", exc)
             raise
-        ended = self.tracker.resync(channels, devices,
-                                    [e for e in members if e.name == "QueueMember"])
+        finally:
+            held, self._held_binds = self._held_binds, None
+            for uniqueid, venue, tenant in held:
+                self.tracker.bind(uniqueid, venue, tenant)
         for call_event in ended:
             self._intermediary.forward_call_event(call_event)
         self._send_agent_changes()

@@ -52,7 +52,9 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self.intermediary = Intermediary(
             config=self.config, clock=loop,
-            agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [])
+            agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [],
+            on_call_entered=lambda uid, venue, tenant: self.ami.call_entered(
+                uid, venue, tenant) if self.ami else None)
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,

@@ -20,8 +20,10 @@ VTS is left alone (its own VTS still decides) and the refusal is logged naming b
 tenants. Handles are random and opaque; how a call ended is told to its own VTS only
 (another VTS's closed handle reads as unknown).
 
-No I/O and no event loop: links, responders, the clock (`Scheduler`) and the AMI
-link's agent snapshot are passed in.
+No I/O and no event loop: links, responders, the clock (`Scheduler`), the AMI
+link's agent snapshot and its `on_call_entered` (every route request's uniqueid, venue
+and tenant, so the AMI link knows the venue of a call that entered it while the AMI
+session was down) are passed in.
 """
 
 from __future__ import annotations
@@ -64,10 +66,15 @@ class VtsLink(Protocol):
 
 
 AgentSnapshot = Callable[[str], Iterable[m.AgentState]]  # tenant -> its agents' state
+CallEntered = Callable[[str, str, str], object]  # (uniqueid, venue, tenant)
 
 
 def no_agents(tenant: str) -> list[m.AgentState]:
     return []
+
+
+def ignore_call(uniqueid: str, venue: str, tenant: str) -> None:
+    return None
 
 
 @dataclass
@@ -84,10 +91,12 @@ class Counters:
 
 class Intermediary:
     def __init__(self, *, config: BridgeConfig, clock: Scheduler,
-                 agent_snapshot: AgentSnapshot = no_agents) -> None:
+                 agent_snapshot: AgentSnapshot = no_agents,
+                 on_call_entered: CallEntered = ignore_call) -> None:
         self._config = config
         self._clock = clock
         self._agent_snapshot = agent_snapshot
+        self._on_call_entered = on_call_entered
         self._links: dict[str, VtsLink] = {}
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
@@ -155,6 +164,8 @@ class Intermediary:
         # Keyed by tenant too: a unique id given in one tenant's venue must never count
         # against (or reset) the loop guard of another tenant's call.
         uniqueid = env.get("agi_uniqueid", "")
+        if uniqueid:  # the AMI link binds the call to its venue (even with AMI down)
+            self._on_call_entered(uniqueid, venue.context, venue.tenant)
         history = self._history.get(f"{venue.tenant}/{uniqueid}" if uniqueid else "",
                                     self._clock.time())
         history.requests += 1

@@ -14,7 +14,10 @@ channel so that a late `bind` still finds its Linkedid; a call is forgotten, wit
 final `call_end`, when its last channel hangs up, and hung-up uniqueids are remembered
 in a bounded ring so a late `bind` of a dead channel is refused. `resync(...)` rebuilds
 both tables from CoreShowChannels (and device/queue lists) after a reconnect; calls
-whose channels all vanished meanwhile end with `call_end` {"reason": "lost"}. Agent
+whose channels all vanished meanwhile end with `call_end` {"reason": "lost"}. A call
+that entered a venue while the session was down is known only by its `bind` (by then
+CoreShowChannels shows the context of its route, not the venue); the resync attaches
+its live legs to it. Agent
 state: DeviceStateChange, QueueMemberStatus/Pause/Added/Removed and QueueMember update
 an `AgentState` per device; the tenant of a device comes from the `devices` mapping.
 """
@@ -290,8 +293,16 @@ class CallTracker:
             call.channels &= set(live)
             call.answered &= set(live)
             out += self._end_if_empty(call, "lost")
-        for uid, e in live.items():  # adopt legs created while we were away
-            self._claim(e, uid)
+        # Adopt legs created while we were away. Calls bound meanwhile (route requests
+        # need no AMI) have usually left their venue for their route, and Asterisk may
+        # list a leg before the channel whose Linkedid links it: claim the known and
+        # venue channels first, then the rest until no more are adopted.
+        pending = sorted(live, key=lambda u: u not in self._owner)
+        while pending:
+            before = len(pending)
+            pending = [u for u in pending if self._claim(live[u], u) is None]
+            if len(pending) == before:
+                break
         for e in device_states:
             self._agent_event(e)
         for e in queue_members:

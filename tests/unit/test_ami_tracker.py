@@ -147,3 +147,36 @@ def test_call_end_is_dated_whichever_event_reports_idle_first() -> None:
         ("Event", "DeviceStateChange"), ("Device", "PJSIP/a"), ("State", "NOT_INUSE"))))
     agent = tracker.agents["PJSIP/a"]
     assert agent.available and agent.last_call_end == 101.0
+
+
+def csc(channel: str, uid: str, linkedid: str, context: str) -> Event:
+    return Event(name="CoreShowChannel", fields=(
+        ("Event", "CoreShowChannel"), ("Channel", channel), ("Uniqueid", uid),
+        ("Linkedid", linkedid), ("Context", context)))
+
+
+def test_resync_picks_up_calls_that_entered_a_venue_while_ami_was_down() -> None:
+    # Seen on the real Asterisk (tests/data/ami/core_show_channels.ami): by the time the
+    # session is back, a call that entered acme-venue meanwhile has left it for the
+    # Gosub of its route (Context acme-internal, as is its dial leg's), and
+    # CoreShowChannels lists the leg before the caller. Its venue comes from the route
+    # request (`bind`, which needs no AMI); the resync must attach the leg as well.
+    tracker = CallTracker(venues={"acme-venue": "acme", "globex-venue": "globex"})
+    caller, leg, waiting = "1795657017.0", "1795657017.1", "1795657017.2"
+    assert tracker.bind(caller, "acme-venue", "acme")  # route request during the outage
+    ended = tracker.resync([
+        csc("PJSIP/acme-agent-00000001", leg, caller, "acme-internal"),
+        csc("PJSIP/acme-trunk-00000000", caller, caller, "acme-internal"),
+        csc("PJSIP/globex-trunk-00000002", waiting, waiting, "globex-venue")])  # in AGI
+    assert ended == []
+    assert tracker.calls() == {caller: ("acme-venue", "acme"),
+                               waiting: ("globex-venue", "globex")}
+    assert tracker.owner(leg) == ("acme-venue", "acme")
+    got = [(m.kind, m.tenant, m.call, m.uniqueid)
+           for uid, ch in ((leg, "PJSIP/acme-agent-00000001"),
+                           (caller, "PJSIP/acme-trunk-00000000"))
+           for m in tracker.handle(Event(name="Hangup", fields=(
+               ("Event", "Hangup"), ("Channel", ch), ("Uniqueid", uid),
+               ("Linkedid", caller), ("Cause", "16"))))]
+    assert got == [("hangup", "acme", caller, leg), ("hangup", "acme", caller, caller),
+                   ("call_end", "acme", caller, caller)]

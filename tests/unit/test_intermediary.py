@@ -541,3 +541,16 @@ def test_a_tenant_without_prompts_cannot_play_another_tenants(prompt: str) -> No
     handle, r = w.call()
     w.inter.on_vts_message("acme", disposition(handle, action="treatment", prompt="hello-world"))
     assert [t.prompt for t in r.treatments] == ["hello-world"]
+
+
+def test_a_call_entering_a_venue_is_reported_for_the_ami_tracker() -> None:
+    # The AMI link binds the call to its venue from this, even while its session is down
+    # (a resync cannot tell the venue of a call that has already left it for its route).
+    entered: list[tuple[str, str, str]] = []
+    inter = Intermediary(config=config_mod.parse(RAW, path=Path("test.toml")),
+                         clock=FakeClock(),
+                         on_call_entered=lambda *call: entered.append(call))
+    inter.route_request(env("acme-venue", agi_uniqueid="1795657017.0"), Responder())
+    inter.route_request(env("nobody-venue", agi_uniqueid="1795657017.5"), Responder())
+    inter.route_request(env("globex-venue"), Responder())  # no unique id: nothing to bind
+    assert entered == [("1795657017.0", "acme-venue", "acme")]
