@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from harness.asterisk import (
     ASTERISK_SIP,
@@ -385,29 +385,7 @@ def start_uac(
     return SippUac(sipp, timeout_s)
 
 
-def run_uac(
-    *,
-    from_user: str,
-    dnis: str,
-    calls: int,
-    rate: float,
-    hold_ms: int = 200,
-    port: int = DEFAULT_UAC_PORT,
-    timeout_s: float = 60.0,
-    dtmf: str | None = None,
-    root: Path | None = None,
-    scenario: str = "uac.xml",
-) -> SippStats:
-    """Place the calls (see :func:`start_uac`) and return SIPp's final counters."""
-    return start_uac(
-        from_user=from_user,
-        dnis=dnis,
-        calls=calls,
-        rate=rate,
-        hold_ms=hold_ms,
-        port=port,
-        timeout_s=timeout_s,
-        dtmf=dtmf,
-        root=root,
-        scenario=scenario,
-    ).wait()
+def run_uac(**options: Any) -> SippStats:
+    """Place the calls (the keyword arguments of :func:`start_uac`) and return SIPp's
+    final counters."""
+    return start_uac(**options).wait()
