@@ -64,8 +64,10 @@ class Step:
     cause: str = ""
 
 
-def parse_portion(raw: object, *, extensions: Collection[str],
+def parse_portion(raw: object, *, extensions: Collection[str] | None,
                   external_prefixes: Sequence[str], ring_time: int) -> RuleSet:
+    """Validate a portion body; `extensions=None` (in the VTS, from the bridge) skips the
+    tenant-namespace checks but not the shape checks."""
     raise NotImplementedError
 
 
