@@ -45,6 +45,7 @@ from ami_bridge.ownership import (
     device_owners,
     parse_owners,
 )
+from ami_bridge.personal.settings import ApiConfig, StoreConfig, parse_api, parse_store
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.restart_policy import RestartSettings
 from ami_bridge.tenant_config import (
@@ -124,6 +125,14 @@ class BridgeConfig:
     agi_secret: str | None = None
     # Lint escapes the operator allows every tenant (`conf check`, `conf render`, `ctl apply`).
     dialplan_allow: tuple[Allowance, ...] = ()
+    # The personal router: its HTTP API (None: not served) and its store.
+    api: ApiConfig | None = None
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    @property
+    def personal(self) -> bool:
+        """Whether any tenant routes calls by its users' own rules (needs the store)."""
+        return any(t.personal is not None for t in self.tenants.values())
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -141,7 +150,8 @@ def load(path: Path) -> BridgeConfig:
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     fail = failer(path)
-    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners"}, "", fail)
+    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store"}, "",
+               fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -202,6 +212,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         dialplan_allow=_dialplan_allow(bridge, fail),
         agi_secret=_agi_secret(bridge, path, fail),
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
+        api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
     )
 
 

@@ -45,6 +45,8 @@ LANGUAGE_RE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")  # fullmatch
 DIAL_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_.@+-]{1,80}")  # fullmatch
 # The outbound route: a dial string with one {number} placeholder.
 OUTBOUND_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI)/[A-Za-z0-9_.@+-]*\{number\}[A-Za-z0-9_.@+-]*")
+DEFAULT_RING_TIME = 20
+MAX_RING_TIME = 300
 QUEUE_STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear")
 
 
@@ -56,6 +58,20 @@ class VenueConfig:
     router_timeout: float
     default_targets: tuple[str, ...] = ()  # tried in turn, then reject
     redirect_limit: int = DEFAULT_REDIRECT_LIMIT
+    # A personal venue (the tenant's [personal] context): calls to users' numbers, routed
+    # by each user's own rules (ami_bridge.tenants.personal) in the tenant's VTS.
+    personal: bool = False
+
+
+@dataclass(frozen=True)
+class PersonalConfig:
+    """`[personal]`: where calls to the tenant's users enter, and their fallbacks."""
+
+    context: str
+    vts: str
+    voicemail_context: str
+    ring_time: int = DEFAULT_RING_TIME  # seconds "ring my phones" rings by default
+    numbers: Mapping[str, str] = field(default_factory=dict)  # number -> home extension
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,12 @@ class TenantConfig:
     operator: str = "operator"  # where the venue's own fallback (bridge down) goes
     source: str = ""  # the file it came from
     devices: tuple[str, ...] = ()  # agent devices besides those its extensions dial
+    personal: PersonalConfig | None = None  # users' own routing rules ([personal])
 
 
 _TENANT_KEYS = {"timezone", "targets", "holidays", "rules", "venues", "queues",
                 "external_prefixes", "prompts", "moh_class", "language", "channel_limit",
-                "extensions", "outbound", "operator", "devices"}
+                "extensions", "outbound", "operator", "devices", "personal"}
 
 
 def parse_tenant(
@@ -134,6 +151,12 @@ def parse_tenant(
     for context, vraw in table(raw, "venues", fail, prefix).items():
         venues[context] = _venue(name, context, vraw, join(prefix, f"venues.{context}"),
                                  targets, router_timeout, redirect_limit, fail)
+    personal = _personal(name, raw, extensions, prefix, router_timeout, redirect_limit, fail)
+    if personal is not None:
+        _, venue = personal
+        if venue.context in venues:
+            raise fail(join(prefix, "personal.context"), f"{venue.context!r} is also a venue")
+        venues[venue.context] = venue
     tenant = TenantConfig(
         name=name, timezone=str(timezone), targets=frozenset(targets),
         holidays=tuple(str(h) for h in holidays), rules=tuple(rules),
@@ -142,8 +165,54 @@ def parse_tenant(
         extensions=dict(sorted(extensions.items())), queue_configs=queue_configs,
         outbound=outbound, operator=operator, source=source,
         devices=tuple(names(raw, "devices", DIAL_RE, prefix, fail)),
+        personal=personal[0] if personal is not None else None,
     )
     return tenant, venues
+
+
+def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str], prefix: str,
+              router_timeout: float, redirect_limit: int,
+              fail: Fail) -> tuple[PersonalConfig, VenueConfig] | None:
+    """`[personal]`: the personal venue and the users' numbers. Each number's home
+    extension must dial a device of the tenant's `extensions` (rung when the bridge is
+    down, and a new user's first binding)."""
+    if "personal" not in raw:
+        return None
+    key = join(prefix, "personal")
+    praw = table(raw, "personal", fail, prefix)
+    no_unknown(praw, {"context", "vts", "router_timeout", "ring_time", "voicemail_context",
+                      "numbers"}, key, fail)
+    context = string(praw, "context", "", CONTEXT_RE, key, fail, what="a context name")
+    if not context or not CONTEXT_RE.fullmatch(context):
+        raise fail(join(key, "context"), f"must be a context name, got {context!r}")
+    vts_name = praw.get("vts")
+    if not isinstance(vts_name, str):
+        raise fail(join(key, "vts"), f"must name a [vts.NAME] section, got {vts_name!r}")
+    voicemail = string(praw, "voicemail_context", tenant, CONTEXT_RE, key, fail,
+                       what="a voicemail.conf context name")
+    ring_time = count_value(praw, "ring_time", DEFAULT_RING_TIME, key, fail)
+    if ring_time > MAX_RING_TIME:
+        raise fail(join(key, "ring_time"), f"must be at most {MAX_RING_TIME} s, got {ring_time}")
+    numbers = table(praw, "numbers", fail, key)
+    if not numbers:
+        raise fail(join(key, "numbers"), "must map at least one personal number to its "
+                   "home extension, like \"2001\" = \"1001\"")
+    for number, home in numbers.items():
+        if not TARGET_RE.fullmatch(number):
+            raise fail(join(key, f"numbers.{number}"), f"{number!r} is not a valid extension")
+        if not isinstance(home, str) or home not in extensions:
+            raise fail(join(key, f"numbers.{number}"), f"the home extension {home!r} is not "
+                       f"in {join(prefix, 'extensions')}")
+    if set(numbers) & set(extensions):
+        clash = sorted(set(numbers) & set(extensions))[0]
+        raise fail(join(key, f"numbers.{clash}"), f"{clash!r} is also a device extension in "
+                   f"{join(prefix, 'extensions')}; a personal number must be its own")
+    venue = VenueConfig(
+        context=context, tenant=tenant, vts=vts_name,
+        router_timeout=positive(praw, "router_timeout", router_timeout, key, fail),
+        redirect_limit=redirect_limit, personal=True)
+    return PersonalConfig(context=context, vts=vts_name, voicemail_context=voicemail,
+                          ring_time=ring_time, numbers=dict(sorted(numbers.items()))), venue
 
 
 def _targets(raw: Mapping[str, Any], prefix: str, fail: Fail) -> list[str]:

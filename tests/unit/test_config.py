@@ -231,7 +231,7 @@ def test_unknown_top_level_key(key: str) -> None:
     raw = example()
     raw[key] = {}
     message = config_error(raw, f"{PATH}: {key}: unknown key")
-    assert "(allowed: ami, bridge, owners, shared, tenants, vts)" in message
+    assert "(allowed: ami, api, bridge, owners, shared, store, tenants, vts)" in message
 
 
 @pytest.mark.parametrize(("section", "key", "dotted"), [
@@ -257,7 +257,7 @@ def test_unknown_key_in_a_tenant() -> None:
     message = config_error(raw, "tenants.globex.timezon")
     assert message == (f"{PATH}: tenants.globex.timezon: unknown key "
                        "(allowed: channel_limit, devices, extensions, external_prefixes, holidays, "
-                       "language, moh_class, operator, outbound, prompts, queues, rules, "
+                       "language, moh_class, operator, outbound, personal, prompts, queues, rules, "
                        "targets, timezone, venues)")
 
 
