@@ -20,6 +20,11 @@ KIND_EXTENSION = "extension"  # an extension of the tenant's internal context
 KIND_QUEUE = "queue"  # one of the tenant's queues / agent groups
 KIND_EXTERNAL = "external"  # a number dialled through the tenant's outbound route
 TARGET_KINDS = (KIND_EXTENSION, KIND_QUEUE, KIND_EXTERNAL)
+# Two more for personal venues only (a user's own rules, ami_bridge.tenants.personal):
+KIND_PHONES = "phones"  # ring these extensions at once (the user's bindings, a ring-all)
+KIND_VOICEMAIL = "voicemail"  # the mailbox of a personal number
+PERSONAL_KINDS = (*TARGET_KINDS, KIND_PHONES, KIND_VOICEMAIL)
+MAX_PHONES = 8  # extensions one `phones` target rings at once
 
 # Extensions: what a dialplan extension name may safely hold (no ',', '/', '@', '&',
 # nothing Asterisk would evaluate); also the alphabet of AB_TARGET on the AGI wire.
@@ -27,8 +32,12 @@ EXTENSION_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")
 QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # External numbers: E.164 is at most 15 digits; 20 leaves room for national prefixes.
 NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")
+# `phones`: extensions joined by '&' (which no extension may hold).
+_EXT = r"[0-9A-Za-z_+*#-]{1,64}"
+PHONES_RE = re.compile(rf"{_EXT}(&{_EXT}){{0,{MAX_PHONES - 1}}}")
 TARGET_VALUE_RE = {KIND_EXTENSION: EXTENSION_RE, KIND_QUEUE: QUEUE_RE,
-                   KIND_EXTERNAL: NUMBER_RE}
+                   KIND_EXTERNAL: NUMBER_RE, KIND_PHONES: PHONES_RE,
+                   KIND_VOICEMAIL: EXTENSION_RE}
 
 # -- tenants, contexts, prompts ---------------------------------------------------------
 # Tenant (and VTS) names: lower case, since they prefix the tenant's dialplan contexts

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from ami_bridge.namespace import (
     KIND_EXTENSION,
     MAX_COLLECT_DIGITS,
+    PERSONAL_KINDS,
     PROMPT_RE,
     REJECT_CAUSES,
     TARGET_KINDS,
@@ -32,6 +33,10 @@ from ami_bridge.tenants.protocol import JsonObject
 MAX_DIAL_TIMEOUT = 600
 # How long a treatment waits for digits unless the VTS says (GET DATA's timeout).
 DEFAULT_DIGIT_TIMEOUT_MS = 5000
+# A disposition's trace is the VTS's to write and the bridge's to store: cut to size.
+MAX_TRACE_TEXT = 500
+MAX_TRACE_INPUTS = 16
+MAX_TRACE_INPUT = 100
 
 
 class MessageError(ValueError):
@@ -58,7 +63,8 @@ class Target:
     def __post_init__(self) -> None:
         pattern = TARGET_VALUE_RE.get(self.kind)
         if pattern is None:
-            raise ValueError(f"target kind {self.kind!r} is not one of {', '.join(TARGET_KINDS)}")
+            raise ValueError(f"target kind {self.kind!r} is not one of "
+                             f"{', '.join(PERSONAL_KINDS)}")
         if not isinstance(self.value, str) or not pattern.fullmatch(self.value):
             raise ValueError(f"{self.value!r} is not a valid {self.kind}")
 
@@ -95,6 +101,7 @@ class TenantRouting:
     targets: tuple[str, ...] = ()  # the extensions of its namespace
     extensions: Mapping[str, str] = field(default_factory=dict)  # extension -> device
     rules: tuple[Mapping[str, Any], ...] = ()  # as declared; parsed by routing.py
+    ring_time: int = 0  # a personal venue's "ring my phones" seconds; 0: no personal venue
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,19 @@ class CallerData:
 
 
 @dataclass(frozen=True)
+class UserRouting:
+    """In a personal venue's route request: the dialled user and his or her own rules
+    (the portion body, ami_bridge.tenants.personal) as they are now."""
+
+    user_id: str
+    number: str  # the personal number dialled (the user's mailbox)
+    timezone: str  # "" : the tenant's
+    bindings: tuple[str, ...]  # extensions whose devices ring for the user now
+    version: int  # of the portion
+    portion: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RouteRequest:
     TYPE: ClassVar[str] = "route_request"
     handle: str
@@ -134,6 +154,17 @@ class RouteRequest:
     venue: str
     timeout_ms: int
     call: CallerData
+    user: UserRouting | None = None  # personal venues only
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """Why a VTS decided what it did, recorded by the bridge (`ami-bridge trace`): the
+    rule that matched, a sentence, and the inputs it saw. Cut to the MAX_TRACE_* sizes."""
+
+    rule: str = ""
+    why: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,7 @@ class RouteTo:
     handle: str
     target: Target
     dial_timeout: int = 0  # seconds; 0: the dialplan's own
+    trace: TraceInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +253,7 @@ class Reject:
     ACTION: ClassVar[str] = "reject"
     handle: str
     cause: str = "busy"
+    trace: TraceInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +261,7 @@ class TakeDefault:
     TYPE: ClassVar[str] = "disposition"
     ACTION: ClassVar[str] = "default"
     handle: str
+    trace: TraceInfo | None = None
 
 
 Disposition = RouteTo | Treat | Reject | TakeDefault
@@ -345,7 +379,7 @@ def _disposition(f: _Fields) -> Disposition:
     action = f.get("action", None)
     if action == "route":
         return RouteTo(handle, f.target("target"),
-                       f.integer("dial_timeout", 0, 0, MAX_DIAL_TIMEOUT))
+                       f.integer("dial_timeout", 0, 0, MAX_DIAL_TIMEOUT), trace=_trace(f))
     if action == "treatment":
         moh = f.boolean("moh", False)
         digits = f.integer("collect_digits", 0, 0, MAX_COLLECT_DIGITS)
@@ -360,10 +394,32 @@ def _disposition(f: _Fields) -> Disposition:
                          "digits, _ and - in up to 4 '/'-separated parts)")
         return Treat(handle, prompt=prompt, collect_digits=digits, timeout_ms=timeout)
     if action == "reject":
-        return Reject(handle, f.choice("cause", "busy", REJECT_CAUSES))
+        return Reject(handle, f.choice("cause", "busy", REJECT_CAUSES), trace=_trace(f))
     if action == "default":
-        return TakeDefault(handle)
+        return TakeDefault(handle, trace=_trace(f))
     raise f.fail("action", f"must be route, treatment, reject or default, got {_show(action)}")
+
+
+def _trace(f: _Fields) -> TraceInfo | None:
+    """A disposition's optional trace; texts cut to size, not refused (a long sentence
+    must not cost the caller the route)."""
+    if f.get("trace", None) is None:
+        return None
+    t = f.table("trace")
+    inputs = t.table("inputs")
+    return TraceInfo(rule=t.string("rule", "")[:MAX_TRACE_INPUT],
+                     why=t.string("why", "")[:MAX_TRACE_TEXT],
+                     inputs={str(k)[:MAX_TRACE_INPUT]: inputs.string(k)[:MAX_TRACE_INPUT]
+                             for k in list(inputs.obj)[:MAX_TRACE_INPUTS]})
+
+
+def _user(f: _Fields) -> UserRouting | None:
+    if f.get("user", None) is None:
+        return None
+    u = f.table("user")
+    return UserRouting(user_id=u.string("id"), number=u.string("number"),
+                       timezone=u.string("timezone", ""), bindings=u.strings("bindings"),
+                       version=u.integer("version", 0, 0), portion=dict(u.table("portion").obj))
 
 
 def _route_request(f: _Fields) -> RouteRequest:
@@ -377,7 +433,8 @@ def _route_request(f: _Fields) -> RouteRequest:
                         language=call.string("language", ""),
                         uniqueid=call.string("uniqueid", ""), previous=previous)
     return RouteRequest(handle=_handle(f), tenant=f.string("tenant"), venue=f.string("venue"),
-                        timeout_ms=f.integer("timeout_ms", None, 0), call=caller)
+                        timeout_ms=f.integer("timeout_ms", None, 0), call=caller,
+                        user=_user(f))
 
 
 def _event(f: _Fields) -> Event:
@@ -409,7 +466,7 @@ def _tenants(f: _Fields) -> dict[str, TenantRouting]:
             timezone=t.string("timezone", "UTC"), holidays=t.strings("holidays"),
             targets=t.strings("targets"),
             extensions={k: extensions.string(k) for k in extensions.obj},
-            rules=tuple(rules))
+            rules=tuple(rules), ring_time=t.integer("ring_time", 0, 0))
     return tenants
 
 
@@ -418,15 +475,22 @@ def _tenants(f: _Fields) -> dict[str, TenantRouting]:
 def to_wire(message: Message) -> JsonObject:
     """The JSON object for one message (docs/vts-protocol.md), ready for `encode`."""
     if isinstance(message, RouteRequest):
-        return {"type": message.TYPE, "handle": message.handle, "tenant": message.tenant,
-                "venue": message.venue, "timeout_ms": message.timeout_ms,
-                "call": _caller_wire(message.call)}
-    if isinstance(message, RouteTo):
         out: JsonObject = {"type": message.TYPE, "handle": message.handle,
-                           "action": message.ACTION, "target": str(message.target)}
+                           "tenant": message.tenant, "venue": message.venue,
+                           "timeout_ms": message.timeout_ms,
+                           "call": _caller_wire(message.call)}
+        if message.user is not None:
+            u = message.user
+            out["user"] = {"id": u.user_id, "number": u.number, "timezone": u.timezone,
+                           "bindings": list(u.bindings), "version": u.version,
+                           "portion": dict(u.portion)}
+        return out
+    if isinstance(message, RouteTo):
+        out = {"type": message.TYPE, "handle": message.handle,
+               "action": message.ACTION, "target": str(message.target)}
         if message.dial_timeout:
             out["dial_timeout"] = message.dial_timeout
-        return out
+        return _with_trace(out, message.trace)
     if isinstance(message, Treat):
         out = {"type": message.TYPE, "handle": message.handle, "action": message.ACTION}
         if message.moh:
@@ -438,10 +502,11 @@ def to_wire(message: Message) -> JsonObject:
             out["timeout_ms"] = message.timeout_ms
         return out
     if isinstance(message, Reject):
-        return {"type": message.TYPE, "handle": message.handle, "action": message.ACTION,
-                "cause": message.cause}
+        return _with_trace({"type": message.TYPE, "handle": message.handle,
+                            "action": message.ACTION, "cause": message.cause}, message.trace)
     if isinstance(message, TakeDefault):
-        return {"type": message.TYPE, "handle": message.handle, "action": message.ACTION}
+        return _with_trace({"type": message.TYPE, "handle": message.handle,
+                            "action": message.ACTION}, message.trace)
     if isinstance(message, CallProgress):
         return {"type": message.TYPE, "event": message.EVENT, "kind": message.kind,
                 "venue": message.venue, "uniqueid": message.uniqueid, "leg": message.leg,
@@ -464,6 +529,12 @@ def to_wire(message: Message) -> JsonObject:
     return _hello_wire(message)
 
 
+def _with_trace(out: JsonObject, trace: TraceInfo | None) -> JsonObject:
+    if trace is not None:
+        out["trace"] = {"rule": trace.rule, "why": trace.why, "inputs": dict(trace.inputs)}
+    return out
+
+
 def _caller_wire(call: CallerData) -> JsonObject:
     out: JsonObject = {"ani": call.ani, "ani_name": call.ani_name, "dnis": call.dnis,
                        "dnid": call.dnid, "language": call.language, "uniqueid": call.uniqueid}
@@ -478,6 +549,7 @@ def _hello_wire(hello: Hello) -> JsonObject:
         out["tenants"] = {
             name: {"timezone": t.timezone, "holidays": list(t.holidays),
                    "targets": list(t.targets), "extensions": dict(t.extensions),
-                   "rules": [dict(r) for r in t.rules]}
+                   "rules": [dict(r) for r in t.rules],
+                   **({"ring_time": t.ring_time} if t.ring_time else {})}
             for name, t in hello.tenants.items()}
     return out
