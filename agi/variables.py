@@ -16,7 +16,13 @@ from __future__ import annotations
 import re
 from types import MappingProxyType
 
-from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE
+from ami_bridge.namespace import (
+    KIND_EXTENSION,
+    KIND_EXTERNAL,
+    KIND_PHONES,
+    KIND_QUEUE,
+    KIND_VOICEMAIL,
+)
 
 # The dialplan global holding the bridge's FastAGI URL (agi://host:port), set by the
 # operator in [globals]; and the script name the venue asks for.
@@ -39,7 +45,12 @@ AB_CAUSE = "AB_CAUSE"
 AB_DIAL_TIMEOUT = "AB_DIAL_TIMEOUT"
 DEFAULT_DIAL_TIMEOUT = 20
 
-WRITABLE_VARIABLES = frozenset({AB_ACTION, AB_TARGET, AB_CAUSE, AB_KIND, AB_DIAL_TIMEOUT})
+# For a `phones` target (personal venues): the devices to ring at once, joined by '&',
+# taken by the bridge from the tenant file's `extensions` (never from a VTS).
+AB_DIAL = "AB_DIAL"
+
+WRITABLE_VARIABLES = frozenset({AB_ACTION, AB_TARGET, AB_CAUSE, AB_KIND, AB_DIAL_TIMEOUT,
+                                AB_DIAL})
 
 # -- kept by the venue ------------------------------------------------------------------
 # What the call was last routed to, `KIND:VALUE`, passed back as the first AGI argument
@@ -64,6 +75,10 @@ DIAL_STATUS_RE = re.compile(r"[A-Z]{1,20}")  # fullmatch; Asterisk's DIALSTATUS 
 # that does not exist, and the venue's fallback.
 KIND_CONTEXT = MappingProxyType({KIND_EXTENSION: "internal", KIND_QUEUE: "queues",
                                  KIND_EXTERNAL: "outbound"})
+# A personal venue also routes to a user's mailbox (`<tenant>-voicemail`, one extension
+# per personal number) and rings `phones` itself (Dial(${AB_DIAL}), no context).
+PERSONAL_KIND_CONTEXT = MappingProxyType({**KIND_CONTEXT, KIND_VOICEMAIL: "voicemail"})
+PHONES_KIND = KIND_PHONES
 KIND_VARIABLE_PREFIX = "AB_CTX_"
 
 
@@ -73,4 +88,4 @@ def kind_variable(kind: str) -> str:
 
 def tenant_context(tenant: str, kind: str) -> str:
     """The context of `tenant` that serves targets of `kind`."""
-    return f"{tenant}-{KIND_CONTEXT[kind]}"
+    return f"{tenant}-{PERSONAL_KIND_CONTEXT[kind]}"

@@ -63,8 +63,10 @@ def set_variable(name: str, value: str) -> bytes:
 
 
 # Values set together in one command (`set_variables`): MSet splits on ',' and '|' and
-# strips quotes, so its values keep to an alphabet with none of those, and no '='.
-_MSET_VALUE_RE = re.compile(r"[A-Za-z0-9_+*#:/.@-]{0,128}")  # fullmatch
+# strips quotes, so its values keep to an alphabet with none of those, and no '='. '&'
+# joins the extensions of a `phones` target and the devices of AB_DIAL (Dial's own
+# separator: the bridge writes it only there, from the tenant file's devices).
+_MSET_VALUE_RE = re.compile(r"[A-Za-z0-9_+*#:/.@&-]{0,512}")  # fullmatch
 APP_MSET = "MSet"
 
 

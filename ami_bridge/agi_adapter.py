@@ -27,6 +27,7 @@ from ami_bridge.agi.server import AgiConnection
 from ami_bridge.agi.variables import (
     AB_ACTION,
     AB_CAUSE,
+    AB_DIAL,
     AB_DIAL_TIMEOUT,
     AB_KIND,
     AB_TARGET,
@@ -47,6 +48,8 @@ def commands_for(disposition: Disposition) -> list[bytes]:
     pairs = []
     if disposition.target is not None:
         pairs += [(AB_KIND, disposition.target.kind), (AB_TARGET, disposition.target.value)]
+    if disposition.dial:
+        pairs.append((AB_DIAL, disposition.dial))
     if disposition.dial_timeout:
         pairs.append((AB_DIAL_TIMEOUT, str(disposition.dial_timeout)))
     if disposition.cause:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ami_bridge.agi.variables import (
@@ -33,8 +33,15 @@ from ami_bridge.agi.variables import (
     agi_arg,
 )
 from ami_bridge.config import TenantConfig, VenueConfig
-from ami_bridge.namespace import KIND_EXTENSION, KIND_QUEUE
+from ami_bridge.namespace import (
+    KIND_EXTENSION,
+    KIND_PHONES,
+    KIND_QUEUE,
+    KIND_VOICEMAIL,
+    MAX_PHONES,
+)
 from ami_bridge.ownership import prompt_roots
+from ami_bridge.personal.model import User
 from ami_bridge.tenants.messages import CallerData, Previous, Target, Treat
 
 # Caller data forwarded to a VTS is cut to this many characters.
@@ -56,6 +63,7 @@ class Disposition:
     target: Target | None = None  # for a route
     cause: str = ""  # reject cause, or why the call was default-routed
     dial_timeout: int = 0  # seconds; 0: the dialplan's own
+    dial: str = ""  # a `phones` target's devices joined by '&' (AB_DIAL)
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,8 @@ class Pending:
     responder: Responder
     history: CallHistory
     deadline: float  # on the intermediary's clock
+    call: CallerData = field(default_factory=CallerData)
+    user: User | None = None  # a personal venue's dialled user (None in other venues)
     timer: Timer | None = None
     treating: bool = False
 
@@ -134,9 +144,18 @@ def treatment_for(tenant: TenantConfig, message: Treat, remaining_s: float,
                      timeout_ms=min(message.timeout_ms, remaining_ms - MIN_TREATMENT_MS // 2))
 
 
-def check_namespace(tenant: TenantConfig, target: Target) -> None:
-    """Raise ValueError unless `target` lies in the tenant's declared namespace."""
-    if target.kind == KIND_EXTENSION:
+def check_namespace(tenant: TenantConfig, target: Target, *, personal: bool = False) -> None:
+    """Raise ValueError unless `target` lies in the tenant's declared namespace; the
+    `phones` and `voicemail` kinds only in a personal venue (`personal`)."""
+    if target.kind in (KIND_PHONES, KIND_VOICEMAIL):
+        if not personal or tenant.personal is None:
+            raise ValueError(f"target kind {target.kind} is for personal venues only")
+        if target.kind == KIND_VOICEMAIL:
+            inside, key = target.value in tenant.personal.numbers, "personal.numbers"
+        else:
+            outside = [e for e in target.value.split("&") if e not in tenant.extensions]
+            inside, key = not outside, "extensions"
+    elif target.kind == KIND_EXTENSION:
         inside, key = target.value in tenant.targets, "targets"
     elif target.kind == KIND_QUEUE:
         inside, key = target.value in tenant.queues, "queues"
@@ -146,6 +165,31 @@ def check_namespace(tenant: TenantConfig, target: Target) -> None:
     if not inside:
         raise ValueError(f"target {target} is outside tenant {tenant.name}'s namespace "
                          f"(its {key})")
+
+
+def dial_for(tenant: TenantConfig, target: Target) -> str:
+    """AB_DIAL for a `phones` target: its extensions' devices from the tenant file."""
+    return "&".join(tenant.extensions[e] for e in target.value.split("&")) \
+        if target.kind == KIND_PHONES else ""
+
+
+def personal_default(tenant: TenantConfig, user: User | None, bindings: tuple[str, ...],
+                     previous: Previous | None) -> Disposition:
+    """How a personal venue's call leaves when its VTS cannot decide (not connected,
+    silent, refused): the user's phones for the ring time, then voicemail, then the end.
+    With no such user: the dialplan's own fallback (the number's home phone, then its
+    mailbox)."""
+    personal = tenant.personal
+    if user is None or personal is None:
+        return Disposition(ACTION_DEFAULT, cause="no-user")
+    bound = tuple(e for e in bindings if e in tenant.extensions)[:MAX_PHONES]
+    if previous is None and bound:
+        phones = Target(KIND_PHONES, "&".join(bound))
+        return Disposition(ACTION_ROUTE, target=phones, dial_timeout=personal.ring_time,
+                           dial=dial_for(tenant, phones))
+    if previous is None or previous.target.kind != KIND_VOICEMAIL:
+        return Disposition(ACTION_ROUTE, target=Target(KIND_VOICEMAIL, user.number))
+    return Disposition(ACTION_REJECT, cause="congestion")  # back from voicemail: end
 
 
 def caller_data(env: Mapping[str, str]) -> CallerData:

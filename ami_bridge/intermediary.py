@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +48,12 @@ from ami_bridge.calls import (
     caller_data,
     check_namespace,
     default_route,
+    dial_for,
+    personal_default,
     treatment_for,
 )
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.personal.model import Portion, TraceRecord, User
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import PROTOCOL_VERSION, JsonObject
@@ -67,6 +71,13 @@ class VtsLink(Protocol):
 
 AgentSnapshot = Callable[[str], Iterable[m.AgentState]]  # tenant -> its agents' state
 CallEntered = Callable[[str, str, str], object]  # (uniqueid, venue, tenant)
+# (tenant, personal number) -> the user and his or her current portion, or None
+PersonalLookup = Callable[[str, str], tuple[User, Portion] | None]
+Decided = Callable[[TraceRecord], object]  # every routing decision, for the route trace
+
+
+def no_users(tenant: str, number: str) -> None:
+    return None
 
 
 def no_agents(tenant: str) -> list[m.AgentState]:
@@ -92,9 +103,15 @@ class Counters:
 class Intermediary:
     def __init__(self, *, config: BridgeConfig, clock: Scheduler,
                  agent_snapshot: AgentSnapshot = no_agents,
-                 on_call_entered: CallEntered = ignore_call) -> None:
+                 on_call_entered: CallEntered = ignore_call,
+                 personal: PersonalLookup = no_users,
+                 on_decision: Decided | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
+        self._personal = personal
+        self._on_decision = on_decision
+        self._wall = wall_clock
         self._agent_snapshot = agent_snapshot
         self._on_call_entered = on_call_entered
         self._links: dict[str, VtsLink] = {}
@@ -169,30 +186,45 @@ class Intermediary:
         history = self._history.get(f"{venue.tenant}/{uniqueid}" if uniqueid else "",
                                     self._clock.time())
         history.requests += 1
+        call = caller_data(env)
+        user, user_routing = None, None
+        if venue.personal:  # a call to a user's number: the user's own rules decide
+            found = self._personal(venue.tenant, call.dnis)
+            if found is not None:
+                user, portion = found
+                user_routing = m.UserRouting(
+                    user_id=user.user_id, number=user.number, timezone=user.timezone,
+                    bindings=user.bindings, version=portion.version, portion=portion.body)
         if history.requests > self._config.max_route_requests:
             log.warning("channel %s entered venue %s %d times: rejected (loop guard)",
                         env.get("agi_channel", "?"), context, history.requests)
             self.counters.rejected += 1
-            responder.dispose(Disposition(ACTION_REJECT, cause="congestion"))
+            disposition = Disposition(ACTION_REJECT, cause="congestion")
+            self._record(venue, call, user, history, disposition, None, "loop guard")
+            responder.dispose(disposition)
             return None
         link = self._links.get(venue.vts)
+        if venue.personal and user is None:
+            self._default_route(venue, history, responder, "no-user", call, user)
+            return None
         if link is None:
-            self._default_route(venue, history, responder, "no-vts")
+            self._default_route(venue, history, responder, "no-vts", call, user)
             return None
         if len(self._per_vts[venue.vts]) >= self._config.max_pending_per_vts:
             self._warn_cap(self._clock.time(), "VTS %s has %d pending calls (cap): default route",
                            venue.vts, self._config.max_pending_per_vts, key=venue.vts)
-            self._default_route(venue, history, responder, "vts-overloaded")
+            self._default_route(venue, history, responder, "vts-overloaded", call, user)
             return None
         handle = secrets.token_hex(8)
         pending = Pending(handle=handle, venue=venue, responder=responder, history=history,
-                          deadline=self._clock.time() + venue.router_timeout)
+                          deadline=self._clock.time() + venue.router_timeout, call=call,
+                          user=user)
         pending.timer = self._clock.call_at(pending.deadline, lambda: self._timeout(handle))
         self._pending[handle] = pending
         self._per_vts[venue.vts].add(handle)
         link.send(m.RouteRequest(handle=handle, tenant=venue.tenant, venue=venue.context,
                                  timeout_ms=int(venue.router_timeout * 1000),
-                                 call=caller_data(env)))
+                                 call=call, user=user_routing))
         return handle
 
     def abandon(self, handle: str) -> None:
@@ -201,6 +233,8 @@ class Intermediary:
         if pending is None:
             return
         self.counters.abandoned += 1
+        self._record(pending.venue, pending.call, pending.user, pending.history, None, None,
+                     "the caller hung up while the call waited")
         self._notify(pending, m.Abandoned(handle))
 
     # -- from a VTS ----------------------------------------------------------------
@@ -255,19 +289,22 @@ class Intermediary:
                 self._treat(pending, tenant, message)
                 return
             if isinstance(message, m.RouteTo):
-                check_namespace(tenant, message.target)
+                check_namespace(tenant, message.target, personal=pending.venue.personal)
                 disposition = Disposition(ACTION_ROUTE, target=message.target,
-                                          dial_timeout=message.dial_timeout)
+                                          dial_timeout=message.dial_timeout,
+                                          dial=dial_for(tenant, message.target))
             elif isinstance(message, m.Reject):
                 disposition = Disposition(ACTION_REJECT, cause=message.cause)
             else:
-                self._default(handle, "vts", notify=False)
+                self._default(handle, "vts", notify=False, trace=message.trace)
                 return
         except ValueError as exc:
             target = message.target if isinstance(message, m.RouteTo) else None
             self._invalid(pending.venue.vts, pending, exc, self._owner_hint(tenant, target))
             return
         pending.history.redirects = 0  # a real instruction
+        self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
+                     message.trace, "")
         self._finish(handle, disposition)
 
     def _invalid(self, vts: str, pending: Pending, exc: ValueError, hint: str) -> None:
@@ -320,23 +357,64 @@ class Intermediary:
                  pending.venue.context)
         self._default(handle, "timeout", notify=True)
 
-    def _default(self, handle: str, cause: str, *, notify: bool) -> None:
+    def _default(self, handle: str, cause: str, *, notify: bool,
+                 trace: m.TraceInfo | None = None) -> None:
         pending = self._release(handle, f"default:{cause}")
         if pending is None:
             return
         if notify:
             self._notify(pending, m.DefaultRouted(handle, reason=cause))
-        self._default_route(pending.venue, pending.history, pending.responder, cause)
+        self._default_route(pending.venue, pending.history, pending.responder, cause,
+                            pending.call, pending.user, trace)
 
     def _default_route(self, venue: VenueConfig, history: CallHistory, responder: Responder,
-                       cause: str) -> None:
-        disposition, rejected = default_route(venue, history, cause)
+                       cause: str, call: m.CallerData, user: User | None,
+                       trace: m.TraceInfo | None = None) -> None:
+        tenant = self._config.tenants.get(venue.tenant)
+        if venue.personal and tenant is not None:
+            # The user's phones, then voicemail: what the call would get with no bridge.
+            history.redirects += 1
+            disposition = personal_default(tenant, user, user.bindings if user else (),
+                                           call.previous)
+            rejected = ""
+        else:
+            disposition, rejected = default_route(venue, history, cause)
         if rejected:
             log.warning("venue %s: %s; call rejected", venue.context, rejected)
             self.counters.rejected += 1
         else:
             self._count_default(cause)
+        self._record(venue, call, user, history, disposition, trace,
+                     f"default route ({cause})")
         responder.dispose(disposition)
+
+    def _record(self, venue: VenueConfig, call: m.CallerData, user: User | None,
+                history: CallHistory, disposition: Disposition | None,
+                trace: m.TraceInfo | None, why: str) -> None:
+        """One routing decision into the route trace (`ami-bridge trace UNIQUEID`)."""
+        if self._on_decision is None:
+            return
+        if disposition is None:
+            outcome = "abandoned"
+        elif disposition.action == ACTION_ROUTE and disposition.target is not None:
+            outcome = f"route {disposition.target}"
+        else:
+            outcome = f"{disposition.action} {disposition.cause}".strip()
+        previous = call.previous
+        record_call = {"ani": call.ani, "ani_name": call.ani_name, "dnis": call.dnis}
+        if user is not None:
+            record_call |= {"number": user.number, "bindings": "&".join(user.bindings),
+                            "timezone": user.timezone}
+        rule = trace.rule if trace is not None else ("" if not why else "bridge")
+        text = trace.why if trace is not None else why
+        if trace is not None and why:
+            text = f"{why}: {text}" if text else why
+        self._on_decision(TraceRecord(
+            tenant=venue.tenant, uniqueid=call.uniqueid, at=self._wall(), venue=venue.context,
+            user_id=user.user_id if user is not None else "", request=history.requests,
+            previous=f"{previous.target} {previous.status}" if previous else "",
+            outcome=outcome, rule=rule, why=text,
+            inputs=dict(trace.inputs) if trace is not None else {}, call=record_call))
 
     def _finish(self, handle: str, disposition: Disposition) -> None:
         pending = self._release(handle, disposition.action)
@@ -404,6 +482,7 @@ class Intermediary:
         return m.Hello(v=PROTOCOL_VERSION, vts=vts, tenants={
             name: m.TenantRouting(timezone=t.timezone, holidays=tuple(t.holidays),
                                   targets=tuple(sorted(t.targets)),
-                                  extensions=dict(t.extensions), rules=tuple(t.rules))
+                                  extensions=dict(t.extensions), rules=tuple(t.rules),
+                                  ring_time=t.personal.ring_time if t.personal else 0)
             for name, t in tenants.items()})
 

@@ -31,6 +31,7 @@ from typing import cast
 
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
+from ami_bridge.tenants import personal
 from ami_bridge.tenants.protocol import (
     FD_ENV,
     PROTOCOL_VERSION,
@@ -78,6 +79,8 @@ class Worker(asyncio.Protocol):
         self._protocols: dict[str, RoutingProtocol] = {}
         self._rng = random.Random()
         self._calls: dict[str, tuple[str, CallInfo]] = {}  # pending handle -> tenant, call
+        self._users: dict[str, m.RouteRequest] = {}  # pending personal calls: the request
+        self._tenants: dict[str, m.TenantRouting] = {}
         # tenant -> device -> the extensions that dial it; tenant -> extension -> state
         self._targets_of: dict[str, dict[str, list[str]]] = {}
         self._agents: dict[str, dict[str, AgentView]] = {}
@@ -118,6 +121,7 @@ class Worker(asyncio.Protocol):
             self._info_event(self._clock(), "vts %s: event %s for %s", self.name,
                              message.EVENT, message.handle, key=message.EVENT)
             self._calls.pop(message.handle, None)
+            self._users.pop(message.handle, None)
         elif isinstance(message, m.CallProgress):  # AMI call progress for one of our calls
             log.debug("vts %s: call %s %s", self.name, message.uniqueid, message.kind)
         elif isinstance(message, m.AgentState):
@@ -131,24 +135,60 @@ class Worker(asyncio.Protocol):
             log.warning("vts %s: ignoring message type %r", self.name, message.TYPE)
 
     def decide(self, handle: str) -> m.Disposition | None:
-        """The answer for a pending call (None: send none): its tenant's routing protocol."""
+        """The answer for a pending call (None: send none): its tenant's routing protocol,
+        or in a personal venue the dialled user's own rules."""
+        request = self._users.pop(handle, None)
+        if request is not None and request.user is not None:
+            self._calls.pop(handle, None)
+            return self._personal(request, request.user)
         tenant, info = self._calls.get(handle, ("", CallInfo(ani="", dnis="")))
         protocol = self._protocols.get(tenant)
         if protocol is None:
             self._calls.pop(handle, None)
             return m.TakeDefault(handle)
-        decision = protocol.evaluate(info, dt.datetime.now(dt.UTC), self._rng,
-                                     self._agents.get(tenant, {}))
+        now = dt.datetime.now(dt.UTC)
+        decision = protocol.evaluate(info, now, self._rng, self._agents.get(tenant, {}))
         if decision.action == "treatment":
             return m.Treat(handle, prompt=decision.prompt, moh=decision.moh,
                            collect_digits=decision.collect_digits,
                            timeout_ms=decision.timeout_ms)
         self._calls.pop(handle, None)
+        trace = _tenant_trace(decision.rule, info, now.astimezone(protocol.timezone))
         if decision.action == "route" and decision.target is not None:
-            return m.RouteTo(handle, decision.target, dial_timeout=decision.dial_timeout)
+            return m.RouteTo(handle, decision.target, dial_timeout=decision.dial_timeout,
+                             trace=trace)
         if decision.action == "reject":
-            return m.Reject(handle, decision.cause)
-        return m.TakeDefault(handle)
+            return m.Reject(handle, decision.cause, trace=trace)
+        return m.TakeDefault(handle, trace=trace)
+
+    def _personal(self, request: m.RouteRequest, user: m.UserRouting) -> m.Disposition:
+        """A call to a user's number: evaluate the user's current portion (sent with the
+        request; the VTS keeps no copy). A portion it cannot read takes the default
+        route (the user's phones, then voicemail) rather than guessing."""
+        tenant = self._tenants.get(request.tenant, m.TenantRouting())
+        ring_time = tenant.ring_time or 20
+        previous = request.call.previous
+        try:
+            rules = personal.parse_portion(dict(user.portion), extensions=None,
+                                           external_prefixes=(), ring_time=ring_time)
+            step = personal.evaluate(
+                rules, personal.PersonalCall(
+                    ani=request.call.ani, ani_name=request.call.ani_name, number=user.number,
+                    bindings=user.bindings,
+                    previous=(previous.target, previous.status) if previous else None),
+                dt.datetime.now(dt.UTC), timezone=user.timezone or tenant.timezone,
+                holidays=tenant.holidays, ring_time=ring_time)
+        except (personal.PortionError, ValueError) as exc:
+            log.error("vts %s: user %s/%s: portion v%d unusable: %s; default route", self.name,
+                      request.tenant, user.user_id, user.version, exc)
+            return m.TakeDefault(request.handle, trace=m.TraceInfo(
+                rule="error", why=f"portion version {user.version} unusable: {exc}"))
+        trace = m.TraceInfo(rule=step.trace.rule, why=step.trace.why,
+                            inputs={**step.trace.inputs, "portion": str(user.version)})
+        if step.action == "route" and step.target is not None:
+            return m.RouteTo(request.handle, step.target, dial_timeout=step.dial_timeout,
+                             trace=trace)
+        return m.Reject(request.handle, step.cause or "busy", trace=trace)
 
     def send(self, message: m.Message) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -171,6 +211,7 @@ class Worker(asyncio.Protocol):
             log.error("vts %s: bad routing protocol from the bridge: %s", self.name, exc)
             self._close()
             return
+        self._tenants = dict(hello.tenants)
         self._targets_of = {}
         for name, t in hello.tenants.items():
             for ext, device in t.extensions.items():
@@ -184,6 +225,8 @@ class Worker(asyncio.Protocol):
                         previous_status=previous.status if previous else "")
         if len(self._calls) < MAX_CALLS:
             self._calls[request.handle] = (request.tenant, info)
+            if request.user is not None:
+                self._users[request.handle] = request
         self._answer(request.handle)
 
     def _treatment_done(self, event: m.TreatmentDone) -> None:
@@ -206,6 +249,16 @@ class Worker(asyncio.Protocol):
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _tenant_trace(rule: str, info: CallInfo, local: dt.datetime) -> m.TraceInfo:
+    """Why the tenant's routing protocol decided what it did (the route trace)."""
+    why = (f"tenant rule {rule!r} matched" if not rule.startswith("(") else rule)
+    if info.previous_target is not None:
+        why += f" after {info.previous_target} gave {info.previous_status}"
+    return m.TraceInfo(rule=rule, why=why, inputs={
+        "time": local.strftime("%Y-%m-%dT%H:%M"), "timezone": str(local.tzinfo),
+        "day": local.strftime("%a").lower(), "dnis": info.dnis, "digits": info.digits})
 
 
 async def serve(factory: Callable[[asyncio.Future[None]], Worker]) -> int:

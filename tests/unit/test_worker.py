@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,10 @@ def request(handle: str, previous: m.Previous | None = None) -> bytes:
                                            call=m.CallerData(ani="1", previous=previous))))
 
 
+def untraced(message: m.Message) -> m.Message:
+    return dataclasses.replace(message, trace=None) if hasattr(message, "trace") else message
+
+
 def test_the_runtime_routes_by_the_rules_and_overflows_on_previous(
         done: asyncio.Future[None]) -> None:
     worker = Worker(name="acme", done=done)
@@ -70,9 +75,14 @@ def test_the_runtime_routes_by_the_rules_and_overflows_on_previous(
     worker.data_received(request("h1"))
     worker.data_received(request("h2", m.Previous(Target.extension("1001"), "NOANSWER")))
     worker.data_received(request("h3", m.Previous(Target("queue", "sales"), "BUSY")))
-    assert transport.sent() == [m.RouteTo("h1", Target.extension("1001"), dial_timeout=15),
-                                m.RouteTo("h2", Target("queue", "sales"), dial_timeout=15),
-                                m.TakeDefault("h3")]
+    sent = transport.sent()
+    assert [untraced(x) for x in sent] == [
+        m.RouteTo("h1", Target.extension("1001"), dial_timeout=15),
+        m.RouteTo("h2", Target("queue", "sales"), dial_timeout=15), m.TakeDefault("h3")]
+    # each names the tenant rule that decided, for the route trace
+    traces = [x.trace for x in sent if isinstance(x, m.RouteTo | m.TakeDefault)]
+    assert [t.rule if t else None for t in traces] == ["hunt", "hunt", "(no rule matched)"]
+    assert traces[1] is not None and "after extension:1001 gave NOANSWER" in traces[1].why
     # on the wire, the one spelling
     assert m.to_wire(m.RouteTo("h2", Target("queue", "sales")))["target"] == "queue:sales"
 
@@ -120,7 +130,7 @@ def test_fault_vts_behaviours(behaviour: str, expected: list[m.Message], tmp_pat
     transport = connect(vts)
     vts.data_received(request("h1"))
     record.close()
-    assert transport.sent() == expected
+    assert [untraced(x) for x in transport.sent()] == expected
     recorded: list[dict[str, Any]] = [
         json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
     assert [r["type"] for r in recorded] == ["hello", "route_request"]
