@@ -12,7 +12,9 @@ harmless only when it is *bounded*: provably free of every character of
 functions that return numbers; a substring `${X:o:l}` of a bounded variable; `$[...]`
 of bounded operands; the bridge's own variables (`agi.variables.WRITABLE_VARIABLES`,
 which the intermediary validates to `[0-9A-Za-z_+*#-]`) unless the dialplan assigns
-them something unbounded; and any variable that the dialplan assigns at least once and
+them something unbounded (AB_DIAL, whole channels of the tenant's own devices, may stand
+as a dial string when the dialplan only ever clears it: `bridge_dial_only`); and any
+variable that the dialplan assigns at least once and
 only ever bounded text (Set/MSet anywhere in the files read, to a least fixed point, so
 another tenant's `Set(__X=...)` counts too). Everything else (Gosub's ARGn, variables
 set by other applications or never set) is unbounded. Pure.
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ami_bridge.agi.variables import WRITABLE_VARIABLES
+from ami_bridge.agi.variables import AB_DIAL, WRITABLE_VARIABLES
 from ami_bridge.dialplan.parser import Step
 from ami_bridge.dialplan.syntax import (
     expansions,
@@ -78,6 +80,10 @@ class Bounds:
 
     exten_safe: bool
     variables: frozenset[str]
+    # Whether `${AB_DIAL}` may stand for whole channels: the bridge writes it (a personal
+    # venue's `phones`, from the tenant's own `extensions`) and no dialplan line in the
+    # files read sets it to anything but empty (`bridge_dial_only`).
+    bridge_dial: bool = False
 
 
 def literal_text(text: str) -> str:
@@ -135,6 +141,13 @@ def _assignments(call: Call) -> list[tuple[str, str]]:
         if sep and name and "(" not in name and not is_dynamic(name):
             found.append((name.upper(), value.strip()))
     return found
+
+
+def bridge_dial_only(steps: Iterable[Step]) -> bool:
+    """True when every Set/MSet of AB_DIAL in `steps` clears it: its only value is then
+    the bridge's, which the intermediary takes from the venue tenant's own devices."""
+    return all(not value for step in steps for call in calls(step)
+               for name, value in _assignments(call) if name == AB_DIAL)
 
 
 def bounded_variables(steps: Iterable[Step]) -> frozenset[str]:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ami_bridge.agi.variables import AB_DIAL
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.channels import Bounds, Channel, channel_list, unbounded
 from ami_bridge.dialplan.ownership import Ownership
@@ -131,6 +132,8 @@ def _channels(call: Call, where: Where) -> list[Escape]:
     found: list[Escape] = []
     for channel in channel_list(text, many=how == "dial" or call.name == "pickupchan"):
         if isinstance(channel, str):
+            if channel == "${" + AB_DIAL + "}" and where.bounds.bridge_dial:
+                continue  # the tenant's own devices, written by the bridge (channels.py)
             if is_dynamic(channel):
                 found.append(_dynamic(call, channel, f"'{channel}' is a whole channel "
                                       "chosen at run time"))

@@ -31,7 +31,7 @@ from pathlib import Path
 from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ROUTE_SCRIPT
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.allow import Allowance, allowed
-from ami_bridge.dialplan.channels import Bounds, bounded_variables
+from ami_bridge.dialplan.channels import Bounds, bounded_variables, bridge_dial_only
 from ami_bridge.dialplan.escapes import (
     DEFAULT_AGI_ADDRESSES,
     Where,
@@ -112,7 +112,9 @@ def check_dialplan(dialplan: Dialplan, ownership: Ownership,
     templates = {s.name.lower() for s in headers if s.template}
     names = list(dict.fromkeys(s.name for s in headers if not s.template))
     own = _by_context(dialplan.statements)
-    bounded = bounded_variables(s for s in dialplan.statements if isinstance(s, Step))
+    steps = [s for s in dialplan.statements if isinstance(s, Step)]
+    bounded = bounded_variables(steps)
+    bridge_dial = bridge_dial_only(steps)
     for name in names:
         fragments = [s for s in headers if s.name == name]
         found += _ownership(name, fragments, ownership)
@@ -122,7 +124,7 @@ def check_dialplan(dialplan: Dialplan, ownership: Ownership,
         tenant = ownership.owner(name)
         if tenant is not None:
             context_found += _escapes(name, tenant, statements, ownership, policy,
-                                      bounded, context_found)
+                                      bounded, context_found, bridge_dial)
         found += context_found
         found += _duplicates(name, own.get(name.lower(), []))
     found += _settings(dialplan.statements, ownership, policy)
@@ -136,14 +138,15 @@ _DIAL_STRING_CODES = frozenset({codes.TAINTED_DIAL, codes.CROSS_LOCAL,
 
 def _escapes(context: str, tenant: str, statements: list[Statement],
              ownership: Ownership, policy: Policy, bounded: frozenset[str],
-             already: list[Finding]) -> list[Finding]:
+             already: list[Finding], bridge_dial: bool) -> list[Finding]:
     said = {(f.file, f.line) for f in already if f.code in _DIAL_STRING_CODES}
     found: list[Finding] = []
     for step in statements:
         if not isinstance(step, Step):
             continue
         where = Where(tenant, ownership,
-                      Bounds(pattern_is_safe(step.pattern), bounded), policy.agi_addresses)
+                      Bounds(pattern_is_safe(step.pattern), bounded, bridge_dial),
+                      policy.agi_addresses)
         for escape in step_escapes(step, where):
             if escape.code == codes.DYNAMIC_CHANNEL and (step.file, step.line) in said:
                 continue

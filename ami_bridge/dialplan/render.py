@@ -9,6 +9,8 @@ in version control. Layout, relative to Asterisk's config directory:
     ami-bridge/tenants/<tenant>.conf the tenant's venues, internal, queue and outbound
                                      contexts
     ami-bridge/queues.conf           the tenants' queues (include it from queues.conf)
+    ami-bridge/voicemail.conf        a mailbox per personal number (include it from
+                                     voicemail.conf; only with a tenant's [personal])
 
 The venue context is the contract with the bridge (ami_bridge.agi.variables, whose
 names it takes): it asks the FastAGI server, checks AGISTATUS (bridge down: the
@@ -31,6 +33,7 @@ from ami_bridge.agi.variables import (
     AB_ACTION,
     AB_AGI_URL,
     AB_CAUSE,
+    AB_DIAL,
     AB_DIAL_TIMEOUT,
     AB_KIND,
     AB_LAST,
@@ -41,13 +44,15 @@ from ami_bridge.agi.variables import (
     DEFAULT_DIAL_TIMEOUT,
     DIALSTATUS,
     KIND_CONTEXT,
+    PERSONAL_KIND_CONTEXT,
+    PHONES_KIND,
     ROUTE_ARGS,
     ROUTE_SCRIPT,
     kind_variable,
     tenant_context,
 )
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
-from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE
+from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE, KIND_VOICEMAIL
 
 OUTPUT_DIR = "ami-bridge"
 HEADER = "; Rendered by `ami-bridge conf render` from {source}. Do not edit: change the\n" \
@@ -110,6 +115,81 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     return lines
 
 
+def render_personal(tenant: TenantConfig) -> list[str]:
+    """The personal venue: one extension per personal number, each asking the bridge like
+    a venue does (the bridge adds the user's own rules; the tenant's VTS decides) and
+    looping over the steps of the user's plan (ring my phones, forward, follow-me,
+    voicemail) until one answers. `phones` rings the devices the bridge wrote into
+    AB_DIAL (from this tenant's `extensions`); every other kind Gosubs into this
+    tenant's own context for it. With the bridge down (AGISTATUS) or no decision, the
+    number's home phone rings for the ring time, then its mailbox takes the call."""
+    personal = tenant.personal
+    if personal is None:
+        return []
+    t = tenant.name
+    kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in PERSONAL_KIND_CONTEXT.items())
+    context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
+    bridge_ok = f'"{var(AGISTATUS)}" = "SUCCESS"'
+    lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
+             "numbers", f"[{personal.context}]"]
+    for number, home in personal.numbers.items():
+        lines += [
+            f"exten => {number},1,Set(CHANNEL(language)={tenant.language})",
+            f" same => n,MSet({AB_LAST}=,{kind_map})",
+            f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL}=,"
+            f"{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+            f" same => n,AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{','.join(map(var, ROUTE_ARGS))})",
+            f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
+            f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
+            f' same => n,GotoIf($["{var(AB_KIND)}" = "{PHONES_KIND}"]?phones)',
+            f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]"
+            "?:fallback)",
+            f" same => n,Gosub({context},{var(AB_TARGET)},1)",
+            f' same => n(next),GotoIf($["{var(DIALSTATUS)}" = "ANSWER"]?done:ask)',
+            f' same => n(phones),GotoIf($["{var(AB_DIAL)}" = ""]?fallback)',
+            f" same => n,Dial({var(AB_DIAL)},{var(AB_DIAL_TIMEOUT)})",
+            " same => n,Goto(next)",
+            " same => n(done),Hangup()",
+            f' same => n(other),GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_REJECT}"]'
+            "?reject)",
+            f" same => n(fallback),Dial({tenant.extensions[home]},{personal.ring_time})",
+            f' same => n,GotoIf($["{var(DIALSTATUS)}" = "ANSWER"]?done)',
+            f" same => n,VoiceMail({number}@{personal.voicemail_context},u)",
+            " same => n,Hangup()",
+            f' same => n(reject),GotoIf($["{var(AB_CAUSE)}" = "congestion"]?congestion)',
+            " same => n,Busy(2)",
+            " same => n,Hangup(17)",
+            " same => n(congestion),Congestion(2)",
+            " same => n,Hangup(34)",
+        ]
+    return lines
+
+
+def render_voicemail(tenant: TenantConfig) -> list[str]:
+    """`<tenant>-voicemail`: each personal number's mailbox, as a route target."""
+    personal = tenant.personal
+    if personal is None:
+        return []
+    lines = [f"[{tenant_context(tenant.name, KIND_VOICEMAIL)}]"]
+    for number in personal.numbers:
+        lines += [f"exten => {number},1,VoiceMail({number}@{personal.voicemail_context},u)",
+                  f" same => n,Set({DIALSTATUS}=ANSWER)", " same => n,Return()"]
+    return lines
+
+
+def render_mailboxes(config: BridgeConfig) -> str:
+    """`ami-bridge/voicemail.conf`: a mailbox per personal number (include it from
+    voicemail.conf). No PIN: a user sets one from the phone (VoiceMailMain)."""
+    blocks = [["; Rendered by `ami-bridge conf render`: a mailbox per personal number. "
+               "Include it from voicemail.conf."]]
+    for tenant in sorted(config.tenants.values(), key=lambda t: t.name):
+        if tenant.personal is None:
+            continue
+        blocks.append([f"[{tenant.personal.voicemail_context}]",
+                       *(f"{n} => ,{tenant.name} {n}" for n in tenant.personal.numbers)])
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
 def render_internal(tenant: TenantConfig) -> list[str]:
     lines = [f"[{tenant_context(tenant.name, KIND_EXTENSION)}]"]
     for ext, dial in tenant.extensions.items():
@@ -141,8 +221,10 @@ def render_outbound(tenant: TenantConfig) -> list[str]:
 
 def render_tenant(tenant: TenantConfig, venues: Iterable[VenueConfig]) -> str:
     blocks = [HEADER.format(source=_source(tenant)).rstrip("\n").split("\n")]
-    blocks += [render_venue(tenant, v) for v in sorted(venues, key=lambda v: v.context)]
+    blocks += [render_venue(tenant, v) for v in sorted(venues, key=lambda v: v.context)
+               if not v.personal]
     blocks += [render_internal(tenant), render_queues(tenant), render_outbound(tenant)]
+    blocks += [b for b in (render_personal(tenant), render_voicemail(tenant)) if b]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
 
 
@@ -170,6 +252,8 @@ def render_tree(config: BridgeConfig) -> dict[str, str]:
     """Relative path (under Asterisk's config directory) -> file content."""
     files = {f"{OUTPUT_DIR}/extensions.conf": render_includes(config),
              f"{OUTPUT_DIR}/queues.conf": render_queue_config(config)}
+    if config.personal:
+        files[f"{OUTPUT_DIR}/voicemail.conf"] = render_mailboxes(config)
     for name, tenant in config.tenants.items():
         venues = [v for v in config.venues.values() if v.tenant == name]
         files[f"{OUTPUT_DIR}/tenants/{name}.conf"] = render_tenant(tenant, venues)

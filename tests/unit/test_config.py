@@ -87,6 +87,8 @@ def test_example_bridge_section(cfg: BridgeConfig) -> None:
 
 def test_example_venues_map_to_tenant_and_vts(cfg: BridgeConfig) -> None:
     assert cfg.venues == {
+        "acme-personal": VenueConfig(context="acme-personal", tenant="acme", vts="acme",
+                                     router_timeout=1.5, personal=True),
         "acme-venue": VenueConfig(context="acme-venue", tenant="acme", vts="acme",
                                   router_timeout=1.5, default_targets=("operator",)),
         "globex-venue": VenueConfig(context="globex-venue", tenant="globex", vts="globex",
@@ -109,9 +111,13 @@ def test_example_tenants(cfg: BridgeConfig) -> None:
     assert acme.name == "acme"
     assert acme.timezone == "Europe/Berlin"
     unplugged = {"9", "91", "92", "93", "94", "95"}  # hand-written extensions
-    assert acme.targets == frozenset({"1001", "1002", "operator"} | unplugged)
+    desks = {"1011", "1012", "1013"}  # users bind to them (personal router)
+    assert acme.targets == frozenset({"1001", "1002", "operator"} | unplugged | desks)
     assert dict(acme.extensions) == {"1001": "PJSIP/acme-agent", "1002": "PJSIP/acme-agent",
+                                     **{d: f"PJSIP/acme-desk{d[-1]}" for d in sorted(desks)},
                                      "operator": "PJSIP/acme-operator"}
+    assert acme.personal is not None and acme.personal.numbers == {
+        "2101": "1011", "2102": "1012", "2103": "1013"}
     assert acme.holidays == ("2026-12-25",)
     assert [r["name"] for r in acme.rules] == ["withheld-to-operator", "sales",
                                                 "everything-else"]

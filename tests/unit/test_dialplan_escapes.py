@@ -195,3 +195,27 @@ def test_queue_names_of_member_applications_are_crossings() -> None:
 def test_a_wrapped_call_is_reported_once() -> None:
     found = lint("[acme-a]\nexten => s,1,ExecIf($[1]?Set(X=${SHELL(id)}))\n")
     assert got(found) == [(2, codes.HOST_COMMAND)] and len(found) == 1
+
+
+# -- AB_DIAL: a personal venue's `phones` (the bridge writes the tenant's own devices) ----
+
+PHONES = """[acme-personal]
+exten => 2101,1,MSet(AB_ACTION=,AB_DIAL=)
+ same => n,Dial(${AB_DIAL},${AB_DIAL_TIMEOUT})
+"""
+
+
+def test_the_bridge_written_ab_dial_may_be_a_whole_dial_string() -> None:
+    assert got(lint(PHONES)) == []
+
+
+@pytest.mark.parametrize("assignment", [
+    "Set(AB_DIAL=PJSIP/globex-agent)", "MSet(AB_DIAL=PJSIP/acme-agent)",
+    "Set(__AB_DIAL=${CALLERID(num)})"])
+def test_ab_dial_set_by_any_dialplan_line_is_a_run_time_channel_again(assignment: str) -> None:
+    """One line anywhere giving AB_DIAL a value (even the tenant's own device) and the
+    linter can no longer tell the bridge's value from it."""
+    text = PHONES + f" same => n,{assignment}\n"
+    # caller data in it is reported as taint (T401), which says it for that line
+    assert {code for line, code in got(lint(text)) if line == 3} & {
+        codes.DYNAMIC_CHANNEL, codes.TAINTED_DIAL}

@@ -35,7 +35,8 @@ def test_render_is_deterministic_and_rewrites_only_changes(tmp_path: Path) -> No
     first, second = render_tree(cfg), render_tree(config_mod.load(EXAMPLE))
     assert first == second
     assert sorted(first) == ["ami-bridge/extensions.conf", "ami-bridge/queues.conf",
-                             "ami-bridge/tenants/acme.conf", "ami-bridge/tenants/globex.conf"]
+                             "ami-bridge/tenants/acme.conf", "ami-bridge/tenants/globex.conf",
+                             "ami-bridge/voicemail.conf"]
     assert write_tree(first, tmp_path) == sorted(first)
     assert write_tree(first, tmp_path) == []
     assert not list(tmp_path.rglob(".*"))  # no temp files left behind

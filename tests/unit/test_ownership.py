@@ -63,6 +63,7 @@ def test_the_examples_own_everything_they_name(tree: Path) -> None:
     assert set(cfg.tenants) == {"acme", "globex"}
     # every device has its one owner, and the AMI link uses exactly that mapping
     assert cfg.devices == {"PJSIP/acme-agent": "acme", "PJSIP/acme-operator": "acme",
+                           **{f"PJSIP/acme-desk{n}": "acme" for n in (1, 2, 3)},
                            "PJSIP/globex-agent": "globex", "PJSIP/globex-operator": "globex"}
     assert devices_of(cfg) == cfg.devices
 
