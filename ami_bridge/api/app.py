@@ -31,7 +31,6 @@ from ami_bridge.api import inputs
 from ami_bridge.api.auth import OPERATOR, LoginThrottle, Principal, bearer, is_operator, new_token
 from ami_bridge.api.auth import token_hash as hash_token
 from ami_bridge.api.inputs import ApiError, invalid
-from ami_bridge.api.openapi import document
 from ami_bridge.namespace import TENANT_NAME_RE
 from ami_bridge.personal import replay as replay_mod
 from ami_bridge.personal.directory import Directory
@@ -474,6 +473,9 @@ class _Api:
                       "replayed": result.replayed})
 
     async def openapi(self, request: web.Request) -> web.Response:
+        # Imported here so `python -m ami_bridge.api.openapi` finds it not yet loaded.
+        from ami_bridge.api.openapi import document
+
         return _json(document())
 
 
