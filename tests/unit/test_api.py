@@ -8,8 +8,8 @@ until the real one lands; the portions below use the real vocabulary).
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -179,7 +179,7 @@ def test_login_answers_the_same_for_a_wrong_password_and_an_unknown_user(
                                        ("acme", "nobody", "wrong-password"),
                                        ("initech", "ann", PASSWORDS["ann"]),
                                        ("globex", "ann", PASSWORDS["ann"])]:
-            status, body, headers = await w.call("POST", "/api/v1/login", json={
+            status, body, _headers = await w.call("POST", "/api/v1/login", json={
                 "tenant": tenant, "user": user, "password": password})
             answers.append((status, body))
         assert answers == [(401, {"error": {"field": "password",
@@ -193,7 +193,7 @@ def test_failed_logins_are_rate_limited_per_user_and_per_address(
         store: MemoryStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         async def attempt(user: str, password: str) -> tuple[int, Any]:
-            status, body, headers = await w.call("POST", "/api/v1/login", json={
+            status, _body, headers = await w.call("POST", "/api/v1/login", json={
                 "tenant": "acme", "user": user, "password": password})
             return status, headers.get("Retry-After")
         for _ in range(5):
