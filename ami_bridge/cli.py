@@ -165,8 +165,8 @@ def _api_parsers(sub: Any) -> None:
         action.add_argument("--tenant", help="the user's tenant (with USER)")
         action.add_argument("user_id", nargs="?", metavar="USER", help="a user (admin)")
         if name == "set":
-            action.add_argument("file", nargs="?", default="-",
-                                help="the rules' JSON file (default: stdin)")
+            action.add_argument("--file", "-f", default="-",
+                                help="the rules' JSON file (default: - , stdin)")
     trace = sub.add_parser("trace", parents=[conn], help="why a call went where it went; "
                            "replay candidate rules",
                            description="`trace UNIQUEID`: print a call's routing decisions "

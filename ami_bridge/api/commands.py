@@ -199,15 +199,14 @@ def _edit(client: Client, path: str) -> int:
         print(f"ami-bridge rules edit: the editor failed; nothing stored (your edit is in "
               f"{name})", file=sys.stderr)
         return 1
-    edited = Path(name).read_text(encoding="utf-8")
-    if edited == text:
-        os.unlink(name)
-        print(f"no change (version {version})")
-        return 0
     try:
-        portion = json.loads(edited)
+        portion = json.loads(Path(name).read_text(encoding="utf-8"))
         if not isinstance(portion, dict):
             raise ValueError("not a JSON object")
+        if portion == current:  # the same rules, however the editor laid them out
+            os.unlink(name)
+            print(f"no change (version {version})")
+            return 0
         portion["version"] = version
         answer = client.call("PUT", path, portion)
     except ValueError as exc:
