@@ -12,6 +12,9 @@ import ast
 import asyncio
 import contextlib
 import logging
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -552,3 +555,32 @@ def test_the_replay_core_does_no_io() -> None:
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
                  for a in n.names}
     assert not imported & {"asyncio", "socket", "logging", "subprocess", "threading"}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_serve_speaks_tls_with_a_certificate(store: MemoryStore, rules_parser: Rules,
+                                             tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
+                   timeout=60)
+
+    async def main() -> None:
+        app = build_app(store, Directory(), Clock(), rules_parser)
+        runner = await serve(app, ApiConfig(host="127.0.0.1", port=0, tls_cert=cert,
+                                            tls_key=key))
+        port = runner.addresses[0][1]
+        try:
+            trusted = ssl.create_default_context(cafile=str(cert))
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"https://127.0.0.1:{port}/api/v1/openapi.json",
+                                    ssl=trusted) as answer:
+                    assert answer.status == 200
+                with pytest.raises(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/api/v1/openapi.json"):
+                        pass
+        finally:
+            await runner.cleanup()
+    asyncio.run(main())
