@@ -41,9 +41,9 @@ def _ok(description: str, schema: str | None = None, status: str = "200") -> dic
     return {status: answer}
 
 
-def _errors(*codes: str) -> dict[str, Any]:
+def _errors(codes: tuple[str, ...], notes: dict[str, str]) -> dict[str, Any]:
     reasons = {
-        "400": "malformed body (not a JSON object) or a missing query parameter",
+        "400": "malformed body: not JSON, or not a JSON object",
         "401": "no valid bearer token",
         "403": "the caller lacks the role (a non-admin on a tenant's collection)",
         "404": "no such resource, or one of another tenant or user (never telling which)",
@@ -52,6 +52,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         "413": "body larger than 64 KiB",
         "422": "a field refused: `field` names it, `reason` says why",
         "429": "too many failed logins; `Retry-After` says when to try again",
+        **notes,
     }
     return {code: {"description": reasons[code],
                    "content": {"application/json": {"schema": _ref("Error")}}}
@@ -60,9 +61,11 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 def _op(summary: str, description: str, *, ok: dict[str, Any], errors: tuple[str, ...],
         body: str | None = None, public: bool = False,
-        parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        parameters: list[dict[str, Any]] | None = None,
+        notes: dict[str, str] | None = None) -> dict[str, Any]:
+    """One operation; `notes` replace the usual description of an error status."""
     operation: dict[str, Any] = {"summary": summary, "description": description,
-                                 "responses": {**ok, **_errors(*errors)}}
+                                 "responses": {**ok, **_errors(errors, notes or {})}}
     if body is not None:
         operation["requestBody"] = _body(body)
     if public:
@@ -80,6 +83,10 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 _TENANT = _path_param("tenant", "the tenant's name")
 _USER = _path_param("user_id", "the user's login name")
 _AUTH = ("401", "404")
+_NOT_A_SESSION = {"403": "the operator's token is not a session"}
+_NOT_OPERATOR = {"403": "the operator has no personal resources (use the tenant paths)"}
+_ADMIN = {"403": "the caller is not the tenant's admin (on his or her own user: use "
+          "/api/v1/me/...)"}
 _WRITE = ("400", "401", "404", "413", "422")
 
 PORTION_DESCRIPTION = (
@@ -93,13 +100,15 @@ PATHS: dict[str, dict[str, Any]] = {
         "the same whether the user is unknown or the password wrong. Five failures a "
         "minute per user, and per source address, lock further tries out for the rest "
         "of that minute.", body="Login", public=True,
-        ok=_ok("a new session", "Session"), errors=("400", "401", "413", "422", "429"))},
+        ok=_ok("a new session", "Session"), errors=("400", "401", "413", "422", "429"),
+        notes={"401": "unknown user or wrong password (one answer for both)"})},
     "/api/v1/refresh": {"post": _op(
         "Refresh the session", "A new token with a new lifetime; the old token stops "
-        "working.", ok=_ok("a new session", "Session"), errors=("401", "403"))},
+        "working.", ok=_ok("a new session", "Session"), errors=("401", "403"),
+        notes=_NOT_A_SESSION)},
     "/api/v1/logout": {"post": _op(
         "Log out", "The token stops working.", ok=_ok("logged out", status="204"),
-        errors=("401", "403"))},
+        errors=("401", "403"), notes=_NOT_A_SESSION)},
     "/api/v1/me": {"get": _op(
         "Who am I", "The calling user (`user`), or `operator: true` for the operator.",
         ok=_ok("the caller", "Me"), errors=_AUTH)},
@@ -121,7 +130,8 @@ PATHS: dict[str, dict[str, Any]] = {
         parameters=[{"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                 "default": 50}}],
-        ok=_ok("decisions", "Calls"), errors=("401", "403", "404", "422"))},
+        ok=_ok("decisions", "Calls"), errors=("401", "403", "404", "422"),
+        notes={"422": "`limit` is not an integer 1..500"})},
     "/api/v1/me/replay": {"post": _op(
         "Replay my calls", "Run my recorded decisions through a candidate portion and "
         "list those whose outcome would change. The candidate is validated like a PUT; "
@@ -134,7 +144,8 @@ PATHS: dict[str, dict[str, Any]] = {
         parameters=[_path_param("uniqueid", "Asterisk's unique id of the call"),
                     {"name": "tenant", "in": "query", "required": False, "schema": _STR,
                      "description": "the call's tenant (operator only; required there)"}],
-        ok=_ok("the call's decisions", "CallTrace"), errors=("400", "401", "404"))},
+        ok=_ok("the call's decisions", "CallTrace"), errors=("400", "401", "404"),
+        notes={"400": "the operator did not name the tenant (`?tenant=`)"})},
     "/api/v1/tenants/{tenant}/users": {
         "get": _op("A tenant's users", "Admin of the tenant, or the operator.",
                    parameters=[_TENANT], ok=_ok("the users", "Users"),
@@ -181,6 +192,14 @@ PATHS: dict[str, dict[str, Any]] = {
                     "content": {"application/json": {"schema": {"type": "object"}}}}},
         errors=())},
 }
+
+# Who gets a 403 where: on /me paths the operator, on a tenant's paths a non-admin.
+for _path, _methods in PATHS.items():
+    for _operation in _methods.values():
+        _note = (_NOT_OPERATOR if _path.startswith("/api/v1/me/") else
+                 _ADMIN if _path.startswith("/api/v1/tenants/") else {})
+        if "403" in _operation["responses"] and _note:
+            _operation["responses"]["403"]["description"] = _note["403"]
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = (),
