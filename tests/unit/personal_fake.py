@@ -75,8 +75,10 @@ def parse_portion(raw: object, *, extensions: Collection[str] | None,
             raise PortionError(f"{where}.action", "unknown action")
         if "target" in rule:
             _target(rule["target"], f"{where}.target", extensions, external_prefixes)
-        callers = rule.get("when", {}).get("callers", [])
-        for i, pattern in enumerate(callers):
+        when = rule.get("when", {})
+        if not isinstance(when, Mapping) or not isinstance(when.get("callers", []), list):
+            raise PortionError(f"{where}.when", "must be an object; callers a list")
+        for i, pattern in enumerate(when.get("callers", [])):
             _string(pattern, f"{where}.when.callers[{i}]")
     return RuleSet(rules=tuple(rules), vip=lists["vip"], blocked=lists["blocked"],
                    saved=lists["saved"])

@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ami_bridge import cli
 from ami_bridge.api import serve
+from ami_bridge.api.client import ApiFailure, Client
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.settings import ApiConfig
+from tests.conftest import examples
 from tests.unit.memory_store import MemoryStore
 from tests.unit.test_api import (  # noqa: F401  (store, rules_parser: fixtures)
     OPERATOR_TOKEN,
@@ -264,3 +268,37 @@ def test_the_installed_entry_point_talks_to_the_api(served: Served,
          "--api", "http://127.0.0.1:1", "--operator-token-file", str(files["operator"])],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 1 and "cannot reach the API" in done.stderr
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+_BODIES = _JSON | st.fixed_dictionaries({}, optional={
+    key: _JSON for key in ("version", "rules", "vip", "blocked", "saved", "extensions",
+                           "user_id", "number", "display_name", "timezone", "admin",
+                           "password", "bindings", "tenant", "user")})
+
+
+def test_no_request_body_makes_a_500(served: Served, files: dict[str, Path]) -> None:
+    seed(served, files)
+    ann = Client(served.url)
+    ann.token = ann.call("POST", "/api/v1/login", {"tenant": "acme", "user": "ann",
+                                                    "password": "ann-password-1"})["token"]
+    operator = Client(served.url, OPERATOR_TOKEN)
+    targets = [(ann, "PUT", "/api/v1/me/rules"), (ann, "PUT", "/api/v1/me/bindings"),
+               (ann, "POST", "/api/v1/me/replay"), (ann, "POST", "/api/v1/login"),
+               (operator, "POST", "/api/v1/tenants/acme/users"),
+               (operator, "PUT", "/api/v1/tenants/acme/users/bob"),
+               (operator, "PUT", "/api/v1/tenants/acme/users/bob/password")]
+
+    @settings(max_examples=examples(60), deadline=None, database=None)
+    @given(body=_BODIES, which=st.integers(0, len(targets) - 1))
+    def check(body: Any, which: int) -> None:
+        client, method, path = targets[which]
+        try:
+            client.call(method, path, body)
+        except ApiFailure as exc:
+            assert 400 <= exc.status < 500, (method, path, body, exc)
+    check()
