@@ -1,13 +1,16 @@
 """The `ami-bridge` command line: `run` the daemon, `check` a config file, `conf render` /
-`conf check` the tenants' dialplan fragments, `ctl` a running bridge. Every command that
-reads the bridge config goes through `config.load`, which refuses tenant files that name
-what they do not own (ami_bridge.ownership)."""
+`conf check` the tenants' dialplan fragments, `ctl` a running bridge; `login`, `logout`,
+`users`, `rules` and `trace` talk to the personal router's HTTP API
+(ami_bridge.api.commands). Every command that reads the bridge config goes through
+`config.load`, which refuses tenant files that name what they do not own
+(ami_bridge.ownership)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,93 @@ def _parser() -> argparse.ArgumentParser:
     where = ctl.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="bridge config naming the control socket")
     where.add_argument("--socket", help="control socket path")
+    _api_parsers(sub)
     return parser
+
+
+def _api_parsers(sub: Any) -> None:
+    """login, logout, users, rules, trace: clients of the personal router's HTTP API."""
+    from ami_bridge.api.client import API_ENV, DEFAULT_API, DEFAULT_TOKEN_FILE
+
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--api", default=os.environ.get(API_ENV, DEFAULT_API),
+                      help=f"the API's base URL (default: ${API_ENV}, else {DEFAULT_API})")
+    token = conn.add_mutually_exclusive_group()
+    token.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
+                       help="the session token `login` writes (0600; default "
+                       f"{DEFAULT_TOKEN_FILE})")
+    token.add_argument("--operator-token-file", type=Path,
+                       help="use the operator's token from this file instead of a session")
+    login = sub.add_parser("login", parents=[conn], help="log in to the API as a tenant's user",
+                           description="Exchange a user's password (prompted, or the first "
+                           "line of --password-file) for a session token, written to "
+                           "--token-file readable by you only.")
+    login.add_argument("--tenant", required=True, help="the user's tenant")
+    login.add_argument("--user", required=True, help="the user's login name")
+    login.add_argument("--password-file", type=Path, help="read the password from this file")
+    sub.add_parser("logout", parents=[conn], help="end the session and delete the token file",
+                   description="Log the session out at the API and delete --token-file.")
+    users = sub.add_parser("users", help="a tenant's users (its admin, or the operator)",
+                           description="List, show, create, delete users of a tenant, set "
+                           "their passwords and bindings. Needs a session of the tenant's "
+                           "admin, or --operator-token-file.")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+
+    def user_action(name: str, text: str, *, user: bool = True) -> argparse.ArgumentParser:
+        action: argparse.ArgumentParser = users_sub.add_parser(
+            name, parents=[conn], help=text, description=text)
+        action.add_argument("--tenant", required=True, help="the tenant")
+        if user:
+            action.add_argument("user_id", metavar="USER", help="the user's login name")
+        return action
+
+    user_action("list", "list the tenant's users", user=False)
+    user_action("show", "print one user as JSON")
+    create = user_action("create", "create a user (bound to the number's home extension "
+                         "unless --bind is given)")
+    create.add_argument("--number", required=True, help="one of the tenant's personal numbers")
+    create.add_argument("--name", default="", help="display name")
+    create.add_argument("--timezone", default="", help="IANA zone (default: the tenant's)")
+    create.add_argument("--admin", action="store_true", help="make the user a tenant admin")
+    create.add_argument("--bind", action="append", default=[], metavar="EXT",
+                        help="an extension whose device rings for the user (repeatable)")
+    secret = create.add_mutually_exclusive_group()
+    secret.add_argument("--password-file", type=Path, help="the password's file (first line)")
+    secret.add_argument("--ask-password", action="store_true", help="prompt for a password")
+    user_action("delete", "delete a user with the user's rules and bindings")
+    passwd = user_action("passwd", "set a user's password (prompted twice, or "
+                         "--password-file)")
+    passwd.add_argument("--password-file", type=Path, help="the password's file (first line)")
+    bind = user_action("bind", "bind a user to exactly these extensions (hot-desk: taken "
+                       "from whoever had them)")
+    bind.add_argument("extensions", nargs="*", metavar="EXT", help="extensions (none: unbind)")
+    rules = sub.add_parser("rules", help="your own routing rules (or, admin, a user's)",
+                           description="Show, set or edit a portion of routing rules "
+                           "(docs/personal-rules.md): your own, or with --tenant and USER a "
+                           "user's of your tenant (admin, operator).")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    for name, text in [("show", "print the rules as JSON, with their version"),
+                       ("set", "store rules from a JSON file or stdin; with no \"version\" "
+                        "in it, whatever is stored now is overwritten"),
+                       ("edit", "open $VISUAL or $EDITOR on the rules and store them back, "
+                        "refused if someone changed them meanwhile (your edit is kept)")]:
+        action = rules_sub.add_parser(name, parents=[conn], help=text, description=text)
+        action.add_argument("--tenant", help="the user's tenant (with USER)")
+        action.add_argument("user_id", nargs="?", metavar="USER", help="a user (admin)")
+        if name == "set":
+            action.add_argument("--file", "-f", default="-",
+                                help="the rules' JSON file (default: - , stdin)")
+    trace = sub.add_parser("trace", parents=[conn], help="why a call went where it went; "
+                           "replay candidate rules",
+                           description="`trace UNIQUEID`: print a call's routing decisions "
+                           "in order (request, previous attempt, rule, why, outcome). "
+                           "`trace replay --rules FILE`: which of your recorded calls would "
+                           "go elsewhere under these rules (--tenant and --user: a user's).")
+    trace.add_argument("uniqueid", metavar="UNIQUEID|replay", help="the call's unique id, "
+                       "or `replay`")
+    trace.add_argument("--tenant", help="the call's tenant (operator); the user's (replay)")
+    trace.add_argument("--user", dest="user_id", help="replay: the user (admin, operator)")
+    trace.add_argument("--rules", help="replay: the candidate rules' JSON file (- for stdin)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return _ctl(args)
     if args.command == "conf":
         return _conf(args)
+    if args.command in ("login", "logout", "users", "rules", "trace"):
+        from ami_bridge.api.commands import run as run_api
+
+        return run_api(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
     from ami_bridge.eventloop import run as run_loop
