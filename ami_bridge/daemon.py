@@ -29,7 +29,8 @@ from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
-from ami_bridge.intermediary import Intermediary
+from ami_bridge.intermediary import Intermediary, no_users
+from ami_bridge.personal.service import PersonalService
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
@@ -46,15 +47,24 @@ class Bridge:
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
+        self.personal: PersonalService | None = None
         self._apply_lock = asyncio.Lock()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.config.personal or self.config.api is not None:
+            # Users, their rules and the route trace (ami_bridge.personal.service); the
+            # store and the API are read from the config at start only.
+            self.personal = PersonalService(self.config, lambda: self.config.tenants)
+            await self.personal.start()
+        personal = self.personal
         self.intermediary = Intermediary(
             config=self.config, clock=loop,
             agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [],
             on_call_entered=lambda uid, venue, tenant: self.ami.call_entered(
-                uid, venue, tenant) if self.ami else None)
+                uid, venue, tenant) if self.ami else None,
+            personal=personal.directory.by_number if personal else no_users,
+            on_decision=personal.record if personal else None)
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,
@@ -107,6 +117,8 @@ class Bridge:
                                  "attempts": self.ami.client.attempts,
                                  "resyncs": self.ami.resyncs,
                                  "calls": len(self.ami.tracker.calls())}
+            if self.personal is not None:
+                status["personal"] = self.personal.status()
             # For leak checks (the fault run, docs/reliability.md): tasks that outlive
             # their call or session show here before they show as memory.
             status["runtime"] = {"tasks": len(asyncio.all_tasks())}
@@ -180,6 +192,8 @@ class Bridge:
         if self._server is not None:
             self._server.close()
         await self.supervisor.stop()
+        if self.personal is not None:
+            await self.personal.stop()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

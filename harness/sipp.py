@@ -234,13 +234,17 @@ class SippUas:
     """A SIPp UAS (tests/sipp/uas.xml) answering every call on 127.0.0.1:`port`.
 
     A context manager; `stop()` returns how many calls it answered and completed.
+    `scenario` picks another callee from tests/sipp/: uas_busy.xml answers 486 Busy
+    Here, uas_noanswer.xml rings until the call is cancelled (both count each call they
+    took to its end as successful).
     """
 
-    def __init__(self, port: int, name: str, *, root: Path | None = None) -> None:
+    def __init__(self, port: int, name: str, *, root: Path | None = None,
+                 scenario: str = "uas.xml") -> None:
         self.port = port
         self.name = name
         self._sipp = _Sipp(
-            root=root or sandbox_root(), workdir_name=f"uas-{name}", scenario="uas.xml", port=port
+            root=root or sandbox_root(), workdir_name=f"uas-{name}", scenario=scenario, port=port
         )
         self.stats: SippStats | None = None
 
