@@ -27,8 +27,17 @@ EXTENSION_RE = re.compile(r"[0-9A-Za-z_+*#-]{1,64}")
 QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # External numbers: E.164 is at most 15 digits; 20 leaves room for national prefixes.
 NUMBER_RE = re.compile(r"\+?[0-9]{2,20}")
+# The personal venue's two kinds (issue 10; only personal venues may use them):
+# `phones` rings 1..MAX_PHONES extensions at once (the user's bindings, or a ring-all
+# follow-me), `voicemail` leaves a message in the mailbox of a personal number.
+KIND_PHONES = "phones"
+KIND_VOICEMAIL = "voicemail"
+PERSONAL_KINDS = (*TARGET_KINDS, KIND_PHONES, KIND_VOICEMAIL)
+MAX_PHONES = 8  # the design's limit on extensions rung at once (model.MAX_BINDINGS)
+PHONES_RE = re.compile(rf"{EXTENSION_RE.pattern}(&{EXTENSION_RE.pattern}){{0,{MAX_PHONES - 1}}}")
 TARGET_VALUE_RE = {KIND_EXTENSION: EXTENSION_RE, KIND_QUEUE: QUEUE_RE,
-                   KIND_EXTERNAL: NUMBER_RE}
+                   KIND_EXTERNAL: NUMBER_RE, KIND_PHONES: PHONES_RE,
+                   KIND_VOICEMAIL: EXTENSION_RE}
 
 # -- tenants, contexts, prompts ---------------------------------------------------------
 # Tenant (and VTS) names: lower case, since they prefix the tenant's dialplan contexts
