@@ -486,7 +486,8 @@ class _Caller:
 
 def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: str,
              holidays: Sequence[str], ring_time: int) -> Step:
-    """The one step to take now for this call (see the module docstring)."""
+    """The one step to take now for this call (see the module docstring). Never raises
+    for a call; ValueError only for a `ring_time` outside 1..300 (a config error)."""
     ring_time = _ring_time(ring_time)
     notes: list[str] = []
     try:
@@ -507,7 +508,37 @@ def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: 
     inputs = {"time": local.isoformat(timespec="seconds"), "timezone": str(zone.key),
               "day": DAYS[local.weekday()], "holiday": "yes" if local.date() in days_off
               else "no", "caller_class": caller.caller_class}
-    chosen: tuple[_Rule, list[str]] | None = None
+    chosen = _choose(compiled, local, days_off, caller, notes)
+    bindings, vm = _phones(call.bindings), _voicemail(call.number)
+    if chosen is None:
+        plan, head, rule_name = _plan_ring(bindings, vm, ring_time), "no rule matched", "default"
+        matched = ""
+    else:
+        rule, reasons = chosen
+        plan = _plan(rule, bindings, vm, ring_time)
+        head, rule_name = f"rule #{rule.number}{_quoted(rule.name)}", rule.label
+        matched = f" matched: {'; '.join(reasons) or 'it has no conditions'}; plan"
+    if call.previous is None:
+        index, skips = _unskip(plan, 0)
+        why, after = f"{head}{matched}: {plan.text}{skips}", ""
+    else:
+        index, why = _position(plan, *call.previous)
+        why, after = f"{head} ({plan.label}): {why}", call.previous[1].strip().upper()
+    trace = Trace(rule=rule_name, why="".join(f"{n}; " for n in notes) + why, inputs=inputs,
+                  step=index, after=after)
+    if index >= len(plan.steps):
+        return Step("reject", None, trace, cause="congestion")
+    planned = plan.steps[index]
+    if planned.target is None:
+        return Step("reject", None, trace, cause=planned.cause)
+    timeout = 0 if planned.target.kind == KIND_VOICEMAIL else planned.seconds
+    return Step("route", planned.target, trace, dial_timeout=timeout)
+
+
+def _choose(compiled: Sequence[_Rule], local: dt.datetime, days_off: frozenset[dt.date],
+            caller: _Caller, notes: list[str]) -> tuple[_Rule, list[str]] | None:
+    """The first rule whose `when` holds (with its reasons); a do-not-disturb rule lets
+    VIP callers through to the rules after it (noted in `notes`)."""
     for rule in compiled:
         reasons = _holds(rule.when, local, days_off, caller)
         if reasons is None:
@@ -516,56 +547,30 @@ def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: 
             notes.append(f"rule #{rule.number}{_quoted(rule.name)} (do not disturb) "
                          f"skipped: caller {caller.shown} is a VIP")
             continue
-        chosen = rule, reasons
-        break
-    bindings = _phones(call.bindings)
-    vm = _voicemail(call.number)
-    if chosen is None:
-        plan, head, rule_name = _plan_ring(bindings, vm, ring_time), "no rule matched", "default"
-        match_text = ""
-    else:
-        rule, reasons = chosen
-        plan = _plan(rule, bindings, vm, ring_time)
-        head, rule_name = f"rule #{rule.number}{_quoted(rule.name)}", rule.label
-        match_text = f" matched: {'; '.join(reasons) or 'it has no conditions'}"
-    prefix = "".join(f"{n}; " for n in notes)
+        return rule, reasons
+    return None
 
-    def step(index: int, why: str, after: str = "") -> Step:
-        trace = Trace(rule=rule_name, why=prefix + why, inputs=inputs, step=index,
-                      after=after)
-        if index >= len(plan.steps):
-            return Step("reject", None, trace, cause="congestion")
-        planned = plan.steps[index]
-        if planned.target is None:
-            return Step("reject", None, trace, cause=planned.cause)
-        timeout = 0 if planned.target.kind == KIND_VOICEMAIL else planned.seconds
-        return Step("route", planned.target, trace, dial_timeout=timeout)
 
-    if call.previous is None:
-        index, skips = _unskip(plan, 0)
-        sep = "; plan: " if match_text else ": "
-        return step(index, f"{head}{match_text}{sep}{plan.text}{skips}")
-    target, raw_status = call.previous
+def _position(plan: _Plan, target: Target, raw_status: str) -> tuple[int, str]:
+    """Where a call that came back from `target` with this DIALSTATUS goes on in the plan
+    (an index past the plan's end: it has ended), and why."""
     status = raw_status.strip().upper()
-    came_back = f"{head} ({plan.label}): {target} gave {status or 'no status'}"
+    came_back = f"{target} gave {status or 'no status'}"
+    end = len(plan.steps)
     if target.kind == KIND_VOICEMAIL:
-        return step(len(plan.steps), f"{came_back}, but voicemail ends the plan: the call "
-                                     "should not have come back, so reject (congestion)",
-                    status)
+        return end, (f"{came_back}, but voicemail ends the plan: the call should not have "
+                     "come back, so reject (congestion)")
     if status in ENDED_STATUSES:
         what = "was answered" if status == "ANSWER" else "was abandoned by the caller"
-        return step(len(plan.steps), f"{came_back}: the call {what}, so nothing more is "
-                                     "tried: reject (congestion)", status)
+        return end, f"{came_back}: the call {what}, so nothing more is tried: reject (congestion)"
     found = next((i for i, s in enumerate(plan.steps) if s.target == target), None)
-    if found is None:
-        index = len(plan.steps) - 1  # the plan's end: voicemail (or its reject)
-        return step(index, f"{came_back}, which is not a step of this plan (the rules or "
-                           f"the bindings changed during the call), so "
-                           f"{plan.steps[index].text}", status)
+    if found is None:  # the rule that matched, or the bindings, changed during the call
+        return end - 1, (f"{came_back}, which is not a step of this plan (the rules or the "
+                         f"bindings changed during the call), so {plan.steps[-1].text}")
     tried = plan.steps[found]
     following = tried.on_busy if status == BUSY_STATUS else tried.on_fail
     index, skips = _unskip(plan, found + 1 if following < 0 else following)
-    return step(index, f"{came_back}, so {plan.steps[index].text}{skips}", status)
+    return index, f"{came_back}, so {plan.steps[index].text}{skips}"
 
 
 def _quoted(name: str) -> str:
