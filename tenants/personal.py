@@ -353,7 +353,7 @@ def _when(value: object, path: str) -> _When:
         if hours[0] == hours[1]:
             raise PortionError(where, f"{time!r} is empty (start equals end)")
     holiday = raw.get("holiday")
-    if holiday is not None and not isinstance(holiday, bool):
+    if "holiday" in raw and not isinstance(holiday, bool):
         raise PortionError(_join(path, "holiday"), f"must be true or false, got {_show(holiday)}")
     callers: tuple[str, ...] = ()
     if "callers" in raw:

@@ -211,6 +211,7 @@ def rule(**fields: Any) -> dict[str, Any]:
     (rule(when={"time": 800}), "rules[0].when.time", "must be a string"),
     (rule(when={"holiday": "yes"}), "rules[0].when.holiday", "true or false"),
     (rule(when={"holiday": 1}), "rules[0].when.holiday", "true or false"),
+    (rule(when={"holiday": None}), "rules[0].when.holiday", "true or false"),
     (rule(when={"callers": []}), "rules[0].when.callers", "1..100"),
     (rule(when={"callers": ["0301", "*"]}), "rules[0].when.callers[1]", "caller pattern"),
     ({"rules": [{"action": "ring", "ring": 0}]}, "rules[0].ring", "1..300"),
