@@ -110,8 +110,11 @@ class SqliteStore:
 
     def _connect(self) -> None:
         parent = self.path.parent
-        if not parent.exists():
+        try:
             parent.mkdir(parents=True, mode=DIR_MODE)
+        except FileExistsError:
+            pass  # the operator's (or another store's, racing us): left as it is
+        else:
             parent.chmod(DIR_MODE)  # mkdir's mode is masked by the umask
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))

@@ -521,7 +521,7 @@ def test_a_writer_killed_at_random_leaves_only_whole_portions(backend: Backend) 
     run(backend, seed)
     seed_value = random.randrange(1 << 32)
     rng = random.Random(seed_value)
-    for attempt in range(3):
+    for attempt in range(5):
         acknowledged = _kill_a_writer_at_random(backend, rng)
         portions = run(backend, lambda s: s.all_portions("acme"))
         where = f"attempt {attempt}, seed {seed_value}"
