@@ -77,7 +77,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", str(tmp_path / "state" / "personal.sqlite3"))
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return Backend("postgresql", server.create_database())
+    return Backend("postgresql", server.create_schema())
 
 
 def run(backend: Backend, test: Callable[[Store], Awaitable[T]]) -> T:
