@@ -167,12 +167,13 @@ class PostgresStore:
     async def update_user(self, user: User) -> None:
         rows.check_user(user)
         async with self._tx() as cur:
+            await _require_user(cur, user.tenant, user.user_id)
             await _number_free(cur, user)
             await cur.execute("UPDATE users SET number = %s, display_name = %s, "
                               "timezone = %s, admin = %s WHERE tenant = %s AND user_id = %s",
                               (user.number, user.display_name, user.timezone, user.admin,
                                user.tenant, user.user_id))
-            if cur.rowcount == 0:
+            if cur.rowcount == 0:  # deleted since the check (a concurrent delete_user)
                 raise NotFound(f"no user {user.user_id!r} in tenant {user.tenant!r}")
 
     async def delete_user(self, tenant: str, user_id: str) -> None:

@@ -7,13 +7,15 @@ they were made. Every write is one transaction begun with ``BEGIN IMMEDIATE`` (t
 lock is taken first, so a read-then-write inside it is serialisable, also against other
 processes on the same file, which wait up to :data:`BUSY_TIMEOUT_S`); reads that take
 several statements run in one (deferred) transaction, so they see one snapshot.
-Durability: WAL with ``synchronous=FULL``: a write whose call returned survives a crash of
-the process (SIGKILL) and of the machine, provided the disk honours fsync; a write that
-was interrupted is absent as a whole (old or new, never half). A call cancelled while its
-transaction runs in the worker still commits or rolls back as a whole. Foreign keys are
-on (a user's bindings, portion and sessions go with the user). The file is created 0600
-and a missing parent directory 0700. Schema migrations (``rows.MIGRATIONS``) are applied
-in one transaction at :meth:`SqliteStore.open`; a schema newer than the code is refused.
+Durability: WAL with ``synchronous=FULL``. Promised and tested: a write whose call returned
+survives a crash of the process (SIGKILL), and a write that was interrupted is absent as
+a whole (old or new, never half). Power loss is out of scope of the tests: the WAL is
+fsynced at every commit, which SQLite documents as durable only if the disk and the file
+system honour fsync. A call cancelled while its transaction runs in the worker still
+commits or rolls back as a whole. Foreign keys are on (a user's bindings, portion and
+sessions go with the user). The file is created 0600 and a missing parent directory
+0700. Schema migrations (``rows.MIGRATIONS``) are applied in one transaction at
+:meth:`SqliteStore.open`; a schema newer than the code is refused.
 """
 
 from __future__ import annotations
