@@ -222,6 +222,8 @@ def test_update_user_replaces_the_fields_but_not_the_bindings(backend: Backend) 
             await store.update_user(replace(changed, number="2001"))
         with pytest.raises(NotFound):
             await store.update_user(User("acme", "dave", "2020"))
+        with pytest.raises(NotFound):  # the user first, then the number (both backends)
+            await store.update_user(User("acme", "dave", "2001"))
         with pytest.raises(NotFound):
             await store.update_user(replace(BOB, tenant="zeta"))
         assert (await store.get_user("acme", "bob")) == replace(
