@@ -13,6 +13,7 @@ its own version and no acknowledged write is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,7 +67,7 @@ class Backend:
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement directly (autocommit), behind the store's back."""
         if self.kind == "sqlite":
-            with sqlite3.connect(self.where, isolation_level=None) as conn:
+            with contextlib.closing(sqlite3.connect(self.where, isolation_level=None)) as conn:
                 return list(conn.execute(statement))
         with psycopg.connect(self.where, autocommit=True) as conn:
             cur = conn.execute(statement)
@@ -158,7 +160,7 @@ def test_sqlite_file_is_0600_in_a_new_0700_directory(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert Backend("sqlite", str(path)).sql("PRAGMA journal_mode") == [("wal",)]
 
 
 def test_a_closed_store_refuses_calls(backend: Backend) -> None:
@@ -545,3 +547,38 @@ def test_both_backends_implement_every_method_of_the_protocol() -> None:
         assert wanted <= set(dir(cls)), (cls, wanted - set(dir(cls)))
     stores: list[Store] = [SqliteStore(Path("unused")), PostgresStore("")]  # mypy checks
     assert len(stores) == 2
+
+
+# -- the test server itself ------------------------------------------------------------------
+
+_OWNER = """
+import sys, time
+from harness.postgres import PostgresServer
+server = PostgresServer()
+server.start()
+print(server.process.pid, server.root, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.postgres
+def test_the_test_server_dies_with_its_owner_and_leaves_no_directory() -> None:
+    """A test process SIGKILLed with its server running: PDEATHSIG takes the server down,
+    and the next server's start removes the directory."""
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER], cwd=ROOT, stdout=subprocess.PIPE)
+    with owner:
+        assert owner.stdout is not None
+        pid_text, root = owner.stdout.readline().decode().split()
+        postmaster = int(pid_text)
+        assert procs.alive(postmaster)
+        owner.send_signal(signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + procs.REAP_WAIT_S  # the kernel's SIGKILL: a moment
+        while procs.alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not procs.alive(postmaster)
+    finally:
+        procs.terminate([postmaster] if procs.alive(postmaster) else [], grace_s=0.0)
+    assert Path(root).exists()  # nobody removed it yet
+    with PostgresServer():
+        assert not Path(root).exists()
