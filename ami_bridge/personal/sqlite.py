@@ -46,6 +46,7 @@ T = TypeVar("T")
 # How long a write waits for another process's write lock on the same file (sqlite3's
 # busy handler) before the call fails with StoreError.
 BUSY_TIMEOUT_S = 10.0
+WAL_SWITCH_RETRY_S = 0.01  # between attempts to switch a new file to WAL (see below)
 FILE_MODE = 0o600  # users' password hashes and session hashes live here
 DIR_MODE = 0o700
 
@@ -125,11 +126,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: cannot open: {exc}") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn)
             if mode != "wal":
                 raise StoreError(f"sqlite store {self.path}: journal mode {mode!r}, not WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"sqlite store {self.path}: cannot open: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -226,6 +230,20 @@ class SqliteStore:
             raise StoreError(f"prune_traces: max_rows_per_tenant {max_rows_per_tenant} "
                              "is negative")
         return await self._write(_prune_traces, before, max_rows_per_tenant)
+
+
+def _journal_mode_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL (a no-op once the file is WAL). The switch needs the file to itself,
+    and SQLite answers SQLITE_BUSY at once, without its busy handler, while another
+    connection is opening the same new file: so wait here, as the busy handler would."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(WAL_SWITCH_RETRY_S)
 
 
 # -- transactions (run in the worker thread, inside SqliteStore._tx) ---------------------------
