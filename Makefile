@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint sandbox bench test-faults clean
+.PHONY: demo test unit lint sandbox postgres bench test-faults clean
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed.
 $(STAMP): pyproject.toml
@@ -22,11 +22,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# PostgreSQL server binaries for the personal store's tests (harness/postgres.py starts a
+# throw-away server per test session, as the `postgres` user). Debian's packages would also
+# create and start a "main" cluster: createcluster.conf says not to, before the server
+# package is installed; nothing here starts a service. A no-op once a server is there.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { set -e; \
+		apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-common; \
+		conf=/etc/postgresql-common/createcluster.conf; \
+		if grep -qE '^#? *create_main_cluster' $$conf; then \
+			sed -i -E 's/^#? *create_main_cluster.*/create_main_cluster = false/' $$conf; \
+		else echo 'create_main_cluster = false' >> $$conf; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
 # Unit and loopback tests only: no sandbox, no root, seconds.
-unit: $(STAMP)
+unit: $(STAMP) postgres
 	$(BIN)/pytest -m "not asterisk"
 
-test: $(STAMP) sandbox lint
+test: $(STAMP) sandbox postgres lint
 	$(BIN)/pytest
 
 demo: $(STAMP) sandbox
