@@ -120,7 +120,7 @@ def call(from_user: str, number: str, *, hold_ms: int = 500, timeout_s: float = 
         while watch is not None and not done.is_set():
             for line in watch.rx("core show channels concise").splitlines():
                 fields = line.split("!")
-                if len(fields) > 5 and fields[1] == "acme-personal":
+                if len(fields) > 5 and fields[1].startswith("acme-"):
                     seen.add(fields[5])
             time.sleep(0.1)
 
@@ -133,12 +133,13 @@ def call(from_user: str, number: str, *, hold_ms: int = 500, timeout_s: float = 
         sampler.join(5.0)
 
 
-def last_reload(asterisk: Asterisk) -> str:
-    """Asterisk's 'Last reload' (seconds since): changes with any reload of the config."""
+def last_reload(asterisk: Asterisk) -> int:
+    """When Asterisk last reloaded, in seconds after its start (uptime minus the time
+    since the last reload, read together): changes with any reload of the config."""
     out = asterisk.rx("core show uptime seconds")
-    match = re.search(r"Last reload: (\d+)", out)
-    assert match is not None, out
-    return str(int(time.time()) - int(match.group(1)))
+    up, since = (re.search(rf"{what}: (\d+)", out) for what in ("System uptime", "Last reload"))
+    assert up is not None and since is not None, out
+    return int(up.group(1)) - int(since.group(1))
 
 
 def my_calls(user: Client) -> list[dict[str, Any]]:
