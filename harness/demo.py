@@ -70,6 +70,8 @@ def demo_config(tmp: Path, etc: Path) -> Path:
     text = text.replace('# asterisk_conf_dir = "/etc/asterisk"', f'asterisk_conf_dir = "{etc}"')
     text = text.replace('control_socket = "/run/ami-bridge/control.sock"',
                         f'control_socket = "{tmp / "control.sock"}"')
+    text = text.replace('path = "/var/lib/ami-bridge/personal.sqlite3"',
+                        f'path = "{tmp / "personal.sqlite3"}"')
     path = tmp / "bridge.toml"
     path.write_text(text, encoding="utf-8")
     return path

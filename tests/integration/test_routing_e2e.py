@@ -17,16 +17,18 @@ import pytest
 
 from harness.asterisk import Asterisk
 from harness.bridge import BridgeProcess
+from harness.demo import demo_config
 from harness.sipp import SippUas, start_uac
 
 pytestmark = pytest.mark.asterisk
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "examples" / "bridge.toml"
 
 
 @pytest.fixture
 def bridge(asterisk: Asterisk, tmp_path: Path) -> Iterator[BridgeProcess]:
-    with BridgeProcess(CONFIG, log_path=tmp_path / "bridge.log") as process:
+    # examples/bridge.toml with its state (control socket, store) in this test's directory
+    config = demo_config(tmp_path, asterisk.instance_dir / "etc")
+    with BridgeProcess(config, log_path=tmp_path / "bridge.log") as process:
         yield process
 
 

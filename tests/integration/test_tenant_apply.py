@@ -80,6 +80,9 @@ control_socket = "{tmp_path}/control.sock"
 tenants_dir = "tenants.d"
 asterisk_conf_dir = "{asterisk.instance_dir / 'etc'}"
 
+[store]
+path = "{tmp_path}/personal.sqlite3"
+
 [ami]
 username = "ami-bridge"
 secret = "ami-bridge-secret"

@@ -28,7 +28,8 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     bridge = tmp_path / "bridge.toml"
     bridge.write_text(f'[bridge]\nagi_listen = "127.0.0.1:{port}"\ntenants_dir = "tenants.d"\n'
                       f'asterisk_conf_dir = "{etc}"\n'
-                      f'control_socket = "{tmp_path}/control.sock"\n[vts.acme]\n[vts.globex]\n')
+                      f'control_socket = "{tmp_path}/control.sock"\n[vts.acme]\n[vts.globex]\n'
+                      '[store]\npath = "personal.sqlite3"\n')
     return bridge, etc
 
 

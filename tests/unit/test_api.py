@@ -1,9 +1,8 @@
 """The personal router's HTTP API over a real server on a loopback port.
 
 Tenants acme (users ann, bob and the admin ada) and globex (user cid); the operator's
-token; a clock the test moves. The store is the `store` fixture (in memory here; the
-SQLite store drops in), the rule module the `rules_parser` fixture (a small stand-in
-until the real one lands; the portions below use the real vocabulary).
+token; a clock the test moves. The store is the real SQLite store (`store` fixture) and
+the rules the real rule module (`rules_parser`).
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ from ami_bridge.api.openapi import document, markdown
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.model import Store, TraceRecord
 from ami_bridge.personal.settings import ApiConfig
+from ami_bridge.personal.sqlite import SqliteStore
 from ami_bridge.tenant_config import PersonalConfig, TenantConfig
+from ami_bridge.tenants import personal
 from ami_bridge.tenants.personal import PersonalCall, RuleSet
-from tests.unit import personal_fake
-from tests.unit.memory_store import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_TOKEN = "operator-token-" + "x" * 30
@@ -51,13 +50,14 @@ class Rules:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+def store(tmp_path: Path) -> SqliteStore:
+    """The real embedded store (opened and closed by `world`)."""
+    return SqliteStore(tmp_path / "state" / "personal.sqlite3")
 
 
 @pytest.fixture
 def rules_parser() -> Rules:
-    return Rules(personal_fake.parse_portion, personal_fake.evaluate)
+    return Rules(personal.parse_portion, personal.evaluate)
 
 
 def tenants() -> dict[str, TenantConfig]:
@@ -138,6 +138,7 @@ async def seed(w: World) -> None:
 @contextlib.asynccontextmanager
 async def world(store: Store, rules: Rules, *, login: bool = True) -> AsyncIterator[World]:
     directory, clock = Directory(), Clock()
+    await store.open()
     app = build_app(store, directory, clock, rules)
     runner = await serve(app, ApiConfig(host="127.0.0.1", port=0))
     port = runner.addresses[0][1]
@@ -151,6 +152,14 @@ async def world(store: Store, rules: Rules, *, login: bool = True) -> AsyncItera
             yield w
     finally:
         await runner.cleanup()
+        await store.close()
+
+
+def store_files(store: Store) -> list[Path]:
+    """The SQLite database file and its write-ahead log."""
+    assert isinstance(store, SqliteStore)
+    base = store.path
+    return [p for p in (base, base.with_name(base.name + "-wal")) if p.exists()]
 
 
 def run(store: Store, rules: Rules, scenario: Callable[[World], Any], **kw: Any) -> None:
@@ -168,11 +177,12 @@ PORTION = {"version": 0, "vip": ["0171*"], "blocked": ["withheld"], "saved": [],
 # -- login, sessions --------------------------------------------------------------------
 
 def test_login_answers_the_same_for_a_wrong_password_and_an_unknown_user(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         status, body, _ = await w.call("POST", "/api/v1/login", json={
             "tenant": "acme", "user": "ann", "password": PASSWORDS["ann"]})
         assert status == 200
+        ann_token = body["token"]
         assert body["expires_at"] == w.clock.now + TTL
         assert body["user"]["user_id"] == "ann" and body["user"]["bindings"] == ["1001"]
         status, me, _ = await w.call("GET", "/api/v1/me", token=body["token"])
@@ -187,13 +197,17 @@ def test_login_answers_the_same_for_a_wrong_password_and_an_unknown_user(
             answers.append((status, body))
         assert answers == [(401, {"error": {"field": "password",
                                             "reason": "unknown user or wrong password"}})] * 4
-        assert all(h.startswith("$argon2id$") for h in store.hashes.values())
-        assert PASSWORDS["ann"] not in str(store.hashes) + str(store.sessions)
+        hashes = [await store.password_hash(t, u) for t, u, _, _ in USERS]
+        assert all(h is not None and h.startswith("$argon2id$") for h in hashes)
+        # neither the password nor the token is anywhere in the database file
+        raw = b"".join(p.read_bytes() for p in store_files(store))
+        assert PASSWORDS["ann"].encode() not in raw
+        assert ann_token.encode() not in raw
     run(store, rules_parser, scenario, login=False)
 
 
 def test_failed_logins_are_rate_limited_per_user_and_per_address(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         async def attempt(user: str, password: str) -> tuple[int, Any]:
             status, _body, headers = await w.call("POST", "/api/v1/login", json={
@@ -224,7 +238,7 @@ def test_login_throttle_window() -> None:
     assert throttle.retry_after(111.0, "k") == 0 and throttle.retry_after(111.0, "j") == 0
 
 
-def test_tokens_expire_refresh_and_log_out(store: MemoryStore, rules_parser: Rules) -> None:
+def test_tokens_expire_refresh_and_log_out(store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         old = w.tokens["ann"]
         w.clock.now += TTL - 1
@@ -249,7 +263,7 @@ def test_tokens_expire_refresh_and_log_out(store: MemoryStore, rules_parser: Rul
 # -- who may touch what -----------------------------------------------------------------
 
 def test_users_reach_only_their_own_and_admins_only_their_tenant(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         base = "/api/v1/tenants"
         not_found = {"error": {"field": "path", "reason": "not found"}}
@@ -288,7 +302,7 @@ def test_users_reach_only_their_own_and_admins_only_their_tenant(
     run(store, rules_parser, scenario)
 
 
-def test_admin_and_operator_manage_users(store: MemoryStore, rules_parser: Rules) -> None:
+def test_admin_and_operator_manage_users(store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         users = "/api/v1/tenants/acme/users"
         status, body, _ = await w.call("POST", users, as_="ada", json={
@@ -313,7 +327,7 @@ def test_admin_and_operator_manage_users(store: MemoryStore, rules_parser: Rules
 
 
 def test_hot_desk_moves_a_binding_and_the_directory_follows(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         assert w.directory.by_number("acme", "2002")[0].bindings == ("1002",)  # type: ignore[index]
         status, body, _ = await w.call("PUT", "/api/v1/me/bindings", as_="ann",
@@ -346,7 +360,7 @@ def test_hot_desk_moves_a_binding_and_the_directory_follows(
     "extension:10\n01", "extension:1001&1002", "extension:1001,t", "extension:1001)",
     "extension:${X}", "extension:3001", "external:+15551234567"])
 def test_a_refused_target_names_the_field_and_stores_nothing(
-        store: MemoryStore, rules_parser: Rules, target: str) -> None:
+        store: SqliteStore, rules_parser: Rules, target: str) -> None:
     async def scenario(w: World) -> None:
         portion = {"version": 0, "rules": [
             {"name": "ok", "action": "forward", "target": "extension:1002"},
@@ -360,16 +374,19 @@ def test_a_refused_target_names_the_field_and_stores_nothing(
 
 
 def test_rules_round_trip_and_the_directory_sees_each_write(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         status, body, _ = await w.call("GET", "/api/v1/me/rules", as_="ann")
         assert body == {"version": 0, "rules": [], "vip": [], "blocked": [], "saved": []}
         status, body, _ = await w.call("PUT", "/api/v1/me/rules", as_="ann", json=PORTION)
-        assert status == 200 and body == {**PORTION, "version": 1}
+        # stored as the rule module normalises it (defaults written out)
+        normal = personal.parse_portion(PORTION, extensions=None, external_prefixes=(),
+                                        ring_time=20).to_json()
+        assert status == 200 and body == {**normal, "version": 1}
         _, portion = w.directory.by_number("acme", "2001")  # type: ignore[misc]
         assert portion.version == 1 and portion.body["vip"] == ["0171*"]
         status, body, _ = await w.call("GET", "/api/v1/me/rules", as_="ann")
-        assert body["version"] == 1 and body["rules"] == PORTION["rules"]
+        assert body["version"] == 1 and body["rules"] == normal["rules"]
         # A stale version: 409 with the current one; nothing changes anywhere.
         status, body, _ = await w.call("PUT", "/api/v1/me/rules", as_="ann",
                                        json={"version": 0, "rules": []})
@@ -384,7 +401,7 @@ def test_rules_round_trip_and_the_directory_sees_each_write(
     run(store, rules_parser, scenario)
 
 
-def test_two_writes_of_the_same_version_one_wins(store: MemoryStore,
+def test_two_writes_of_the_same_version_one_wins(store: SqliteStore,
                                                  rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         answers = await asyncio.gather(*(
@@ -417,7 +434,7 @@ def _decision(rules: Rules, uniqueid: str, ani: str, at: float, user: str = "ann
 
 
 def test_replay_lists_exactly_the_calls_whose_route_changes(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         t = w.clock.now - 3600
         await store.add_traces([
@@ -452,7 +469,7 @@ def test_replay_lists_exactly_the_calls_whose_route_changes(
     run(store, rules_parser, scenario)
 
 
-def test_call_traces_are_shown_to_whom_they_belong(store: MemoryStore,
+def test_call_traces_are_shown_to_whom_they_belong(store: SqliteStore,
                                                    rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         t = w.clock.now
@@ -480,7 +497,7 @@ def test_call_traces_are_shown_to_whom_they_belong(store: MemoryStore,
 
 # -- input --------------------------------------------------------------------------------
 
-def test_bad_input_is_a_4xx_naming_the_field(store: MemoryStore, rules_parser: Rules) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(store: SqliteStore, rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:
         users = "/api/v1/tenants/acme/users"
 
@@ -511,25 +528,27 @@ def test_bad_input_is_a_4xx_naming_the_field(store: MemoryStore, rules_parser: R
     run(store, rules_parser, scenario)
 
 
-class BrokenStore(MemoryStore):
+class BrokenStore(SqliteStore):
+    """The real store whose portion reads fail as no store should."""
+
     async def get_portion(self, tenant: str, user_id: str) -> Any:
         raise RuntimeError("disk on fire")
 
 
 def test_an_unexpected_failure_is_a_logged_generic_500(
-        rules_parser: Rules, caplog: pytest.LogCaptureFixture) -> None:
+        rules_parser: Rules, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         with caplog.at_level(logging.ERROR, logger="ami_bridge.api.app"):
             status, body, _ = await w.call("GET", "/api/v1/me/rules", as_="ann")
         assert (status, body) == (500, {"error": {"field": "", "reason": "internal error"}})
         assert "disk on fire" in caplog.text
-    run(BrokenStore(), rules_parser, scenario)
+    run(BrokenStore(tmp_path / "personal.sqlite3"), rules_parser, scenario)
 
 
 # -- the document -------------------------------------------------------------------------
 
 def test_every_route_is_documented_and_every_documented_path_exists(
-        store: MemoryStore, rules_parser: Rules) -> None:
+        store: SqliteStore, rules_parser: Rules) -> None:
     app = build_app(store, Directory(), Clock(), rules_parser)
     routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.resource is not None}
@@ -558,7 +577,7 @@ def test_the_replay_core_does_no_io() -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_serve_speaks_tls_with_a_certificate(store: MemoryStore, rules_parser: Rules,
+def test_serve_speaks_tls_with_a_certificate(store: SqliteStore, rules_parser: Rules,
                                              tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",

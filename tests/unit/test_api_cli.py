@@ -28,8 +28,8 @@ from ami_bridge.api import serve
 from ami_bridge.api.client import ApiFailure, Client
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.settings import ApiConfig
+from ami_bridge.personal.sqlite import SqliteStore
 from tests.conftest import examples
-from tests.unit.memory_store import MemoryStore
 from tests.unit.test_api import (  # noqa: F401  (store, rules_parser: fixtures)
     OPERATOR_TOKEN,
     Clock,
@@ -46,13 +46,14 @@ ROOT = Path(__file__).resolve().parents[2]
 class Served:
     """The API on a loopback port, its event loop in a thread."""
 
-    def __init__(self, memory: MemoryStore, rules: Rules) -> None:
-        self.store = memory
+    def __init__(self, sqlite: SqliteStore, rules: Rules) -> None:
+        self.store = sqlite
         self.directory = Directory()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        app = build_app(memory, self.directory, Clock(), rules)
+        self.run(sqlite.open())
+        app = build_app(sqlite, self.directory, Clock(), rules)
         self.runner = self.run(serve(app, ApiConfig(host="127.0.0.1", port=0)))
         self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
 
@@ -61,13 +62,14 @@ class Served:
 
     def close(self) -> None:
         self.run(self.runner.cleanup())
+        self.run(self.store.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
 
 
 @pytest.fixture
-def served(store: MemoryStore, rules_parser: Rules) -> Iterator[Served]:  # noqa: F811
+def served(store: SqliteStore, rules_parser: Rules) -> Iterator[Served]:  # noqa: F811
     server = Served(store, rules_parser)
     try:
         yield server
