@@ -31,7 +31,7 @@ from ami_bridge.validation import Fail, join, names, no_unknown, table
 ENDPOINT_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI)/[A-Za-z0-9_.+-]{1,80}")  # fullmatch
 # The contexts the renderer writes for every tenant (dialplan/render.py): a venue of the
 # same name would be merged into them by Asterisk.
-RENDERED_KINDS = ("internal", "queues", "outbound")
+RENDERED_KINDS = ("internal", "queues", "outbound", "voicemail")
 # Where a tenant's prompts may live, relative to Asterisk's sounds directory.
 PROMPT_ROOTS = ("{tenant}", "tenants/{tenant}")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
