@@ -358,7 +358,9 @@ def test_hot_desk_moves_a_binding_and_the_directory_follows(
 
 @pytest.mark.parametrize("target", [
     "extension:10\n01", "extension:1001&1002", "extension:1001,t", "extension:1001)",
-    "extension:${X}", "extension:3001", "external:+15551234567"])
+    "extension:${X}", "extension:3001",  # globex's extension
+    "extension:3001@globex-internal", "globex-internal", "context:globex-internal",
+    "voicemail:4001", "external:+15551234567", "external:+49123\n", "external:0049${X}"])
 def test_a_refused_target_names_the_field_and_stores_nothing(
         store: SqliteStore, rules_parser: Rules, target: str) -> None:
     async def scenario(w: World) -> None:
