@@ -485,7 +485,12 @@ class _Api:
     async def tenant_replay(self, request: web.Request) -> web.Response:
         """POST /tenants/{tenant}/replay: the tenant venues' recorded decisions against a
         candidate tenant file (TOML text) or rule list, before it is applied."""
-        _, tenant, _ = await self.managed(request, collection=True)
+        try:
+            _, tenant, _ = await self.managed(request, collection=True)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            raise ApiError(403, "admin", "only the tenant's admins replay its calls") from None
         body = inputs.body_object(await request.read())
         inputs.only_keys(body, {"tenant_file", "rules"})
         if ("tenant_file" in body) == ("rules" in body):
@@ -494,7 +499,9 @@ class _Api:
         protocol = _candidate_protocol(body, tenant)
         # user_id "": the tenant venues' decisions only (a user's go through `_replay`).
         records = await self.store.traces(tenant.name, user_id="", limit=MAX_REPLAY)
-        result = replay_mod.replay_tenant(records, protocol)
+        # Up to MAX_REPLAY decisions through a rule list bounded only by the body size:
+        # off the event loop, which also routes calls.
+        result = await asyncio.to_thread(replay_mod.replay_tenant, records, protocol)
         return _json({"changed": [c.to_json() for c in result.changed],
                       "replayed": result.replayed})
 
@@ -536,6 +543,10 @@ def _candidate_protocol(body: Mapping[str, Any], tenant: TenantConfig) -> Routin
     def fail(key: str, message: str) -> ConfigError:
         return _CandidateError(key, message)
 
+    holidays = raw.get("holidays", [])
+    if not isinstance(holidays, list):  # parse_protocol iterates it unchecked
+        raise invalid(f"{where}holidays", f"must be a list of ISO dates, got {holidays!r}"
+                      [:MAX_REASON])
     # A candidate is only parsed, never run: the bridge's default router timeout and
     # redirect limit stand in for [bridge]'s (neither changes what a rule decides).
     try:
@@ -544,6 +555,11 @@ def _candidate_protocol(body: Mapping[str, Any], tenant: TenantConfig) -> Routin
                                  redirect_limit=DEFAULT_REDIRECT_LIMIT)
     except _CandidateError as exc:
         raise invalid(f"{where}{exc.key}", exc.message[:MAX_REASON]) from None
+    except (TypeError, AttributeError) as exc:
+        # A shape the parser does not check for: the client's input, not a server fault.
+        log.warning("tenant replay: the tenant parser failed on a candidate: %r", exc)
+        raise invalid(where.rstrip(".") or "rules", "not a tenant file the parser can "
+                      f"read: {exc}"[:MAX_REASON]) from None
     # parse_tenant accepted these very rules, timezone and holidays: no error left.
     return parse_protocol(list(parsed.rules), timezone=parsed.timezone,
                           holidays=list(parsed.holidays))

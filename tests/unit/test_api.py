@@ -543,6 +543,8 @@ def test_tenant_replay_refuses_bad_candidates_and_strangers(
              "tenant_file.rules", "3001"),
             ({"tenant_file": "colour = 1\n" + TENANT_FILE}, "tenant_file.colour", "unknown"),
             ({"tenant_file": 7}, "tenant_file", "TOML text"),
+            ({"tenant_file": "holidays = 5\n" + TENANT_FILE}, "tenant_file.holidays",
+             "list of ISO dates"),
             ({"rules": [{"targets": ["3001"]}]}, "rules", "3001"),  # globex's extension
             ({"rules": [{"targets": ["1001"], "strategy": "loud"}]}, "rules[0].strategy",
              "must be one of"),
@@ -550,13 +552,14 @@ def test_tenant_replay_refuses_bad_candidates_and_strangers(
             ({}, "tenant_file", "exactly one"),
             ({"user": "ann"}, "user", "unknown key"),
         ]
-        for body, field, reason in refusals:
+        for body, key, reason in refusals:
             status, answer, _ = await w.call("POST", path, as_="ada", json=body)
             assert status == 422, (body, answer)
-            assert answer["error"]["field"] == field, (body, answer)
+            assert answer["error"]["field"] == key, (body, answer)
             assert reason in answer["error"]["reason"], (body, answer)
         good = {"tenant_file": TENANT_FILE}
-        assert (await w.call("POST", path, as_="ann", json=good))[0] == 403
+        status, answer, _ = await w.call("POST", path, as_="ann", json=good)
+        assert (status, answer["error"]["field"]) == (403, "admin")
         assert (await w.call("POST", path, as_="cid", json=good))[0] == 404
         assert (await w.call("POST", "/api/v1/tenants/globex/replay", as_="ada",
                              json=good))[0] == 404
