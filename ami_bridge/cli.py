@@ -172,12 +172,19 @@ def _api_parsers(sub: Any) -> None:
                            description="`trace UNIQUEID`: print a call's routing decisions "
                            "in order (request, previous attempt, rule, why, outcome). "
                            "`trace replay --rules FILE`: which of your recorded calls would "
-                           "go elsewhere under these rules (--tenant and --user: a user's).")
+                           "go elsewhere under these rules (--tenant and --user: a user's). "
+                           "`trace replay --tenant-file FILE --tenant T`: which of the "
+                           "tenant's recorded venue calls would go elsewhere under this "
+                           "tenant.toml (tenant admin, operator); answers that depend on "
+                           "round robin, split or agent state are marked stateful.")
     trace.add_argument("uniqueid", metavar="UNIQUEID|replay", help="the call's unique id, "
                        "or `replay`")
-    trace.add_argument("--tenant", help="the call's tenant (operator); the user's (replay)")
+    trace.add_argument("--tenant", help="the call's tenant (operator); the user's or the "
+                       "tenant's (replay)")
     trace.add_argument("--user", dest="user_id", help="replay: the user (admin, operator)")
     trace.add_argument("--rules", help="replay: the candidate rules' JSON file (- for stdin)")
+    trace.add_argument("--tenant-file", help="replay: a candidate tenant.toml for --tenant's "
+                       "venue calls (- for stdin); instead of --rules")
 
 
 def main(argv: list[str] | None = None) -> int:

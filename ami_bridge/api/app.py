@@ -21,6 +21,7 @@ import asyncio
 import logging
 import ssl
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from ami_bridge.api import inputs
 from ami_bridge.api.auth import OPERATOR, LoginThrottle, Principal, bearer, is_operator, new_token
 from ami_bridge.api.auth import token_hash as hash_token
 from ami_bridge.api.inputs import ApiError, invalid
+from ami_bridge.config import DEFAULT_ROUTER_TIMEOUT
 from ami_bridge.namespace import TENANT_NAME_RE
 from ami_bridge.personal import replay as replay_mod
 from ami_bridge.personal.directory import Directory
@@ -46,8 +48,15 @@ from ami_bridge.personal.model import (
     User,
 )
 from ami_bridge.personal.settings import ApiConfig
-from ami_bridge.tenant_config import DEFAULT_RING_TIME, TenantConfig
+from ami_bridge.tenant_config import (
+    DEFAULT_REDIRECT_LIMIT,
+    DEFAULT_RING_TIME,
+    TenantConfig,
+    parse_tenant,
+)
 from ami_bridge.tenants import personal
+from ami_bridge.tenants.routing import RoutingProtocol, parse_protocol
+from ami_bridge.validation import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ DEFAULT_CALLS = 50  # GET /me/calls without ?limit
 MAX_CALLS = 500
 MAX_REPLAY = 1000  # recorded decisions one replay evaluates (newest first)
 MAX_CALL_DECISIONS = 100  # decisions of one call (re-entries are bounded far lower)
+MAX_REASON = 300  # characters of a parser's message in a 422 (it quotes the bad value)
 PORTION_KEYS = ("rules", "vip", "blocked", "saved")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -472,11 +482,87 @@ class _Api:
         return _json({"changed": [c.to_json() for c in result.changed],
                       "replayed": result.replayed})
 
+    async def tenant_replay(self, request: web.Request) -> web.Response:
+        """POST /tenants/{tenant}/replay: the tenant venues' recorded decisions against a
+        candidate tenant file (TOML text) or rule list, before it is applied."""
+        try:
+            _, tenant, _ = await self.managed(request, collection=True)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            raise ApiError(403, "admin", "only the tenant's admins replay its calls") from None
+        body = inputs.body_object(await request.read())
+        inputs.only_keys(body, {"tenant_file", "rules"})
+        if ("tenant_file" in body) == ("rules" in body):
+            raise invalid("tenant_file", "give exactly one of tenant_file (the TOML text of "
+                          "a tenants.d/NAME/tenant.toml) and rules (a list of tenant rules)")
+        protocol = _candidate_protocol(body, tenant)
+        # user_id "": the tenant venues' decisions only (a user's go through `_replay`).
+        records = await self.store.traces(tenant.name, user_id="", limit=MAX_REPLAY)
+        # Up to MAX_REPLAY decisions through a rule list bounded only by the body size:
+        # off the event loop, which also routes calls.
+        result = await asyncio.to_thread(replay_mod.replay_tenant, records, protocol)
+        return _json({"changed": [c.to_json() for c in result.changed],
+                      "replayed": result.replayed})
+
     async def openapi(self, request: web.Request) -> web.Response:
         # Imported here so `python -m ami_bridge.api.openapi` finds it not yet loaded.
         from ami_bridge.api.openapi import document
 
         return _json(document())
+
+
+class _CandidateError(ConfigError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def _candidate_protocol(body: Mapping[str, Any], tenant: TenantConfig) -> RoutingProtocol:
+    """The candidate as the bridge's own tenant parser accepts it (errors: 422 naming the
+    key under `tenant_file.` or `rules`), as the routing protocol the VTS would run.
+    A rule list is checked against the running tenant's namespace, timezone and
+    holidays; a tenant file against its own. Ownership of contexts and endpoints, which
+    needs every tenant and the operator's grants, is `ami-bridge check`'s, not this."""
+    if "tenant_file" in body:
+        where = "tenant_file."
+        text = body["tenant_file"]
+        if not isinstance(text, str):
+            raise invalid("tenant_file", "must be the TOML text of a tenant file")
+        try:
+            raw: dict[str, Any] = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise invalid("tenant_file", f"not TOML: {exc}"[:MAX_REASON]) from None
+    else:
+        where = ""
+        raw = {"timezone": tenant.timezone, "holidays": list(tenant.holidays),
+               "targets": sorted(tenant.targets), "queues": sorted(tenant.queues),
+               "external_prefixes": list(tenant.external_prefixes), "rules": body["rules"]}
+
+    def fail(key: str, message: str) -> ConfigError:
+        return _CandidateError(key, message)
+
+    holidays = raw.get("holidays", [])
+    if not isinstance(holidays, list):  # parse_protocol iterates it unchecked
+        raise invalid(f"{where}holidays", f"must be a list of ISO dates, got {holidays!r}"
+                      [:MAX_REASON])
+    # A candidate is only parsed, never run: the bridge's default router timeout and
+    # redirect limit stand in for [bridge]'s (neither changes what a rule decides).
+    try:
+        parsed, _ = parse_tenant(tenant.name, raw, fail=fail, prefix="",
+                                 router_timeout=DEFAULT_ROUTER_TIMEOUT,
+                                 redirect_limit=DEFAULT_REDIRECT_LIMIT)
+    except _CandidateError as exc:
+        raise invalid(f"{where}{exc.key}", exc.message[:MAX_REASON]) from None
+    except (TypeError, AttributeError) as exc:
+        # A shape the parser does not check for: the client's input, not a server fault.
+        log.warning("tenant replay: the tenant parser failed on a candidate: %r", exc)
+        raise invalid(where.rstrip(".") or "rules", "not a tenant file the parser can "
+                      f"read: {exc}"[:MAX_REASON]) from None
+    # parse_tenant accepted these very rules, timezone and holidays: no error left.
+    return parse_protocol(list(parsed.rules), timezone=parsed.timezone,
+                          holidays=list(parsed.holidays))
 
 
 def _limit(request: web.Request) -> int:
@@ -521,6 +607,7 @@ def make_app(*, store: Store, directory: Directory,
         ("PUT", f"{user}/bindings", api.put_user_bindings),
         ("PUT", f"{user}/password", api.put_user_password),
         ("POST", f"{user}/replay", api.user_replay),
+        ("POST", f"{PREFIX}/tenants/{{tenant}}/replay", api.tenant_replay),
         ("GET", f"{PREFIX}/openapi.json", api.openapi),
     ]
     for method, path, handler in routes:

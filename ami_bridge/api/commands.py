@@ -231,8 +231,8 @@ def _trace(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.uniqueid == "replay":
         return _replay(client, args)
-    if args.rules is not None or args.user_id is not None:
-        raise Usage("--rules and --user go with `trace replay`")
+    if args.rules is not None or args.user_id is not None or args.tenant_file is not None:
+        raise Usage("--rules, --tenant-file and --user go with `trace replay`")
     query = {"tenant": args.tenant} if args.tenant else None
     answer = client.call("GET", f"{PREFIX}/calls/{args.uniqueid}", query=query)
     print(f"call {answer['uniqueid']} of tenant {answer['tenant']}")
@@ -248,19 +248,40 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _replay(client: Client, args: argparse.Namespace) -> int:
-    if args.rules is None:
-        raise Usage("trace replay needs --rules FILE (a portion; - for stdin)")
-    if (args.tenant is None) != (args.user_id is None):
-        raise Usage("--tenant and --user go together (an admin's replay of a user's calls)")
-    path = (f"{PREFIX}/me/replay" if args.user_id is None
-            else f"{PREFIX}/tenants/{args.tenant}/users/{args.user_id}/replay")
-    answer = client.call("POST", path, {"rules": _read_json(args.rules)})
+    if (args.rules is None) == (args.tenant_file is None):
+        raise Usage("trace replay needs exactly one of --rules FILE (a portion) and "
+                    "--tenant-file FILE (a tenant.toml, with --tenant); - for stdin")
+    if args.tenant_file is not None:
+        if args.tenant is None or args.user_id is not None:
+            raise Usage("--tenant-file goes with --tenant T (and no --user)")
+        path = f"{PREFIX}/tenants/{args.tenant}/replay"
+        answer = client.call("POST", path, {"tenant_file": _read_text(args.tenant_file)})
+    else:
+        if (args.tenant is None) != (args.user_id is None):
+            raise Usage("--tenant and --user go together (an admin's replay of a user's "
+                        "calls)")
+        path = (f"{PREFIX}/me/replay" if args.user_id is None
+                else f"{PREFIX}/tenants/{args.tenant}/users/{args.user_id}/replay")
+        answer = client.call("POST", path, {"rules": _read_json(args.rules)})
     changed = answer["changed"]
     print(f"replayed {answer['replayed']} decisions; {len(changed)} would change")
     for change in changed:
+        notes = "".join([
+            f" [after treatment {change['treatment']}, the caller entering the recorded "
+            "digits]" if change.get("treatment") else "",
+            " [stateful: depends on round robin, split or agent state; one possible answer]"
+            if change.get("stateful") else ""])
         print(f"{change['uniqueid']} at {_when(change['at'])}: {change['was']} "
-              f"({change['rule_was'] or '-'}) -> {change['would']} ({change['rule_would']})")
+              f"({change['rule_was'] or '-'}) -> {change['would']} ({change['rule_would']})"
+              f"{notes}")
     return 0
+
+
+def _read_text(source: str) -> str:
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Usage(f"cannot read {source}: {exc}") from None
 
 
 _COMMANDS = {"login": _login, "logout": _logout, "users": _users, "rules": _rules,

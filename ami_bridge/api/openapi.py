@@ -186,6 +186,22 @@ PATHS: dict[str, dict[str, Any]] = {
         "Replay a user's calls", "As `POST /api/v1/me/replay`, for an admin.",
         parameters=[_TENANT, _USER], body="ReplayRequest",
         ok=_ok("what would change", "Replay"), errors=(*_WRITE, "403"))},
+    "/api/v1/tenants/{tenant}/replay": {"post": _op(
+        "Replay a tenant's calls", "Admin of the tenant, or the operator. Run the "
+        "decisions the tenant's routing protocol made in its venues (the recorded calls "
+        "with no user) through a candidate: `tenant_file`, the TOML text of a "
+        "tenants.d/NAME/tenant.toml, or `rules`, a list of tenant rules (checked against "
+        "the running tenant's namespace, timezone and holidays). The candidate is "
+        "validated by the bridge's tenant parser; its errors name the key under "
+        "`tenant_file.` (or `rules[N]...`). Listed: decisions whose outcome would change, "
+        "or that would take the default route by another rule. Round robin, split, "
+        "longest idle and `agents_available` depend on state the trace does not hold: "
+        "they are evaluated with fresh cursors, a fixed random seed and no agent state, "
+        "and their changes are marked `stateful`. A candidate treatment is assumed "
+        "answered with the digits recorded in the call (`treatment` names it); with "
+        "none recorded, `would` is `treatment PROMPT`.",
+        parameters=[_TENANT], body="TenantReplayRequest",
+        ok=_ok("what would change", "Replay"), errors=(*_WRITE, "403"))},
     "/api/v1/openapi.json": {"get": _op(
         "This document", "The OpenAPI 3.1 description of the API.", public=True,
         ok={"200": {"description": "the document",
@@ -200,6 +216,8 @@ for _path, _methods in PATHS.items():
                  _ADMIN if _path.startswith("/api/v1/tenants/") else {})
         if "403" in _operation["responses"] and _note:
             _operation["responses"]["403"]["description"] = _note["403"]
+PATHS["/api/v1/tenants/{tenant}/replay"]["post"]["responses"]["403"]["description"] = (
+    "the caller is not the tenant's admin")
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = (),
@@ -272,10 +290,21 @@ SCHEMAS: dict[str, Any] = {
     "ReplayRequest": _object({"rules": _object(
         {"version": {**_INT, "description": "ignored"}, **_PORTION_PROPERTIES})},
         ("rules",)),
+    "TenantReplayRequest": _object({
+        "tenant_file": {**_STR, "description": "the TOML text of a tenant file (the keys "
+                        "of tenants.d/NAME/tenant.toml); or give `rules`"},
+        "rules": {"type": "array", "items": {"type": "object"},
+                  "description": "tenant routing rules, as a tenant file's `[[rules]]`"}},
+        description="exactly one of `tenant_file` and `rules`"),
     "Replay": _object({
         "changed": {"type": "array", "items": _object(
             {"uniqueid": _STR, "at": _NUM, "was": _STR, "would": _STR, "rule_was": _STR,
-             "rule_would": _STR})},
+             "rule_would": _STR,
+             "stateful": {**_BOOL, "description": "tenant replay: the candidate's answer "
+                          "depends on state the trace does not hold (round robin, split, "
+                          "agents); `would` is one possible answer"},
+             "treatment": {**_STR, "description": "tenant replay: the treatment the "
+                           "candidate plays first (prompt, or \"moh\"); \"\" none"}})},
         "replayed": {**_INT, "description": "decisions evaluated"}}, ("changed", "replayed")),
 }
 

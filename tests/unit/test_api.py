@@ -471,6 +471,104 @@ def test_replay_lists_exactly_the_calls_whose_route_changes(
     run(store, rules_parser, scenario)
 
 
+def _venue_decision(uniqueid: str, local: str, *, tenant: str = "acme",
+                    dnis: str = "100") -> TraceRecord:
+    """A tenant venue's decision as recorded when the tenant has no rules (default)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    when = dt.datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Europe/Berlin"))
+    return TraceRecord(tenant=tenant, uniqueid=uniqueid, at=when.timestamp(),
+                       venue=f"{tenant}-main", outcome="default vts",
+                       rule="(no rule matched)",
+                       why="default route (vts): (no rule matched)",
+                       inputs={"time": local, "dnis": dnis, "digits": ""},
+                       call={"ani": "03012345", "ani_name": "", "dnis": dnis})
+
+
+TENANT_FILE = """
+timezone = "Europe/Berlin"
+external_prefixes = ["0049"]
+operator = "1001"
+[extensions]
+"1001" = "PJSIP/ann"
+"1002" = "PJSIP/bob"
+[[rules]]
+name = "evening"
+hours = "18:00-24:00"
+targets = ["1002"]
+"""
+
+
+def test_tenant_replay_lists_the_venue_calls_a_tenant_file_would_move(
+        store: SqliteStore, rules_parser: Rules) -> None:
+    async def scenario(w: World) -> None:
+        await store.add_traces([
+            _venue_decision("2000.1", "2027-01-13T10:00"),
+            _venue_decision("2000.2", "2027-01-13T19:30"),
+            _decision(rules_parser, "2000.3", "01711111",
+                      _venue_decision("x", "2027-01-13T20:00").at),  # ann's: not replayed
+            _venue_decision("2000.4", "2027-01-13T21:00", tenant="globex"),
+        ])
+        path = "/api/v1/tenants/acme/replay"
+        for who in ("ada", None):
+            status, body, _ = await w.call("POST", path, as_=who,
+                                           token=None if who else OPERATOR_TOKEN,
+                                           json={"tenant_file": TENANT_FILE})
+            assert status == 200, body
+            assert body["replayed"] == 2
+            assert body["changed"] == [{
+                "uniqueid": "2000.2", "at": _venue_decision("x", "2027-01-13T19:30").at,
+                "was": "default vts", "would": "route extension:1002",
+                "rule_was": "(no rule matched)", "rule_would": "evening",
+                "stateful": False, "treatment": ""}]
+        # A bare rule list, checked against the running tenant; round robin is marked.
+        status, body, _ = await w.call("POST", path, as_="ada", json={"rules": [
+            {"name": "spread", "targets": ["1001", "1002"], "strategy": "round_robin"}]})
+        assert status == 200, body
+        assert [(c["uniqueid"], c["stateful"]) for c in body["changed"]] == [
+            ("2000.1", True), ("2000.2", True)]
+    run(store, rules_parser, scenario)
+
+
+def test_tenant_replay_refuses_bad_candidates_and_strangers(
+        store: SqliteStore, rules_parser: Rules) -> None:
+    async def scenario(w: World) -> None:
+        path = "/api/v1/tenants/acme/replay"
+        bad_action = TENANT_FILE.replace('hours = "18:00-24:00"',
+                                         'hours = "18:00-24:00"\naction = "forward"')
+        refusals = [
+            ({"tenant_file": bad_action}, "tenant_file.rules[0].action", "must be one of"),
+            ({"tenant_file": "timezone = "}, "tenant_file", "not TOML"),
+            ({"tenant_file": TENANT_FILE.replace('"1002"]', '"3001"]')},
+             "tenant_file.rules", "3001"),
+            ({"tenant_file": "colour = 1\n" + TENANT_FILE}, "tenant_file.colour", "unknown"),
+            ({"tenant_file": 7}, "tenant_file", "TOML text"),
+            ({"tenant_file": "holidays = 5\n" + TENANT_FILE}, "tenant_file.holidays",
+             "list of ISO dates"),
+            ({"rules": [{"targets": ["3001"]}]}, "rules", "3001"),  # globex's extension
+            ({"rules": [{"targets": ["1001"], "strategy": "loud"}]}, "rules[0].strategy",
+             "must be one of"),
+            ({"rules": [], "tenant_file": TENANT_FILE}, "tenant_file", "exactly one"),
+            ({}, "tenant_file", "exactly one"),
+            ({"user": "ann"}, "user", "unknown key"),
+        ]
+        for body, key, reason in refusals:
+            status, answer, _ = await w.call("POST", path, as_="ada", json=body)
+            assert status == 422, (body, answer)
+            assert answer["error"]["field"] == key, (body, answer)
+            assert reason in answer["error"]["reason"], (body, answer)
+        good = {"tenant_file": TENANT_FILE}
+        status, answer, _ = await w.call("POST", path, as_="ann", json=good)
+        assert (status, answer["error"]["field"]) == (403, "admin")
+        assert (await w.call("POST", path, as_="cid", json=good))[0] == 404
+        assert (await w.call("POST", "/api/v1/tenants/globex/replay", as_="ada",
+                             json=good))[0] == 404
+        assert (await w.call("POST", "/api/v1/tenants/nope/replay", token=OPERATOR_TOKEN,
+                             json=good))[0] == 404
+        assert (await w.call("POST", path, json=good))[0] == 401
+    run(store, rules_parser, scenario)
+
+
 def test_call_traces_are_shown_to_whom_they_belong(store: SqliteStore,
                                                    rules_parser: Rules) -> None:
     async def scenario(w: World) -> None:

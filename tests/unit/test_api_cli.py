@@ -32,9 +32,11 @@ from ami_bridge.personal.sqlite import SqliteStore
 from tests.conftest import examples
 from tests.unit.test_api import (  # noqa: F401  (store, rules_parser: fixtures)
     OPERATOR_TOKEN,
+    TENANT_FILE,
     Clock,
     Rules,
     _decision,
+    _venue_decision,
     build_app,
     rules_parser,
     store,
@@ -253,6 +255,51 @@ def test_trace_and_replay(served: Served, files: dict[str, Path], rules_parser: 
     assert ab(served, files, "trace", "replay", "--rules", str(candidate), "--tenant",
               "acme", "--user", "ann", operator=True) == 0
     assert ab(served, files, "trace", "replay") == 2
+
+
+def test_trace_replay_of_a_tenant_file(served: Served, files: dict[str, Path],
+                                       capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    seed(served, files)
+    served.run(served.store.add_traces([
+        _venue_decision("2100.1", "2027-01-13T10:00"),
+        _venue_decision("2100.2", "2027-01-13T19:30")]))
+    candidate = tmp_path / "tenant.toml"
+    candidate.write_text(TENANT_FILE)
+    capsys.readouterr()
+    assert ab(served, files, "trace", "replay", "--tenant-file", str(candidate), "--tenant",
+              "acme", operator=True) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "replayed 2 decisions; 1 would change"
+    assert out[1].startswith("2100.2 at 2027-01-13 18:30:00 UTC: ") and out[1].endswith(
+        ": default vts ((no rule matched)) -> route extension:1002 (evening)")
+    assert len(out) == 2
+    # Round robin: the answer is one possible one, and says so.
+    candidate.write_text(TENANT_FILE.replace('targets = ["1002"]',
+                                             'targets = ["1001", "1002"]\n'
+                                             'strategy = "round_robin"'))
+    assert ab(served, files, "login", "--tenant", "acme", "--user", "ada",
+              "--password-file", str(files["ada"])) == 0
+    capsys.readouterr()
+    assert ab(served, files, "trace", "replay", "--tenant-file", str(candidate), "--tenant",
+              "acme") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("(evening) [stateful: depends on round robin, split or agent "
+                           "state; one possible answer]")
+    # A refused file names the key; usage mistakes are exit status 2.
+    candidate.write_text(TENANT_FILE.replace('name = "evening"', 'name = "evening"\n'
+                                             'action = "forward"'))
+    assert ab(served, files, "trace", "replay", "--tenant-file", str(candidate), "--tenant",
+              "acme") == 1
+    assert "tenant_file.rules[0].action: must be one of" in capsys.readouterr().err
+    portion = tmp_path / "portion.json"
+    portion.write_text("{}")
+    for argv in (["--tenant-file", str(candidate)],
+                 ["--tenant-file", str(candidate), "--tenant", "acme", "--user", "ann"],
+                 ["--tenant-file", str(candidate), "--rules", str(portion)],
+                 ["--tenant-file", str(tmp_path / "missing.toml"), "--tenant", "acme"]):
+        assert ab(served, files, "trace", "replay", *argv) == 2, argv
+    assert ab(served, files, "trace", "2100.1", "--tenant-file", str(candidate)) == 2
 
 
 def test_the_installed_entry_point_talks_to_the_api(served: Served,
