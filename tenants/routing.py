@@ -263,6 +263,8 @@ def parse_protocol(
     except (ZoneInfoNotFoundError, ValueError):
         raise RuleError(f"timezone: unknown timezone {timezone!r}") from None
     days: set[dt.date] = set()
+    if not isinstance(holidays, Sequence) or isinstance(holidays, str):
+        raise RuleError(f"holidays: must be a list of ISO dates (YYYY-MM-DD), got {holidays!r}")
     for i, text in enumerate(holidays):
         try:
             days.add(dt.date.fromisoformat(str(text)))

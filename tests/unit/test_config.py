@@ -555,3 +555,10 @@ def test_load_reports_parse_errors_with_the_loaded_path(tmp_path: Path) -> None:
 
 def test_config_errors_are_value_errors() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("holidays", [5, "2026-12-25", {"x": 1}])
+def test_holidays_that_are_not_a_list_are_a_config_error(holidays: object) -> None:
+    raw = example()
+    raw["tenants"]["acme"]["holidays"] = holidays
+    config_error(raw, "tenants.acme.holidays: must be a list of ISO dates")
