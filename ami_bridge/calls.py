@@ -42,7 +42,16 @@ from ami_bridge.namespace import (
 )
 from ami_bridge.ownership import prompt_roots
 from ami_bridge.personal.model import User
-from ami_bridge.tenants.messages import CallerData, Previous, Target, Treat
+from ami_bridge.tenants.messages import (
+    CallerData,
+    Previous,
+    Reject,
+    RouteTo,
+    TakeDefault,
+    Target,
+    TraceInfo,
+    Treat,
+)
 
 # Caller data forwarded to a VTS is cut to this many characters.
 MAX_CALLER_FIELD = 80
@@ -110,6 +119,16 @@ class Scheduler(Protocol):
 
 
 @dataclass
+class Asking:
+    """A personal call popped up on workstations, waiting for a choice (an `ask`)."""
+
+    otherwise: RouteTo | Reject | TakeDefault  # the user's rules, if nobody chooses
+    asked: tuple[str, ...]  # user ids whose workstations got the pop
+    trace: TraceInfo | None = None
+    taken_by: str = ""  # set when a workstation's choice took the call
+
+
+@dataclass
 class Pending:
     handle: str
     venue: VenueConfig
@@ -120,6 +139,7 @@ class Pending:
     user: User | None = None  # a personal venue's dialled user (None in other venues)
     timer: Timer | None = None
     treating: bool = False
+    asking: Asking | None = None
 
 
 def treatment_for(tenant: TenantConfig, message: Treat, remaining_s: float,

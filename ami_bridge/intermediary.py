@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from ami_bridge.agi.variables import ACTION_DEFAULT, ACTION_REJECT, ACTION_ROUTE
 from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.calls import (
+    Asking,
     CallHistories,
     CallHistory,
     Disposition,
@@ -53,7 +54,9 @@ from ami_bridge.calls import (
     treatment_for,
 )
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.namespace import KIND_PHONES, KIND_VOICEMAIL, MAX_PHONES
 from ami_bridge.personal.model import Portion, TraceRecord, User
+from ami_bridge.personal.pops import Pop
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import PROTOCOL_VERSION, JsonObject
@@ -80,6 +83,14 @@ def no_users(tenant: str, number: str) -> None:
     return None
 
 
+class Pops(Protocol):
+    """Where asked calls pop up (ami_bridge.personal.pops.PopHub): sync, never blocking."""
+
+    def offer(self, pop: Pop) -> None: ...
+
+    def gone(self, call_id: str, reason: str, by: str = "") -> None: ...
+
+
 def no_agents(tenant: str) -> list[m.AgentState]:
     return []
 
@@ -98,6 +109,7 @@ class Counters:
     refused: int = 0
     treatments: int = 0
     call_events: int = 0
+    asked: int = 0
 
 
 class Intermediary:
@@ -106,10 +118,13 @@ class Intermediary:
                  on_call_entered: CallEntered = ignore_call,
                  personal: PersonalLookup = no_users,
                  on_decision: Decided | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 users: PersonalLookup = no_users, pops: Pops | None = None) -> None:
         self._config = config
         self._clock = clock
         self._personal = personal
+        self._users = users  # (tenant, user id) -> the user and portion
+        self._pops = pops
         self._on_decision = on_decision
         self._wall = wall_clock
         self._agent_snapshot = agent_snapshot
@@ -284,28 +299,139 @@ class Intermediary:
             self._invalid(pending.venue.vts, pending, gone, "")
             return
         handle = pending.handle
+        if pending.asking is not None:
+            self._refuse(pending.venue.vts, handle, "asking", "the call waits for a "
+                         "workstation's choice (ask); not acted on")
+            return
         try:
             if isinstance(message, m.Treat):
                 self._treat(pending, tenant, message)
                 return
-            if isinstance(message, m.RouteTo):
-                check_namespace(tenant, message.target, personal=pending.venue.personal)
-                disposition = Disposition(ACTION_ROUTE, target=message.target,
-                                          dial_timeout=message.dial_timeout,
-                                          dial=dial_for(tenant, message.target))
-            elif isinstance(message, m.Reject):
-                disposition = Disposition(ACTION_REJECT, cause=message.cause)
-            else:
-                self._default(handle, "vts", notify=False, trace=message.trace)
+            if isinstance(message, m.Ask):
+                self._ask(pending, tenant, message)
                 return
+            disposition = self._disposition_for(pending, tenant, message)
         except ValueError as exc:
             target = message.target if isinstance(message, m.RouteTo) else None
             self._invalid(pending.venue.vts, pending, exc, self._owner_hint(tenant, target))
+            return
+        if disposition is None:
+            self._default(handle, "vts", notify=False, trace=message.trace)
             return
         pending.history.redirects = 0  # a real instruction
         self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
                      message.trace, "")
         self._finish(handle, disposition)
+
+    @staticmethod
+    def _disposition_for(pending: Pending, tenant: TenantConfig,
+                         message: m.RouteTo | m.Reject | m.TakeDefault) -> Disposition | None:
+        """A VTS's route or reject as the AGI side's disposition (None: take the default);
+        ValueError for a target outside the tenant's namespace."""
+        if isinstance(message, m.RouteTo):
+            check_namespace(tenant, message.target, personal=pending.venue.personal)
+            return Disposition(ACTION_ROUTE, target=message.target,
+                               dial_timeout=message.dial_timeout,
+                               dial=dial_for(tenant, message.target))
+        if isinstance(message, m.Reject):
+            return Disposition(ACTION_REJECT, cause=message.cause)
+        return None
+
+    # -- asking the workstations (live call disposition) --------------------------------
+    def _ask(self, pending: Pending, tenant: TenantConfig, message: m.Ask) -> None:
+        """Pop the call up on the user's (or the pickup group's) workstations; the first
+        valid choice routes it (`client_choice`), else `otherwise` at the timeout."""
+        user, personal = pending.user, tenant.personal
+        if not pending.venue.personal or user is None or personal is None:
+            raise ValueError("ask is for personal venues only")
+        self._disposition_for(pending, tenant, message.otherwise)  # ValueError if foreign
+        if self._pops is None:  # no workstation service: nobody to ask
+            self._apply(pending, tenant, message.otherwise, message.trace,
+                        "no workstation service, so the user's rules decide")
+            return
+        members = personal.pickup_groups.get(message.group, ()) if message.group else ()
+        asked = members if user.user_id in members else (user.user_id,)
+        timeout = message.timeout_ms / 1000
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.deadline = self._clock.time() + timeout
+        handle = pending.handle
+        pending.timer = self._clock.call_at(pending.deadline, lambda: self._timeout(handle))
+        pending.asking = Asking(otherwise=message.otherwise, asked=asked, trace=message.trace)
+        self.counters.asked += 1
+        self._pops.offer(Pop(
+            call_id=handle, tenant=tenant.name, user_id=user.user_id, number=user.number,
+            ani=pending.call.ani, ani_name=pending.call.ani_name, asked=asked,
+            lookup=dict(message.lookup), expires_at=self._wall() + timeout,
+            group=message.group if members else ""))
+
+    def _apply(self, pending: Pending, tenant: TenantConfig,
+               message: m.RouteTo | m.Reject | m.TakeDefault, trace: m.TraceInfo | None,
+               why: str) -> None:
+        """The user's own rules, when nobody chose on a workstation (already checked)."""
+        disposition = self._disposition_for(pending, tenant, message)
+        if disposition is None:
+            self._default(pending.handle, "vts", notify=False, trace=trace)
+            return
+        self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
+                     trace, why)
+        self._finish(pending.handle, disposition)
+
+    def client_choice(self, call_id: str, tenant: str, user_id: str, choice: str,
+                      target: str = "") -> str | None:
+        """A workstation's choice for an asked call: None when it routes the call, else
+        why it is refused. Only the users the call was offered to may choose; `take`
+        rings the choosing user's own phones, `forward` only to his or her saved targets."""
+        pending = self._pending.get(call_id)
+        asking = pending.asking if pending is not None else None
+        if pending is None or asking is None or pending.venue.tenant != tenant \
+                or user_id not in asking.asked:
+            return "the call is no longer waiting"
+        config = self._config.tenants.get(tenant)
+        chooser = self._users(tenant, user_id)
+        if config is None or config.personal is None or chooser is None \
+                or pending.user is None:
+            return "the call is no longer waiting"
+        user, portion = chooser
+        try:
+            disposition = self._choice(config, pending.user, user, portion, choice, target)
+        except ValueError as exc:
+            return str(exc)
+        asking.taken_by = user_id
+        pending.history.redirects = 0
+        self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
+                     m.TraceInfo(rule="ask", why=f"{user_id} chose {choice} on a "
+                                 "workstation", inputs={"chosen_by": user_id}), "")
+        self._finish(call_id, disposition)
+        return None
+
+    @staticmethod
+    def _choice(tenant: TenantConfig, dialled: User, chooser: User, portion: Portion,
+                choice: str, target: str) -> Disposition:
+        assert tenant.personal is not None
+        if choice == "take":
+            bound = [e for e in chooser.bindings if e in tenant.extensions][:MAX_PHONES]
+            if not bound:
+                raise ValueError("you are not bound to any phone (hot-desk first)")
+            phones = m.Target(KIND_PHONES, "&".join(bound))
+            return Disposition(ACTION_ROUTE, target=phones,
+                               dial_timeout=tenant.personal.ring_time,
+                               dial=dial_for(tenant, phones))
+        if choice == "voicemail":
+            return Disposition(ACTION_ROUTE, target=m.Target(KIND_VOICEMAIL, dialled.number))
+        if choice == "reject":
+            return Disposition(ACTION_REJECT, cause="busy")
+        if choice == "forward":
+            saved = portion.body.get("saved", [])
+            if not isinstance(saved, list) or target not in saved:
+                raise ValueError(f"{target!r} is not one of your saved targets")
+            forward = m.Target.parse(target)
+            check_namespace(tenant, forward, personal=True)
+            if forward.kind in (KIND_PHONES, KIND_VOICEMAIL):
+                raise ValueError(f"{target!r} cannot be forwarded to")
+            return Disposition(ACTION_ROUTE, target=forward,
+                               dial_timeout=tenant.personal.ring_time)
+        raise ValueError(f"unknown choice {choice!r} (take, voicemail, forward, reject)")
 
     def _invalid(self, vts: str, pending: Pending, exc: ValueError, hint: str) -> None:
         log.error("VTS %s: disposition for tenant %s refused: %s%s; default route",
@@ -353,6 +479,12 @@ class Intermediary:
         if pending is None:
             return
         pending.timer = None
+        asking, tenant = pending.asking, self._config.tenants.get(pending.venue.tenant)
+        if asking is not None and tenant is not None:
+            # nobody chose on a workstation in time: the user's own rules decide
+            self._apply(pending, tenant, asking.otherwise, asking.trace,
+                        f"no workstation of {', '.join(asking.asked)} chose in time")
+            return
         log.info("router timeout for %s in venue %s: default route", handle,
                  pending.venue.context)
         self._default(handle, "timeout", notify=True)
@@ -433,6 +565,10 @@ class Intermediary:
         if pending.timer is not None:
             pending.timer.cancel()
         self._per_vts.get(pending.venue.vts, set()).discard(handle)
+        if pending.asking is not None and self._pops is not None:
+            taken = pending.asking.taken_by
+            reason = "taken" if taken else "abandoned" if outcome == "abandoned" else "timeout"
+            self._pops.gone(handle, reason, by=taken)
         self._closed[handle] = (pending.venue.vts, outcome)
         if len(self._closed) > MAX_REMEMBERED_CLOSED:
             self._closed.popitem(last=False)

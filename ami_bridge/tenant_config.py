@@ -22,6 +22,8 @@ from typing import Any
 from ami_bridge.namespace import CONTEXT_RE, QUEUE_RE
 from ami_bridge.namespace import EXTENSION_RE as TARGET_RE
 from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
+from ami_bridge.personal.model import USER_ID_RE
+from ami_bridge.tenants.messages import GROUP_RE
 from ami_bridge.tenants.routing import RuleError, parse_protocol
 from ami_bridge.validation import (
     Fail,
@@ -72,6 +74,9 @@ class PersonalConfig:
     voicemail_context: str
     ring_time: int = DEFAULT_RING_TIME  # seconds "ring my phones" rings by default
     numbers: Mapping[str, str] = field(default_factory=dict)  # number -> home extension
+    # pickup group -> its members' user ids: an `ask` rule naming the group pops the
+    # call up on every member's workstation (the dialled user must be a member)
+    pickup_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str]
     key = join(prefix, "personal")
     praw = table(raw, "personal", fail, prefix)
     no_unknown(praw, {"context", "vts", "router_timeout", "ring_time", "voicemail_context",
-                      "numbers"}, key, fail)
+                      "numbers", "pickup_groups"}, key, fail)
     context = string(praw, "context", "", CONTEXT_RE, key, fail, what="a context name")
     if not context or not CONTEXT_RE.fullmatch(context):
         raise fail(join(key, "context"), f"must be a context name, got {context!r}")
@@ -211,8 +216,17 @@ def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str]
         context=context, tenant=tenant, vts=vts_name,
         router_timeout=positive(praw, "router_timeout", router_timeout, key, fail),
         redirect_limit=redirect_limit, personal=True)
+    groups = {}
+    pickup = table(praw, "pickup_groups", fail, key)
+    for group in pickup:
+        gkey = join(key, f"pickup_groups.{group}")
+        if not GROUP_RE.fullmatch(group):
+            raise fail(gkey, f"{group!r} is not a group name ({GROUP_RE.pattern})")
+        groups[group] = tuple(names(pickup, group, USER_ID_RE, join(key, "pickup_groups"),
+                                    fail))
     return PersonalConfig(context=context, vts=vts_name, voicemail_context=voicemail,
-                          ring_time=ring_time, numbers=dict(sorted(numbers.items()))), venue
+                          ring_time=ring_time, numbers=dict(sorted(numbers.items())),
+                          pickup_groups=groups), venue
 
 
 def _targets(raw: Mapping[str, Any], prefix: str, fail: Fail) -> list[str]:

@@ -14,6 +14,7 @@ intermediary's question, not this module's. No I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,6 +38,10 @@ DEFAULT_DIGIT_TIMEOUT_MS = 5000
 MAX_TRACE_TEXT = 500
 MAX_TRACE_INPUTS = 16
 MAX_TRACE_INPUT = 100
+# An ask: a workstation has at most a minute to choose; a VTS's lookup data is small.
+MAX_ASK_MS = 60_000
+MAX_LOOKUP = 8
+GROUP_RE = re.compile(r"[a-z0-9_-]{1,32}")  # fullmatch; pickup group names
 
 
 class MessageError(ValueError):
@@ -264,11 +269,27 @@ class TakeDefault:
     trace: TraceInfo | None = None
 
 
-Disposition = RouteTo | Treat | Reject | TakeDefault
+@dataclass(frozen=True)
+class Ask:
+    """Personal venues: pop the call up on the user's (or a pickup group's) workstations
+    for `timeout_ms`; the first valid choice there routes it, else `otherwise` (what the
+    user's rules after the ask rule say). `lookup`: what the VTS found by the caller."""
+
+    TYPE: ClassVar[str] = "disposition"
+    ACTION: ClassVar[str] = "ask"
+    handle: str
+    timeout_ms: int
+    otherwise: RouteTo | Reject | TakeDefault
+    group: str = ""
+    lookup: Mapping[str, str] = field(default_factory=dict)
+    trace: TraceInfo | None = None
+
+
+Disposition = RouteTo | Treat | Reject | TakeDefault | Ask
 Event = TreatmentDone | Abandoned | DefaultRouted | CallProgress
 Message = Hello | RouteRequest | Event | AgentState | Error | Disposition
 EVENTS: tuple[type[Event], ...] = (TreatmentDone, Abandoned, DefaultRouted, CallProgress)
-DISPOSITIONS: tuple[type[Disposition], ...] = (RouteTo, Treat, Reject, TakeDefault)
+DISPOSITIONS: tuple[type[Disposition], ...] = (RouteTo, Treat, Reject, TakeDefault, Ask)
 MESSAGES: tuple[type[Message], ...] = (Hello, RouteRequest, *EVENTS, AgentState, Error,
                                        *DISPOSITIONS)
 
@@ -397,7 +418,25 @@ def _disposition(f: _Fields) -> Disposition:
         return Reject(handle, f.choice("cause", "busy", REJECT_CAUSES), trace=_trace(f))
     if action == "default":
         return TakeDefault(handle, trace=_trace(f))
-    raise f.fail("action", f"must be route, treatment, reject or default, got {_show(action)}")
+    if action == "ask":
+        inner = f.table("otherwise", required=True)
+        otherwise = _disposition(_Fields({**inner.obj, "handle": handle}, inner.where,
+                                         f.type, f.handle))
+        if not isinstance(otherwise, RouteTo | Reject | TakeDefault):
+            raise f.fail("otherwise", "must be a route, reject or default disposition")
+        lookup = f.table("lookup")
+        if len(lookup.obj) > MAX_LOOKUP:
+            raise f.fail("lookup", f"at most {MAX_LOOKUP} entries")
+        group = f.string("group", "")
+        if group and not GROUP_RE.fullmatch(group):
+            raise f.fail("group", f"{_show(group)} is not a pickup group name")
+        return Ask(handle, f.integer("timeout_ms", None, 1, MAX_ASK_MS), otherwise,
+                   group=group,
+                   lookup={str(k)[:MAX_TRACE_INPUT]: lookup.string(k)[:MAX_TRACE_INPUT]
+                           for k in lookup.obj},
+                   trace=_trace(f))
+    raise f.fail("action", "must be route, treatment, reject, default or ask, got "
+                 f"{_show(action)}")
 
 
 def _trace(f: _Fields) -> TraceInfo | None:
@@ -507,6 +546,16 @@ def to_wire(message: Message) -> JsonObject:
     if isinstance(message, TakeDefault):
         return _with_trace({"type": message.TYPE, "handle": message.handle,
                             "action": message.ACTION}, message.trace)
+    if isinstance(message, Ask):
+        otherwise = to_wire(message.otherwise)
+        for key in ("type", "handle", "trace"):
+            otherwise.pop(key, None)
+        out = {"type": message.TYPE, "handle": message.handle, "action": message.ACTION,
+               "timeout_ms": message.timeout_ms, "otherwise": otherwise,
+               "lookup": dict(message.lookup)}
+        if message.group:
+            out["group"] = message.group
+        return _with_trace(out, message.trace)
     if isinstance(message, CallProgress):
         return {"type": message.TYPE, "event": message.EVENT, "kind": message.kind,
                 "venue": message.venue, "uniqueid": message.uniqueid, "leg": message.leg,

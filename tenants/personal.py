@@ -38,7 +38,7 @@ from ami_bridge.namespace import (
     NUMBER_RE,
     REJECT_CAUSES,
 )
-from ami_bridge.tenants import routing
+from ami_bridge.tenants import messages, routing
 from ami_bridge.tenants.messages import Target
 from ami_bridge.tenants.routing import DAYS, is_withheld
 
@@ -61,19 +61,24 @@ _SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_]{1,32}")  # keys echoed in a field path
 WITHHELD = "withheld"
 LIST_VIP, LIST_BLOCKED = "@vip", "@blocked"
 VOICEMAIL = "voicemail"  # the target "the user's own mailbox" (no value)
-ACTIONS = ("ring", "forward", "follow_me", "dnd", "voicemail", "reject")
+ACTIONS = ("ring", "forward", "follow_me", "dnd", "voicemail", "reject", "ask")
+# "ask me": the call pops up on the user's workstations (or a pickup group's) for this
+# long; no choice in time and the rules after it decide (docs/personal-rules.md).
+ASK_TIMEOUT_DEFAULT = 15
+ASK_TIMEOUT_RANGE = (5, 60)
+GROUP_RE = messages.GROUP_RE  # pickup group names, as the VTS protocol carries them
 FORWARD_ON = ("always", "busy", "no_answer")
 FOLLOW_ME_MODES = ("sequential", "ring_all")
 DND_THEN = ("voicemail", "reject")
 CALLER_CLASSES = ("blocked", "vip", "withheld", "other")  # in order of precedence
 _TOP_KEYS = ("version", "rules", "vip", "blocked", "saved")
 _RULE_KEYS = ("name", "when", "action", "ring", "target", "on", "after", "steps", "mode",
-              "then", "cause")
+              "then", "cause", "timeout", "group")
 _WHEN_KEYS = ("days", "time", "holiday", "callers")
 _STEP_KEYS = ("target", "ring")
 _ACTION_KEYS: Mapping[str, tuple[str, ...]] = {
     "ring": ("ring",), "forward": ("target", "on", "after"), "follow_me": ("steps", "mode"),
-    "dnd": ("then",), "voicemail": (), "reject": ("cause",),
+    "dnd": ("then",), "voicemail": (), "reject": ("cause",), "ask": ("timeout", "group"),
 }
 # DIALSTATUS classes. ANSWER and CANCEL (the caller hung up while it rang) end the call:
 # the dialplan asks again only by mistake, and then the plan must not ring anyone more.
@@ -127,11 +132,16 @@ class Trace:
 
 @dataclass(frozen=True)
 class Step:
-    action: str  # "route" | "reject"
+    action: str  # "route" | "reject" | "ask"
     target: Target | None
     trace: Trace
     dial_timeout: int = 0  # seconds; 0 for voicemail (it ends the call itself)
     cause: str = ""  # reject: namespace.REJECT_CAUSES
+    # ask: how long the workstations may choose, whose (a pickup group, "" the user's
+    # own), and what the rules after the ask rule say if nobody chooses in time
+    ask_timeout: int = 0
+    group: str = ""
+    otherwise: Step | None = None
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -170,6 +180,8 @@ class _Rule:
     mode: str = "sequential"
     then: str = "voicemail"  # dnd
     cause: str = "busy"  # reject
+    timeout: int = 0  # ask: seconds
+    group: str = ""  # ask: the pickup group asked ("": the user's own workstations)
 
     @property
     def label(self) -> str:
@@ -191,6 +203,10 @@ class _Rule:
             out["then"] = self.then
         elif self.action == "reject":
             out["cause"] = self.cause
+        elif self.action == "ask":
+            out["timeout"] = self.timeout
+            if self.group:
+                out["group"] = self.group
         return out
 
 
@@ -401,6 +417,18 @@ def _rule(value: object, path: str, number: int, ns: _Namespace) -> _Rule:
     if action == "reject":
         return replace(rule, cause=_choice(get("cause", "busy"), _join(path, "cause"),
                                             REJECT_CAUSES))
+    if action == "ask":
+        timeout = get("timeout", ASK_TIMEOUT_DEFAULT)
+        low, high = ASK_TIMEOUT_RANGE
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or not \
+                low <= timeout <= high:
+            raise PortionError(_join(path, "timeout"),
+                               f"must be whole seconds {low}..{high}, got {_show(timeout)}")
+        group = _text(get("group", ""), _join(path, "group"))
+        if group and not GROUP_RE.fullmatch(group):
+            raise PortionError(_join(path, "group"), "must be a pickup group name: lower-case "
+                               "letters, digits, _ and -")
+        return replace(rule, timeout=timeout, group=group)
     return rule  # voicemail
 
 
@@ -485,9 +513,11 @@ class _Caller:
 
 
 def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: str,
-             holidays: Sequence[str], ring_time: int) -> Step:
+             holidays: Sequence[str], ring_time: int, ask: bool = True) -> Step:
     """The one step to take now for this call (see the module docstring). Never raises
-    for a call; ValueError only for a `ring_time` outside 1..300 (a config error)."""
+    for a call; ValueError only for a `ring_time` outside 1..300 (a config error).
+    An `ask` rule is only ever the first step of a call (`previous` is None, and `ask`);
+    its Step carries in `otherwise` what the rules after it decide."""
     ring_time = _ring_time(ring_time)
     notes: list[str] = []
     try:
@@ -508,7 +538,20 @@ def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: 
     inputs = {"time": local.isoformat(timespec="seconds"), "timezone": str(zone.key),
               "day": DAYS[local.weekday()], "holiday": "yes" if local.date() in days_off
               else "no", "caller_class": caller.caller_class}
-    chosen = _choose(compiled, local, days_off, caller, notes)
+    asking = ask and call.previous is None
+    chosen = _choose(compiled, local, days_off, caller, notes, asking)
+    if chosen is not None and chosen[0].action == "ask":
+        rule, reasons = chosen
+        otherwise = evaluate(rules, call, now, timezone=timezone, holidays=holidays,
+                             ring_time=ring_time, ask=False)
+        who = f"pickup group {rule.group!r}" if rule.group else "the user's workstations"
+        why = (f"rule #{rule.number}{_quoted(rule.name)} matched: "
+               f"{'; '.join(reasons) or 'it has no conditions'}; ask {who} for "
+               f"{rule.timeout} s, then: {otherwise.trace.why}")
+        trace = Trace(rule=rule.label, why="".join(f"{n}; " for n in notes) + why,
+                      inputs=inputs)
+        return Step("ask", None, trace, ask_timeout=rule.timeout, group=rule.group,
+                    otherwise=otherwise)
     bindings, vm = _phones(call.bindings), _voicemail(call.number)
     if chosen is None:
         plan, head, rule_name = _plan_ring(bindings, vm, ring_time), "no rule matched", "default"
@@ -536,10 +579,14 @@ def evaluate(rules: RuleSet, call: PersonalCall, now: dt.datetime, *, timezone: 
 
 
 def _choose(compiled: Sequence[_Rule], local: dt.datetime, days_off: frozenset[dt.date],
-            caller: _Caller, notes: list[str]) -> tuple[_Rule, list[str]] | None:
+            caller: _Caller, notes: list[str],
+            asking: bool = False) -> tuple[_Rule, list[str]] | None:
     """The first rule whose `when` holds (with its reasons); a do-not-disturb rule lets
-    VIP callers through to the rules after it (noted in `notes`)."""
+    VIP callers through to the rules after it (noted in `notes`); an ask rule counts
+    only when `asking` (the call's first step, before anyone was asked)."""
     for rule in compiled:
+        if rule.action == "ask" and not asking:
+            continue
         reasons = _holds(rule.when, local, days_off, caller)
         if reasons is None:
             continue

@@ -183,12 +183,27 @@ class Worker(asyncio.Protocol):
                       request.tenant, user.user_id, user.version, exc)
             return m.TakeDefault(request.handle, trace=m.TraceInfo(
                 rule="error", why=f"portion version {user.version} unusable: {exc}"))
+        return self._step_message(request, user, step)
+
+    def _step_message(self, request: m.RouteRequest, user: m.UserRouting,
+                      step: personal.Step) -> m.RouteTo | m.Reject | m.Ask:
         trace = m.TraceInfo(rule=step.trace.rule, why=step.trace.why,
                             inputs={**step.trace.inputs, "portion": str(user.version)})
+        if step.action == "ask" and step.otherwise is not None:
+            otherwise = self._step_message(request, user, step.otherwise)
+            assert not isinstance(otherwise, m.Ask)  # evaluate asks once, first
+            return m.Ask(request.handle, step.ask_timeout * 1000, otherwise,
+                         group=step.group, lookup=self.lookup(request), trace=trace)
         if step.action == "route" and step.target is not None:
             return m.RouteTo(request.handle, step.target, dial_timeout=step.dial_timeout,
                              trace=trace)
         return m.Reject(request.handle, step.cause or "busy", trace=trace)
+
+    def lookup(self, request: m.RouteRequest) -> dict[str, str]:
+        """Hook: what this VTS knows of the caller, shown with a workstation pop (at most
+        8 short `label: value` strings; a CRM or directory lookup goes here). It runs
+        inside the router timeout, so keep it fast. The shipped runtime knows nothing."""
+        return {}
 
     def send(self, message: m.Message) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -54,6 +54,13 @@ class Directory:
     def user(self, tenant: str, user_id: str) -> User | None:
         return self._users.get((tenant, user_id))
 
+    def user_portion(self, tenant: str, user_id: str) -> tuple[User, Portion] | None:
+        """A user by id, with the current portion."""
+        user = self._users.get((tenant, user_id))
+        if user is None:
+            return None
+        return user, self._portions.get((tenant, user_id)) or Portion(tenant, user_id)
+
     def by_number(self, tenant: str, number: str) -> tuple[User, Portion] | None:
         """The user a tenant's personal number belongs to, with the current portion."""
         user_id = self._by_number.get((tenant, number))

@@ -102,6 +102,10 @@ EXAMPLES: list[m.Message] = [
     m.Treat("ab", prompt="acme/welcome", collect_digits=4, timeout_ms=3000),
     m.Treat("ab", prompt="welcome"), m.Treat("ab", moh=True),
     m.Reject("ab", cause="congestion"), m.TakeDefault("ab"),
+    m.Ask("ab", 15000, m.RouteTo("ab", Target("extension", "1002"), dial_timeout=20),
+          group="sales", lookup={"customer": "ACME GmbH"},
+          trace=m.TraceInfo(rule="#1 pop", why="ask", inputs={"day": "mon"})),
+    m.Ask("ab", 5000, m.TakeDefault("ab")),
 ]
 
 
