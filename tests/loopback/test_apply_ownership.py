@@ -66,7 +66,7 @@ def test_apply_and_reload_refuse_a_tenant_file_naming_another_tenants_names(
                     assert f"{acme}: {key_value}" in answer["error"], answer["error"]
                     assert owner in answer["error"]
                     assert sorted(bridge.config.venues) == ["acme-personal", "acme-venue",
-                                                           "globex-venue"]
+                                                           "globex-personal", "globex-venue"]
             assert (await ctl(bridge, "apply"))["error"].endswith("nothing changed")
             # The fixed file passes the loader: apply gets as far as needing Asterisk.
             acme.write_text(good, encoding="utf-8")

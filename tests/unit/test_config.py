@@ -91,6 +91,8 @@ def test_example_venues_map_to_tenant_and_vts(cfg: BridgeConfig) -> None:
                                      router_timeout=1.5, personal=True),
         "acme-venue": VenueConfig(context="acme-venue", tenant="acme", vts="acme",
                                   router_timeout=1.5, default_targets=("operator",)),
+        "globex-personal": VenueConfig(context="globex-personal", tenant="globex",
+                                       vts="globex", router_timeout=2.0, personal=True),
         "globex-venue": VenueConfig(context="globex-venue", tenant="globex", vts="globex",
                                     router_timeout=2.0),
     }
@@ -179,6 +181,7 @@ def test_one_vts_serving_several_tenants_and_an_idle_vts() -> None:
     raw = example()
     raw["tenants"]["globex"]["venues"]["globex-venue"]["vts"] = "acme"
     raw["tenants"]["globex"]["venues"]["globex-lobby"] = {"vts": "acme"}
+    raw["tenants"]["globex"]["personal"]["vts"] = "acme"
     raw["vts"]["acme"] = {"command": ["/opt/vts/run", "--fast"], "grace_period": 1}
     cfg = parse(raw, path=PATH)
     assert cfg.vts["acme"].tenants == ("acme", "globex")
