@@ -1,6 +1,6 @@
 """The `ami-bridge` command line: `run` the daemon, `check` a config file, `conf render` /
 `conf check` the tenants' dialplan fragments, `ctl` a running bridge; `login`, `logout`,
-`users`, `rules` and `trace` talk to the personal router's HTTP API
+`users`, `rules`, `trace` and `calls watch` talk to the personal router's HTTP API
 (ami_bridge.api.commands). Every command that reads the bridge config goes through
 `config.load`, which refuses tenant files that name what they do not own
 (ami_bridge.ownership)."""
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _api_parsers(sub: Any) -> None:
-    """login, logout, users, rules, trace: clients of the personal router's HTTP API."""
+    """login, logout, users, rules, trace, calls: clients of the personal router's API."""
     from ami_bridge.api.client import API_ENV, DEFAULT_API, DEFAULT_TOKEN_FILE
 
     conn = argparse.ArgumentParser(add_help=False)
@@ -185,6 +185,20 @@ def _api_parsers(sub: Any) -> None:
     trace.add_argument("--rules", help="replay: the candidate rules' JSON file (- for stdin)")
     trace.add_argument("--tenant-file", help="replay: a candidate tenant.toml for --tenant's "
                        "venue calls (- for stdin); instead of --rules")
+    calls = sub.add_parser("calls", help="live call pops: calls your rules ask you about",
+                           description="Calls that a rule with action `ask` offers to you "
+                           "(or to your pickup group) while they ring.")
+    calls_sub = calls.add_subparsers(dest="calls_command", required=True, metavar="ACTION")
+    calls_sub.add_parser(
+        "watch", parents=[conn], help="print call pops as they come and answer them",
+        description="Connect to the bridge's WebSocket (/api/v1/ws) with the session "
+        "token of `login`, print every call offered to you on one line ([N], the caller, "
+        "the number dialled, what the tenant looked up about the caller, the choices) and "
+        "what becomes of it (accepted, refused with why, gone: taken by whom, timed out, "
+        "the caller hung up). Type on stdin: `take N` (ring your own phones), `vm N` (to "
+        "voicemail), `fwd N TARGET` (to one of your saved targets), `reject N`, `q` to "
+        "quit. Reconnects with backoff when the link drops. Exit 0 on q or end of input, "
+        "1 when the token is refused, 2 when not logged in.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return _ctl(args)
     if args.command == "conf":
         return _conf(args)
-    if args.command in ("login", "logout", "users", "rules", "trace"):
+    if args.command in ("login", "logout", "users", "rules", "trace", "calls"):
         from ami_bridge.api.commands import run as run_api
 
         return run_api(args)

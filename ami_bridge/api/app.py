@@ -23,7 +23,7 @@ import ssl
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import argon2
 from aiohttp import web
@@ -57,6 +57,9 @@ from ami_bridge.tenant_config import (
 from ami_bridge.tenants import personal
 from ami_bridge.tenants.routing import RoutingProtocol, parse_protocol
 from ami_bridge.validation import ConfigError
+
+if TYPE_CHECKING:
+    from ami_bridge.personal.pops import PopHub
 
 log = logging.getLogger(__name__)
 
@@ -572,13 +575,19 @@ def _limit(request: web.Request) -> int:
     return int(raw)
 
 
+async def _no_pops(request: web.Request) -> web.StreamResponse:
+    raise ApiError(404, "path", "this bridge serves no live call pops")
+
+
 def make_app(*, store: Store, directory: Directory,
              tenants: Callable[[], Mapping[str, TenantConfig]], config: ApiConfig,
              clock: Callable[[], float] = time.time,
              parse_portion: ParsePortion = personal.parse_portion,
              evaluate: replay_mod.Evaluate = personal.evaluate,
-             hasher: argon2.PasswordHasher | None = None) -> web.Application:
-    """The API over these; `parse_portion`, `evaluate` and `hasher` are for tests."""
+             hasher: argon2.PasswordHasher | None = None,
+             pops: PopHub | None = None) -> web.Application:
+    """The API over these; `parse_portion`, `evaluate` and `hasher` are for tests.
+    `pops` serves the live call pops' WebSocket (without it the path answers 404)."""
     api = _Api(store=store, directory=directory, tenants=tenants, config=config, clock=clock,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
@@ -609,6 +618,7 @@ def make_app(*, store: Store, directory: Directory,
         ("POST", f"{user}/replay", api.user_replay),
         ("POST", f"{PREFIX}/tenants/{{tenant}}/replay", api.tenant_replay),
         ("GET", f"{PREFIX}/openapi.json", api.openapi),
+        ("GET", f"{PREFIX}/ws", pops.handle if pops is not None else _no_pops),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -202,6 +202,29 @@ PATHS: dict[str, dict[str, Any]] = {
         "none recorded, `would` is `treatment PROMPT`.",
         parameters=[_TENANT], body="TenantReplayRequest",
         ok=_ok("what would change", "Replay"), errors=(*_WRITE, "403"))},
+    "/api/v1/ws": {"get": _op(
+        "Live call pops (WebSocket)", "Upgrade to a WebSocket of JSON text frames "
+        "(at most 4 KiB each; larger closes the socket with 1009) for the calls a rule "
+        "`ask` offers to this user's workstations. The token goes in the first frame, "
+        "never in the URL: `{\"type\": \"auth\", \"token\": TOKEN}` (a session token "
+        "from /api/v1/login) within 5 s, else the socket is closed with code 4401. Then "
+        "the server sends `hello` and every pop still waiting for the user; later pops, "
+        "`gone` when a call is taken, times out or is abandoned, and the answer to each "
+        "client frame: `accepted` or `refused` (with `reason`) to a `choose`, `pong` to a "
+        "`ping`, `error` (with `reason`) to a malformed frame, which changes nothing. "
+        "The first valid choice of any asked user wins; `take` rings the choosing user's "
+        "own phones, `voicemail` the dialled user's mailbox, `forward` one of the "
+        "choosing user's `saved` targets (`target`), `reject` refuses the call. A choice "
+        "for a call that is unknown, gone, or was never offered to this socket is "
+        "refused. Pops go only to the asked users of the call's tenant. The server pings "
+        "every 30 s; a socket that leaves 64 frames unread is dropped. Frames: "
+        "[ClientFrame](#clientframe), [ServerFrame](#serverframe), [PopCall](#popcall).",
+        public=True,
+        ok={"101": {"description": "switching to the WebSocket protocol; authenticate "
+                    "with the first frame"}},
+        errors=("400", "404"),
+        notes={"400": "not a WebSocket upgrade request",
+               "404": "this bridge serves no live call pops"})},
     "/api/v1/openapi.json": {"get": _op(
         "This document", "The OpenAPI 3.1 description of the API.", public=True,
         ok={"200": {"description": "the document",
@@ -306,6 +329,41 @@ SCHEMAS: dict[str, Any] = {
              "treatment": {**_STR, "description": "tenant replay: the treatment the "
                            "candidate plays first (prompt, or \"moh\"); \"\" none"}})},
         "replayed": {**_INT, "description": "decisions evaluated"}}, ("changed", "replayed")),
+    "PopCall": _object({
+        "call_id": {**_STR, "description": "the call's handle: `call` of choose and gone"},
+        "user_id": {**_STR, "description": "the dialled user"},
+        "number": {**_STR, "description": "the dialled personal number"},
+        "ani": {**_STR, "description": "the caller's number (\"\" withheld)"},
+        "ani_name": _STR,
+        "lookup": {"type": "object", "additionalProperties": _STR, "maxProperties": 8,
+                   "description": "what the tenant's VTS found about the caller"},
+        "expires_at": {**_NUM, "description": "Unix time the pop times out"},
+        "group": {**_STR, "description": "the pickup group asked, or \"\""},
+        "choices": {**_STRINGS, "description": "take, voicemail, forward, reject"},
+        "saved": {**_STRINGS, "maxItems": 20,
+                  "description": "the receiving user's saved targets: forward's `target`"}},
+        ("call_id", "user_id", "number", "ani", "ani_name", "lookup", "expires_at",
+         "group", "choices", "saved"),
+        description="one call waiting for a choice, as the `pop` frame carries it"),
+    "ClientFrame": _object({
+        "type": {**_STR, "description": "auth (first frame, once), choose, ping"},
+        "token": {**_STR, "maxLength": 256, "description": "auth: the session token"},
+        "call": {**_STR, "maxLength": 128, "description": "choose: the pop's `call_id`"},
+        "choice": {**_STR, "description": "choose: take, voicemail, forward or reject"},
+        "target": {**_STR, "maxLength": 128,
+                   "description": "choose forward: one of the pop's `saved`"}},
+        ("type",), description="a frame the client sends (`GET /api/v1/ws`); strings "
+        "without CR, LF or NUL; keys other than a type's own are refused"),
+    "ServerFrame": _object({
+        "type": {**_STR, "description": "hello, pop, gone, accepted, refused, pong, error"},
+        "tenant": {**_STR, "description": "hello"},
+        "user": {**_STR, "description": "hello: the authenticated user"},
+        "call": {"oneOf": [_ref("PopCall"), _STR],
+                 "description": "pop: the call; gone, accepted, refused: its `call_id`"},
+        "reason": {**_STR, "description": "gone: taken, timeout or abandoned; refused, "
+                   "error: why, for a person"},
+        "by": {**_STR, "description": "gone taken: the user who chose"}},
+        ("type",), description="a frame the server sends (`GET /api/v1/ws`)"),
 }
 
 
