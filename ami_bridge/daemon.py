@@ -64,7 +64,12 @@ class Bridge:
             on_call_entered=lambda uid, venue, tenant: self.ami.call_entered(
                 uid, venue, tenant) if self.ami else None,
             personal=personal.directory.by_number if personal else no_users,
-            on_decision=personal.record if personal else None)
+            users=personal.directory.user_portion if personal else no_users,
+            on_decision=personal.record if personal else None,
+            # asked calls pop up on workstations only where the API serves them
+            pops=personal.pops if personal and self.config.api is not None else None)
+        if personal is not None:
+            personal.pops.decide = self.intermediary.client_choice
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,

@@ -24,6 +24,7 @@ from aiohttp import web
 from ami_bridge.config import BridgeConfig, TenantConfig
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.model import Store, StoreError, TraceRecord
+from ami_bridge.personal.pops import PopHub, directory_saved, session_authenticator
 from ami_bridge.personal.settings import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class PersonalService:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        # Live call pops (issue 11): the workstations' WebSocket side; the daemon sets
+        # `pops.decide` to the intermediary's `client_choice`.
+        self.pops = PopHub(authenticate=session_authenticator(self.store),
+                           saved=directory_saved(self.directory))
         self.dropped_traces = 0
         self.written_traces = 0
 
@@ -70,7 +75,7 @@ class PersonalService:
             from ami_bridge.api.app import make_app, serve
 
             app = make_app(store=self.store, directory=self.directory, tenants=self._tenants,
-                           config=self.config.api)
+                           config=self.config.api, pops=self.pops)
             self._runner = await serve(app, self.config.api)
 
     def record(self, trace: TraceRecord) -> None:
@@ -85,7 +90,7 @@ class PersonalService:
     def status(self) -> dict[str, object]:
         return {"users": len(self.directory), "traces_queued": len(self._queue),
                 "traces_written": self.written_traces, "traces_dropped": self.dropped_traces,
-                "api": self._runner is not None}
+                "api": self._runner is not None, "pops": self.pops.status()}
 
     async def _write_traces(self) -> None:
         while True:
