@@ -85,6 +85,7 @@ class Workstation:
         self._run(shut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
 
 @pytest.fixture
