@@ -62,6 +62,7 @@ from ami_bridge.validation import (
     failer,
     no_unknown,
     positive,
+    secret_file,
     table,
 )
 
@@ -424,22 +425,6 @@ def _agi_secret(bridge: Mapping[str, Any], path: Path, fail: Fail) -> str | None
     (`AB_AGI_URL=agi://127.0.0.1:4573/SECRET`), so only Asterisk starts route requests.
     The file must be readable by its owner only: a VTS or a local user that could read
     it could pose as Asterisk."""
-    raw = bridge.get("agi_secret_file")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw:
-        raise fail("bridge.agi_secret_file", f"expected a path, got {raw!r}")
-    secret_path = (path.parent / raw) if not raw.startswith("/") else Path(raw)
-    try:
-        mode = secret_path.stat().st_mode
-        text = secret_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail("bridge.agi_secret_file", f"cannot read {secret_path}: {exc}") from None
-    if mode & 0o077:
-        raise fail("bridge.agi_secret_file", f"{secret_path} is readable by others (mode "
-                   f"{mode & 0o777:o}); make it 0600 (chmod 600) so only the bridge reads it")
-    if not AGI_SECRET_RE.fullmatch(text):
-        raise fail("bridge.agi_secret_file", f"{secret_path} must hold one line of 22 to 128 "
-                   "characters A-Z a-z 0-9 _ - (e.g. `python3 -c 'import secrets; "
-                   "print(secrets.token_urlsafe(24))'`)")
-    return text
+    return secret_file(bridge, "agi_secret_file", "bridge", path, AGI_SECRET_RE, fail,
+                       what="one line of 22 to 128 characters A-Z a-z 0-9 _ - (e.g. "
+                       "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)")

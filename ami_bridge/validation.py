@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -77,3 +78,28 @@ def string(raw: Mapping[str, Any], key: str, default: str, pattern: re.Pattern[s
                                       and not pattern.fullmatch(value)):
         raise fail(join(where, key), f"must be {what}, got {value!r}")
     return value
+
+
+def secret_file(raw: Mapping[str, Any], key: str, where: str, config_path: Path,
+                pattern: re.Pattern[str], fail: Fail, *, what: str) -> str | None:
+    """A secret kept in its own file (`key` names the file, relative to the config):
+    one line matching `pattern`, readable by its owner only (a secret others can read is
+    no secret). None when the key is absent; `what` says what the line must hold."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    dotted = join(where, key)
+    if not isinstance(value, str) or not value:
+        raise fail(dotted, f"expected a path, got {value!r}")
+    path = Path(value) if value.startswith("/") else config_path.parent / value
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(dotted, f"cannot read {path}: {exc}") from None
+    if mode & 0o077:
+        raise fail(dotted, f"{path} is readable by others (mode {mode & 0o777:o}); make it "
+                   "0600 (chmod 600) so only the bridge reads it")
+    if not pattern.fullmatch(text):
+        raise fail(dotted, f"{path} must hold {what}")
+    return text

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ami_bridge.validation import Fail, count, no_unknown, positive, table
+from ami_bridge.validation import Fail, count, no_unknown, positive, secret_file, table
 
 DEFAULT_API_PORT = 8088
 DEFAULT_TOKEN_TTL = 3600.0  # seconds a session token lives; refreshed by the client
@@ -108,22 +108,6 @@ def _file(api: Mapping[str, Any], key: str, path: Path, fail: Fail) -> Path | No
 
 
 def _operator_token(api: Mapping[str, Any], path: Path, fail: Fail) -> str | None:
-    raw = api.get("operator_token_file")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw:
-        raise fail("api.operator_token_file", f"expected a path, got {raw!r}")
-    token_path = Path(raw) if raw.startswith("/") else path.parent / raw
-    try:
-        mode = token_path.stat().st_mode
-        text = token_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail("api.operator_token_file", f"cannot read {token_path}: {exc}") from None
-    if mode & 0o077:
-        raise fail("api.operator_token_file", f"{token_path} is readable by others (mode "
-                   f"{mode & 0o777:o}); make it 0600 so only the bridge reads it")
-    if not TOKEN_RE.fullmatch(text):
-        raise fail("api.operator_token_file", f"{token_path} must hold one line of 32 to "
-                   "128 characters A-Z a-z 0-9 _ - (e.g. `python3 -c 'import secrets; "
-                   "print(secrets.token_urlsafe(32))'`)")
-    return text
+    return secret_file(api, "operator_token_file", "api", path, TOKEN_RE, fail,
+                       what="one line of 32 to 128 characters A-Z a-z 0-9 _ - (e.g. "
+                       "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
