@@ -9,8 +9,11 @@ bridge's MSet. Per change:
 
 - right after the 200, route requests one after the other until one answers with the new
   target: `visible_ms` = from the 200 to that answer's close (so it includes one route's
-  round trip); every answer with the old target from a request started after the 200 is
-  a stale answer (`stale_after_200`; the contract says there are none);
+  round trip, so under load mostly the route's own latency); `visible_start_ms` = from
+  the 200 to the start of that request (the change itself needs no time to spread: the
+  API puts it in the directory before it answers); every answer with the old target from
+  a request started after the 200 is a stale answer (`stale_after_200`; the contract
+  says there are none);
 - and, concurrently, one route request started `offset_ms` after the PUT was sent
   (usually before its 200): counted by when it started (before / after the 200) and what
   it saw (old / new); old after the 200 is stale too.
@@ -80,6 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     router = Router(args.agi_port)
     visible: list[float] = []
+    visible_start: list[float] = []
     put_ms: list[float] = []
     stale = never = other = first_new = 0
     concurrent = {"before_200_old": 0, "before_200_new": 0, "after_200_old": 0,
@@ -113,6 +117,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 started, ended, target = await router.route()
                 if target == new:
                     visible.append((ended - t200) * 1000)
+                    visible_start.append((started - t200) * 1000)
                     first_new += attempt == 0
                     break
                 if target == old and started >= t200:
@@ -132,10 +137,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             done += 1
             await asyncio.sleep(args.gap_ms / 1000)
     vis = percentiles([v / 1000 for v in visible])
+    vis_start = percentiles([v / 1000 for v in visible_start])
     return {
         "changes": done, "offset_ms": args.offset_ms, "gap_ms": args.gap_ms,
         "visible_p50_ms": vis["p50_ms"], "visible_p99_ms": vis["p99_ms"],
-        "visible_max_ms": vis["max_ms"], "stale_after_200": stale, "never_seen": never,
+        "visible_max_ms": vis["max_ms"],
+        "visible_start_p50_ms": vis_start["p50_ms"], "visible_start_p99_ms": vis_start["p99_ms"],
+        "visible_start_max_ms": vis_start["max_ms"], "stale_after_200": stale, "never_seen": never,
         "first_route_after_200_new": first_new, "other_answers": other,
         "concurrent_probe": concurrent,
         "put_p50_ms": percentiles([p / 1000 for p in put_ms])["p50_ms"],
