@@ -9,7 +9,8 @@ from `connect()` to that EOF. What the server set in AB_ACTION is counted, so a 
 that default-routes everything cannot pass for a fast one; AB_KIND too (a personal
 venue routes to `phones`, `extension`, `external`, `voicemail`). With `--numbers
 START:COUNT` every session dials one of COUNT numbers from START at random (agi_dnid
-and agi_extension), as calls to the users of a personal venue do.
+and agi_extension), as calls to the users of a personal venue do (`--sweep`: each in
+turn, to call every user once).
 
 Two modes: `open` offers a fixed rate (sessions started on a schedule, at most
 `concurrency` in flight; starts that would exceed it wait and are counted as
@@ -173,9 +174,12 @@ class AsteriskSide(asyncio.Protocol):
 
 class Generator:
     def __init__(self, port: int, envs: list[bytes], concurrency: int,
-                 split_env: bool = False, numbers: list[bytes] | None = None) -> None:
+                 split_env: bool = False, numbers: list[bytes] | None = None,
+                 sweep: bool = False) -> None:
         self.split_env = split_env
         self.numbers = numbers
+        self.sweep = sweep
+        self.dialled = 0
         self.rng = random.Random(7)
         self.port = port
         self.envs = envs
@@ -196,7 +200,11 @@ class Generator:
         if self.numbers is None:
             env = self.envs[n % len(self.envs)] % (n, n, n)
         else:
-            dialled = self.numbers[int(self.rng.random() * len(self.numbers))]
+            if self.sweep:  # each number in turn
+                dialled = self.numbers[self.dialled % len(self.numbers)]
+                self.dialled += 1
+            else:
+                dialled = self.numbers[int(self.rng.random() * len(self.numbers))]
             env = self.envs[n % len(self.envs)] % (n, n, dialled, dialled, n)
         t0 = time.perf_counter()
         self.stats.inflight += 1
@@ -271,7 +279,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         start, _, count = args.numbers.partition(":")
         numbers = [str(int(start) + i).encode() for i in range(int(count or 1))]
     gen = Generator(args.port, templates(args.port, venues, dialled=numbers is not None),
-                    args.concurrency, args.split_env, numbers)
+                    args.concurrency, args.split_env, numbers, args.sweep)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.perf_counter()
     if args.mode == "open":
@@ -311,6 +319,8 @@ def main() -> None:
     p.add_argument("--venue-count", type=int, default=1)
     p.add_argument("--numbers", default="",
                    help="START:COUNT: dial one of COUNT numbers from START at random")
+    p.add_argument("--sweep", action="store_true",
+                   help="with --numbers: dial each number in turn instead of at random")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--split-env", action="store_true",
                    help="write the environment one line per write(), as res_agi does")

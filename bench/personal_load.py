@@ -8,7 +8,8 @@ rotated per repetition, medians):
   tenant    route requests into `pb-venue` (the agi-load setup)
   personal  route requests into `pb-personal`, each to a random user's number
             (agi_extension = agi_dnid = the number); the bridge adds the user's portion,
-            the VTS evaluates it (bench/loadgen.py --numbers)
+            the VTS evaluates it (bench/loadgen.py --numbers). Before the points every
+            user is called once (--sweep), as on a bridge that has run a while
 on two bridges side by side: `bridge` (the product) and `bridge-nocache` (the same with
 the VTS validating the portion on every call, bench/servers/worker_nocache.py: the
 runtime before its portion cache). Then, on `bridge`, the rule-change client
@@ -44,6 +45,7 @@ PY = sys.executable
 PORT_BASE = 4710  # AGI on PORT_BASE + 2k, API on PORT_BASE + 2k + 1 (agi-load: 4690-4694)
 TARGETS = ("bridge", "bridge-nocache")
 KINDS = ("tenant", "personal")
+SWEEP_RATE = 2000.0  # calls/s of the warm-up that calls every user once
 TARGET_RATIO = 1.10  # the issue: personal rules add at most 10 % CPU per routed call
 TARGET_VISIBLE_MS = 50.0  # the issue: a change is visible to the next call within 50 ms p99
 
@@ -76,7 +78,8 @@ def _point(t: Target, kind: str, rate: float, duration: float, users: int) -> di
 
 
 def run(*, users: int, reps: int, duration: float, rate: float, changes: int,
-        change_s: float, workdir: Path, sink: Any = None) -> list[dict[str, Any]]:
+        change_s: float, workdir: Path, profile: bool = False,
+        sink: Any = None) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     bar = Progress(3 + len(TARGETS) + reps * len(TARGETS) * len(KINDS) + 1, "personal")
     store, fill_s = filled_store(users, workdir / "bridge.sqlite3")
@@ -114,6 +117,13 @@ def run(*, users: int, reps: int, duration: float, rate: float, changes: int,
             setup[f"{name}_rss_start"] = _rss(t.server.pid)
             for kind in KINDS:  # warm up: imports, caches, the first connections
                 _point(t, kind, rate / 2, 1.0, users)
+            # Every user called once: the steady state of a bridge that has run a while
+            # (1,000 calls/s over 10,000 users is one call per user per 10 s), where the
+            # VTS has seen each user's current portion before. Without it most calls of a
+            # short run would be a user's first, which no cache can help.
+            t.venues = [PERSONAL]
+            measure(t, mode="open", rate=SWEEP_RATE, duration=users / SWEEP_RATE,
+                    concurrency=200, extra=["--numbers", f"{NUMBER_BASE}:{users}", "--sweep"])
             bar.step(f"started {name} in {setup[f'{name}_ready_s']} s")
         emit(setup, sink=sink)
         points = [(t, kind) for t in tlist for kind in KINDS]
@@ -126,6 +136,9 @@ def run(*, users: int, reps: int, duration: float, rate: float, changes: int,
                 records.append(rec)
                 emit(rec, sink=sink)
                 bar.step(f"{t.name} {kind} {r['cpu_us_per_route']} us p99 {r['p99_ms']} ms")
+        if profile:
+            for t in tlist:
+                _profile_vts(t, rate, duration * 2, users, bar)
         change = _changes(tlist[0], configs[tlist[0].name], rate, users, changes, change_s)
         records.append(change)
         emit(change, sink=sink)
@@ -145,6 +158,29 @@ def run(*, users: int, reps: int, duration: float, rate: float, changes: int,
         emit(s, sink=sink)
     plot(records, summaries, rate)
     return [setup, *records, *summaries]
+
+
+def _profile_vts(t: Target, rate: float, duration: float, users: int, bar: Progress) -> None:
+    """py-spy the VTS (the biggest process under the bridge: the confinement wrappers
+    are small) under personal load; the top frames go next to the PNG."""
+    import shutil
+
+    from bench.agi_load import top_frames
+    from bench.common import RESULTS
+
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    vts = max(tree(t.server.pid)[1:], key=rss_kib)
+    raw = RESULTS / f"personal_profile_{t.name}_vts.txt"
+    spying = subprocess.Popen(
+        [spy, "record", "--pid", str(vts), "--duration", str(int(duration) + 1), "--rate",
+         "500", "--format", "raw", "--nonblocking", "-o", str(raw)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    _point(t, "personal", rate, duration, users)
+    spying.wait(60)
+    if raw.exists():
+        raw.with_suffix(".top.txt").write_text(top_frames(raw.read_text()))
+        bar.log(f"profile of {t.name}'s VTS: {raw.with_suffix('.top.txt')}")
 
 
 def _changes(t: Target, cfg: Path, rate: float, users: int, changes: int,

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer reps and shorter steps")
     p.add_argument("--reps", type=int, default=None, help="agi-load repetitions (default 3)")
     p.add_argument("--profile", action="store_true",
-                   help="agi-load: py-spy the bridge and a VTS under load")
+                   help="agi-load: py-spy the bridge and a VTS under load; personal: the VTS")
     p.add_argument("--agi-targets", default="bridge,bridge-uvloop,panoramisk,minimal,"
                    "minimal-uvloop")
     p.add_argument("--venues", default="10,100,500,1000", help="tenants-scale sizes")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 users=args.personal_users, reps=args.reps or (2 if args.quick else 3),
                 duration=3.0 if args.quick else 5.0, rate=1000,
                 changes=args.personal_changes, change_s=15.0 if args.quick else 25.0,
-                workdir=workdir / "personal", sink=sink)
+                workdir=workdir / "personal", profile=args.profile, sink=sink)
     finally:
         sink.close()
     print(f"bench: plots and results.jsonl in {RESULTS}; logs in {workdir}",

@@ -63,11 +63,11 @@ MAX_CALLS = 100_000
 SUMMARY_INTERVAL_S = 10.0
 REFUSAL_LINES_PER_INTERVAL = 5
 EVENT_LINES_PER_INTERVAL = 20
-# Validated portions kept between a user's calls, so a call does not re-validate rules
-# that have not changed (parse_portion: ~100 us for a four-rule portion, ~40 % of the
-# VTS's work on a personal call; bench/README.md, "personal"). Bounded by the rules held
-# in all (about 0.7 KB each once parsed), least recently used dropped first: 50,000 rules
-# are ~35 MB, room for 10,000 users with five rules each.
+# Validated portions kept between a user's calls, so a call does not validate rules
+# that have not changed again (parse_portion: ~100 us for a four-rule portion; measured
+# -90 us of VTS CPU per personal call, bench/README.md "personal"). Bounded by the rules
+# held in all, least recently used dropped first: the benchmark's 10,000 users with four
+# rules each (40,000) added ~45 MB to the VTS's RSS, so this bound is ~55 MB at most.
 MAX_CACHED_RULES = 50_000
 
 
