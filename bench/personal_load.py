@@ -297,9 +297,10 @@ def plot(records: list[dict[str, Any]], summaries: list[dict[str, Any]], rate: f
     vts = [s["cpu_us_per_route_vts"] for s in rows]
     ax1.bar(labels, main, label="bridge process")
     ax1.bar(labels, vts, bottom=main, label="VTS process")
-    for i, s in enumerate(rows):
-        ax1.text(i, (main[i] + vts[i]) * 1.02, f"{main[i] + vts[i]:.0f} us\n"
+    for i, s in enumerate(rows):  # the label: the median of the totals, as in the tables
+        ax1.text(i, (main[i] + vts[i]) * 1.02, f"{s['cpu_us_per_route']:.0f} us\n"
                  f"p99 {s['p99_ms']:.1f} ms", ha="center", fontsize=8)
+    ax1.set_ylim(0, max([m + v for m, v in zip(main, vts, strict=True)] or [1]) * 1.25)
     tenant = next((s for s in rows if s["target"] == "bridge"
                    and s["venue_kind"] == "tenant"), None)
     if tenant:
@@ -308,7 +309,7 @@ def plot(records: list[dict[str, Any]], summaries: list[dict[str, Any]], rate: f
     users = rows[0]["users"] if rows else 0
     ax1.set_ylabel(f"server CPU per route (us) at {rate:g}/s")
     ax1.set_title(f"personal: CPU per routed call, {users} users (medians of reps)")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="upper left")
     change = next((r for r in records if r["kind"] == "rule-change"), None)
     if change and change["visible_ms_each"]:
         vals = sorted(change["visible_ms_each"])
