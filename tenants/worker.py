@@ -174,7 +174,8 @@ class Worker(asyncio.Protocol):
 
     def _personal(self, request: m.RouteRequest, user: m.UserRouting) -> m.Disposition:
         """A call to a user's number: evaluate the user's current portion (sent with the
-        request; the VTS keeps no copy). A portion it cannot read takes the default
+        request, which always decides: the VTS only remembers what it validated, to skip
+        validating the same body again, `_rules`). A portion it cannot read takes the default
         route (the user's phones, then voicemail) rather than guessing."""
         tenant = self._tenants.get(request.tenant, m.TenantRouting())
         ring_time = tenant.ring_time or 20
