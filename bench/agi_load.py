@@ -80,8 +80,10 @@ def make_targets(workdir: Path, names: list[str]) -> list[Target]:
 
 
 def measure(target: Target, *, mode: str, rate: float, duration: float,
-            concurrency: int, split_env: bool = False) -> dict[str, Any]:
-    """One load point: run the generator, read the server tree's CPU around it."""
+            concurrency: int, split_env: bool = False,
+            extra: list[str] | None = None) -> dict[str, Any]:
+    """One load point: run the generator, read the server tree's CPU around it.
+    `extra`: more loadgen arguments (bench/personal_load.py: `--numbers`)."""
     pids = tree(target.server.pid)
     before = tree_cpu(pids)
     w0 = time.monotonic()
@@ -90,6 +92,7 @@ def measure(target: Target, *, mode: str, rate: float, duration: float,
             str(concurrency), "--venues", ",".join(target.venues)]
     if split_env:
         argv.append("--split-env")
+    argv += extra or []
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
                          check=False)
     wall = time.monotonic() - w0

@@ -6,7 +6,11 @@ id, DNID, agi_context = a venue, ...), answers every command line with `200 resu
 (what Asterisk answers to `SET VARIABLE`), and ends when the server closes the
 connection - the moment the dialplan would go on with AGISTATUS=SUCCESS. Latency is
 from `connect()` to that EOF. What the server set in AB_ACTION is counted, so a bridge
-that default-routes everything cannot pass for a fast one.
+that default-routes everything cannot pass for a fast one; AB_KIND too (a personal
+venue routes to `phones`, `extension`, `external`, `voicemail`). With `--numbers
+START:COUNT` every session dials one of COUNT numbers from START at random (agi_dnid
+and agi_extension), as calls to the users of a personal venue do (`--sweep`: each in
+turn, to call every user once).
 
 Two modes: `open` offers a fixed rate (sessions started on a schedule, at most
 `concurrency` in flight; starts that would exceed it wait and are counted as
@@ -57,9 +61,11 @@ REPLY = b"200 result=1\n"
 DRAIN_TIMEOUT_S = 10.0
 
 
-def templates(port: int, venues: list[str], n: int = 512) -> list[bytes]:
+def templates(port: int, venues: list[str], n: int = 512,
+              dialled: bool = False) -> list[bytes]:
     """`n` environments cycling over venues and a caller mix: mostly presented numbers,
-    some withheld, some VIP, DNIS on both sides of the sales prefix."""
+    some withheld, some VIP, DNIS on both sides of the sales prefix. `dialled`: the DNIS
+    is left as a `%b` placeholder (filled per session)."""
     rng = random.Random(42)
     out = []
     for i in range(n):
@@ -71,7 +77,7 @@ def templates(port: int, venues: list[str], n: int = 512) -> list[bytes]:
             ani, name = f"+4930555{rng.randrange(10**4):04d}", "VIP caller"
         else:
             ani, name = f"+49{rng.randrange(10**9, 10**10)}", f"Caller \"{i}\" O'Brien"
-        dnis = f"{rng.choice('12')}{rng.randrange(1000):03d}"
+        dnis = "%b" if dialled else f"{rng.choice('12')}{rng.randrange(1000):03d}"
         out.append(ENV.format(port=port, venue=venue, ani=ani, name=name,
                               dnis=dnis).encode())
     return out
@@ -80,7 +86,12 @@ def templates(port: int, venues: list[str], n: int = 512) -> list[bytes]:
 def _ab_action(line: bytes) -> str:
     """AB_ACTION's value from `SET VARIABLE AB_ACTION "x"` or from the bridge's one
     `EXEC MSet "AB_KIND=...,AB_ACTION=x"` (the variable is last in both)."""
-    tail = line.rpartition(b"AB_ACTION")[2].strip().strip(b'"').lstrip(b"=")
+    return ab_variable(line, b"AB_ACTION")
+
+
+def ab_variable(line: bytes, name: bytes) -> str:
+    """A variable's value from `SET VARIABLE NAME "x"` or from `EXEC MSet "...,NAME=x,..."`."""
+    tail = line.rpartition(name)[2].strip().strip(b'"').lstrip(b"=")
     return tail.split(b",", 1)[0].strip(b'"').decode(errors="replace")
 
 
@@ -88,6 +99,7 @@ class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.actions: dict[str, int] = {}
+        self.kinds: dict[str, int] = {}
         self.commands = 0
         self.errors: dict[str, int] = {}
         self.inflight = 0
@@ -135,6 +147,9 @@ class AsteriskSide(asyncio.Protocol):
             if b"AB_ACTION" in line:
                 value = _ab_action(line)
                 stats.actions[value] = stats.actions.get(value, 0) + 1
+            if b"AB_KIND" in line:
+                kind = ab_variable(line, b"AB_KIND")
+                stats.kinds[kind] = stats.kinds.get(kind, 0) + 1
         self.tr.write(REPLY * len(lines))  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
@@ -159,8 +174,13 @@ class AsteriskSide(asyncio.Protocol):
 
 class Generator:
     def __init__(self, port: int, envs: list[bytes], concurrency: int,
-                 split_env: bool = False) -> None:
+                 split_env: bool = False, numbers: list[bytes] | None = None,
+                 sweep: bool = False) -> None:
         self.split_env = split_env
+        self.numbers = numbers
+        self.sweep = sweep
+        self.dialled = 0
+        self.rng = random.Random(7)
         self.port = port
         self.envs = envs
         self.concurrency = concurrency
@@ -177,7 +197,15 @@ class Generator:
     def start_one(self) -> None:
         self.n += 1
         n = self.n
-        env = self.envs[n % len(self.envs)] % (n, n, n)
+        if self.numbers is None:
+            env = self.envs[n % len(self.envs)] % (n, n, n)
+        else:
+            if self.sweep:  # each number in turn
+                dialled = self.numbers[self.dialled % len(self.numbers)]
+                self.dialled += 1
+            else:
+                dialled = self.numbers[int(self.rng.random() * len(self.numbers))]
+            env = self.envs[n % len(self.envs)] % (n, n, dialled, dialled, n)
         t0 = time.perf_counter()
         self.stats.inflight += 1
         self.stats.started += 1
@@ -246,7 +274,12 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     venues = args.venues.split(",") if args.venues else [
         f"{args.venue_prefix}{i}" for i in range(args.venue_count)]
-    gen = Generator(args.port, templates(args.port, venues), args.concurrency, args.split_env)
+    numbers = None
+    if args.numbers:
+        start, _, count = args.numbers.partition(":")
+        numbers = [str(int(start) + i).encode() for i in range(int(count or 1))]
+    gen = Generator(args.port, templates(args.port, venues, dialled=numbers is not None),
+                    args.concurrency, args.split_env, numbers, args.sweep)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.perf_counter()
     if args.mode == "open":
@@ -265,7 +298,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "offered_rate": args.rate if args.mode == "open" else None,
         "concurrency": args.concurrency, "duration_s": args.duration,
         "started": st.started, "completed": done, "errors": st.errors,
-        "deferred_ticks": st.deferred, "actions": st.actions, "commands": st.commands,
+        "deferred_ticks": st.deferred, "actions": st.actions, "kinds": st.kinds,
+        "commands": st.commands,
         "wall_s": round(wall, 3), "routes_per_s": round(done / offered_wall, 1),
         **percentiles(st.latencies),
         "loadgen_cpu_s": round(cpu, 3), "loadgen_cpu_pct": round(100 * cpu / wall, 1),
@@ -283,6 +317,10 @@ def main() -> None:
     p.add_argument("--venues", default="", help="comma-separated agi_context values")
     p.add_argument("--venue-prefix", default="bench-venue-")
     p.add_argument("--venue-count", type=int, default=1)
+    p.add_argument("--numbers", default="",
+                   help="START:COUNT: dial one of COUNT numbers from START at random")
+    p.add_argument("--sweep", action="store_true",
+                   help="with --numbers: dial each number in turn instead of at random")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--split-env", action="store_true",
                    help="write the environment one line per write(), as res_agi does")

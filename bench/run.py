@@ -1,6 +1,6 @@
 """Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
 
-Runs agi-load, e2e-cps and tenants-scale in that order (each can be picked with
+Runs agi-load, e2e-cps, tenants-scale and personal in that order (each can be picked with
 `--only`), prints one JSON object per result line on stdout, a progress bar on stderr,
 and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
 Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, RESULTS
 
-ALL = ("agi-load", "e2e-cps", "tenants-scale")
+ALL = ("agi-load", "e2e-cps", "tenants-scale", "personal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer reps and shorter steps")
     p.add_argument("--reps", type=int, default=None, help="agi-load repetitions (default 3)")
     p.add_argument("--profile", action="store_true",
-                   help="agi-load: py-spy the bridge and a VTS under load")
+                   help="agi-load: py-spy the bridge and a VTS under load; personal: the VTS")
     p.add_argument("--agi-targets", default="bridge,bridge-uvloop,panoramisk,minimal,"
                    "minimal-uvloop")
     p.add_argument("--venues", default="10,100,500,1000", help="tenants-scale sizes")
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="e2e-cps variants, interleaved: static, routed, routed-noami")
     p.add_argument("--e2e-ramp", default=None,
                    help="e2e-cps ramp START,STEP,STOP calls/s (default 120,40,640)")
+    p.add_argument("--personal-users", type=int, default=10_000,
+                   help="personal: users in the store (default 10000)")
+    p.add_argument("--personal-changes", type=int, default=200,
+                   help="personal: rule changes through the API (default 200)")
     args = p.parse_args(argv)
     chosen = [x for x in args.only.split(",") if x]
     bad = set(chosen) - set(ALL)
@@ -69,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             tenants_scale.run(sizes=[int(x) for x in args.venues.split(",")],
                               vts_per=[int(x) for x in args.vts_per.split(",")],
                               workdir=workdir / "tenants-scale", quick=args.quick, sink=sink)
+        if "personal" in chosen:
+            from bench import personal_load
+            personal_load.run(
+                users=args.personal_users, reps=args.reps or (2 if args.quick else 3),
+                duration=3.0 if args.quick else 5.0, rate=1000,
+                changes=args.personal_changes, change_s=15.0 if args.quick else 25.0,
+                workdir=workdir / "personal", profile=args.profile, sink=sink)
     finally:
         sink.close()
     print(f"bench: plots and results.jsonl in {RESULTS}; logs in {workdir}",

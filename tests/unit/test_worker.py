@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from ami_bridge.tenants import messages as m
+from ami_bridge.tenants import personal
+from ami_bridge.tenants import worker as worker_mod
 from ami_bridge.tenants.messages import Target
 from ami_bridge.tenants.protocol import PROTOCOL_VERSION, FrameDecoder, encode
 from ami_bridge.tenants.worker import Worker
@@ -134,3 +136,90 @@ def test_fault_vts_behaviours(behaviour: str, expected: list[m.Message], tmp_pat
     recorded: list[dict[str, Any]] = [
         json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
     assert [r["type"] for r in recorded] == ["hello", "route_request"]
+
+
+# -- personal venues: a user's validated rules are kept between calls --------------------
+
+def personal_hello(ring_time: int) -> bytes:
+    return encode(m.to_wire(m.Hello(v=PROTOCOL_VERSION, vts="acme", tenants={
+        "acme": m.TenantRouting(timezone="UTC", targets=("1001",), rules=tuple(RULES),
+                                extensions={"1001": "PJSIP/a", "1002": "PJSIP/b",
+                                            "1003": "PJSIP/c"}, ring_time=ring_time)})))
+
+
+REAL_PARSE = personal.parse_portion  # before the `parses` fixture counts it
+
+
+def forward(target: str) -> dict[str, Any]:
+    """A stored portion body (normalised, as the store keeps it) forwarding every call."""
+    raw = {"rules": [{"name": "fwd", "action": "forward", "target": f"extension:{target}"}]}
+    return REAL_PARSE(raw, extensions=None, external_prefixes=(), ring_time=20).to_json()
+
+
+def call_user(handle: str, user: str, version: int, body: dict[str, Any]) -> bytes:
+    return encode(m.to_wire(m.RouteRequest(
+        handle=handle, tenant="acme", venue="acme-personal", timeout_ms=2000,
+        call=m.CallerData(ani="+4930123", dnis="2001"),
+        user=m.UserRouting(user_id=user, number="2001", timezone="", bindings=("1001",),
+                           version=version, portion=body))))
+
+
+def routed(transport: Transport) -> list[tuple[str, int]]:
+    return [(x.target.value, x.dial_timeout) for x in transport.sent()
+            if isinstance(x, m.RouteTo)]
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts parse_portion calls (the work the cache saves)."""
+    calls: list[int] = []
+    def counting(raw: object, **kwargs: Any) -> personal.RuleSet:
+        calls.append(1)
+        return REAL_PARSE(raw, **kwargs)
+
+    monkeypatch.setattr(personal, "parse_portion", counting)
+    return calls
+
+
+def test_a_portion_is_validated_once_per_version_and_body(
+        done: asyncio.Future[None], parses: list[int]) -> None:
+    worker = Worker(name="acme", done=done)
+    transport = connect(worker)
+    worker.data_received(personal_hello(20))
+    for handle in ("h1", "h2", "h3"):
+        worker.data_received(call_user(handle, "alice", 1, forward("1002")))
+    assert routed(transport) == [("1002", 20)] * 3 and len(parses) == 1
+    worker.data_received(call_user("h4", "alice", 2, forward("1003")))  # a new version
+    assert routed(transport) == [("1003", 20)] and len(parses) == 2
+    # Same version, other body: alice deleted and created again, written once more.
+    worker.data_received(call_user("h5", "alice", 2, forward("1002")))
+    assert routed(transport) == [("1002", 20)] and len(parses) == 3
+    # Another user with the same version and body is another entry, not alice's.
+    worker.data_received(call_user("h6", "bob", 2, forward("1002")))
+    assert routed(transport) == [("1002", 20)] and len(parses) == 4
+    # A body not in the store's normalised form is still right, just validated each time.
+    raw = {"rules": [{"name": "fwd", "action": "forward", "target": "extension:1003"}]}
+    worker.data_received(call_user("h7", "carol", 1, raw))
+    worker.data_received(call_user("h8", "carol", 1, raw))
+    assert routed(transport) == [("1003", 20)] * 2 and len(parses) == 6
+
+
+def test_the_cache_is_bounded_and_forgotten_on_a_new_hello(
+        done: asyncio.Future[None], parses: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_mod, "MAX_CACHED_RULES", 2)  # one rule each: two users
+    worker = Worker(name="acme", done=done)
+    transport = connect(worker)
+    worker.data_received(personal_hello(20))
+    body = REAL_PARSE({"rules": [{"name": "r", "action": "ring"}]}, extensions=None,
+                      external_prefixes=(), ring_time=20).to_json()
+    for n, user in enumerate(("u1", "u2", "u3", "u3", "u2", "u1")):
+        worker.data_received(call_user(f"h{n}", user, 1, body))
+    # u1 was dropped for u3 (least recently used), u2 was kept
+    assert len(parses) == 4
+    assert routed(transport) == [("1001", 20)] * 6
+    # A new hello may change the tenant's ring time, a parameter of parsing: validated
+    # again (this body has its ring time written out, so the answer stays the same).
+    worker.data_received(personal_hello(30))
+    worker.data_received(call_user("h9", "u1", 1, body))
+    assert routed(transport) == [("1001", 20)] and len(parses) == 5
