@@ -57,6 +57,7 @@ from ami_bridge.tenant_config import (
 from ami_bridge.tenants import personal
 from ami_bridge.tenants.routing import RoutingProtocol, parse_protocol
 from ami_bridge.validation import ConfigError
+from ami_bridge.web import StaticFiles
 
 log = logging.getLogger(__name__)
 
@@ -583,6 +584,7 @@ def make_app(*, store: Store, directory: Directory,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
     app = web.Application(middlewares=[_errors], client_max_size=inputs.MAX_BODY)
+    page = StaticFiles.load()  # the workstation page: a whitelist read once, here
     users = f"{PREFIX}/tenants/{{tenant}}/users"
     user = f"{users}/{{user_id}}"
     routes: list[tuple[str, str, Handler]] = [
@@ -609,6 +611,8 @@ def make_app(*, store: Store, directory: Directory,
         ("POST", f"{user}/replay", api.user_replay),
         ("POST", f"{PREFIX}/tenants/{{tenant}}/replay", api.tenant_replay),
         ("GET", f"{PREFIX}/openapi.json", api.openapi),
+        ("GET", "/", page.index),
+        ("GET", "/static/{name}", page.static),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
