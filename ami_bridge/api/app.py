@@ -584,7 +584,6 @@ def make_app(*, store: Store, directory: Directory,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
     app = web.Application(middlewares=[_errors], client_max_size=inputs.MAX_BODY)
-    page = StaticFiles.load()  # the workstation page: a whitelist read once, here
     users = f"{PREFIX}/tenants/{{tenant}}/users"
     user = f"{users}/{{user_id}}"
     routes: list[tuple[str, str, Handler]] = [
@@ -611,11 +610,12 @@ def make_app(*, store: Store, directory: Directory,
         ("POST", f"{user}/replay", api.user_replay),
         ("POST", f"{PREFIX}/tenants/{{tenant}}/replay", api.tenant_replay),
         ("GET", f"{PREFIX}/openapi.json", api.openapi),
-        ("GET", "/", page.index),
-        ("GET", "/static/{name}", page.static),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
+    page = StaticFiles.load()  # the workstation page (docs/workstation.md): read once, here
+    app.router.add_route("GET", "/", page.index)
+    app.router.add_route("GET", "/static/{name}", page.static)
     return app
 
 
