@@ -9,8 +9,8 @@ set as well). Chromium runs headless, without sandbox, GPU, first-run page, back
 networking, component updates or sync, with a fresh profile in a temporary directory.
 On exit the session is closed, then every process left in the driver's session (the
 browser's own) is killed and the profile removed. `screenshot` writes a PNG of the whole
-page (the window is stretched to the document's height for the shot). `browser_problem`
-says why no browser can run here (None when one can).
+page, or of one element (the window is stretched to the document's height for the
+shot). `browser_problem` says why no browser can run here (None when one can).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import IO, Self
 
 from selenium import webdriver
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from harness.procs import ProcessError, alive, all_pids, spawn, tail, terminate
 
@@ -157,11 +158,14 @@ class Browser:
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
 
-    def screenshot(self, path: Path, *, full_page: bool = True) -> Path:
-        """A PNG of the page (all of it with `full_page`) at `path`."""
+    def screenshot(self, path: Path, *, full_page: bool = True,
+                   element: WebElement | None = None) -> Path:
+        """A PNG at `path` of the page (all of it with `full_page`), or of one `element`
+        (the window stretched as for a full page, so all of it is in view)."""
         driver = self.driver
         size = driver.get_window_size()
-        if full_page:
+        stretch = full_page or element is not None
+        if stretch:
             # The window's outer height includes some browser chrome even headless.
             height, chrome = driver.execute_script(
                 "return [Math.ceil(document.documentElement.scrollHeight),"
@@ -170,10 +174,11 @@ class Browser:
                                    min(max(int(height), 200) + int(chrome), MAX_SHOT_HEIGHT))
             driver.execute_script("window.scrollTo(0, 0)")
         try:
-            if not driver.save_screenshot(str(path)):
+            shot = element.screenshot if element is not None else driver.save_screenshot
+            if not shot(str(path)):
                 raise BrowserError(f"no screenshot written to {path}")
         finally:
-            if full_page:
+            if stretch:
                 driver.set_window_size(size["width"], size["height"])
         return path
 

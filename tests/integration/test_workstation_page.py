@@ -108,6 +108,9 @@ def test_a_rule_written_on_the_page_decides_the_next_call(
     assert (error.get_attribute("id") or "?") in (target.get_attribute("aria-describedby") or "")
     assert driver.switch_to.active_element == target  # focus moved to the field at fault
     browser.screenshot(tmp_path / "workstation-rules-refused.png")
+    # The picture of docs/workstation.md and the README (docs/img/workstation-rules.png).
+    browser.screenshot(tmp_path / "workstation-rules-form.png",
+                       element=driver.find_element(By.ID, "rules-section"))
     assert alice.call("GET", "/api/v1/me/rules")["version"] == 0  # nothing stored
 
     # Fixed: saved as version 1, the error gone.

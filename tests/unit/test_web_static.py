@@ -148,7 +148,7 @@ def test_the_page_has_no_inline_script_or_style_and_a_label_for_every_control() 
     assert len(page.controls) > 15
     unlabelled = [
         (tag, attrs) for tag, attrs, in_template, in_label in page.controls
-        if not in_label and not (attrs.get("id") in page.label_for)
+        if not in_label and attrs.get("id") not in page.label_for
         and not (in_template and attrs.get("name") in page.template_labels)]
     assert unlabelled == []
 
