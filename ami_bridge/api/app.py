@@ -584,6 +584,9 @@ def make_app(*, store: Store, directory: Directory,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
     app = web.Application(middlewares=[_errors], client_max_size=inputs.MAX_BODY)
+    page = StaticFiles.load()  # the workstation page (docs/workstation.md): read once, here
+    app.router.add_route("GET", "/", page.index)
+    app.router.add_route("GET", "/static/{name}", page.static)
     users = f"{PREFIX}/tenants/{{tenant}}/users"
     user = f"{users}/{{user_id}}"
     routes: list[tuple[str, str, Handler]] = [
@@ -613,9 +616,6 @@ def make_app(*, store: Store, directory: Directory,
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
-    page = StaticFiles.load()  # the workstation page (docs/workstation.md): read once, here
-    app.router.add_route("GET", "/", page.index)
-    app.router.add_route("GET", "/static/{name}", page.static)
     return app
 
 
