@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint sandbox postgres bench test-faults clean
+.PHONY: demo test unit lint sandbox postgres browser bench test-faults clean
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed.
 $(STAMP): pyproject.toml
@@ -36,11 +36,18 @@ postgres:
 		else echo 'create_main_cluster = false' >> $$conf; fi; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
+# Debian's chromium and its chromedriver for the workstation page's browser test
+# (tests/integration/test_workstation_page.py; harness/browser.py). Nothing else fetches a
+# browser or a driver. A no-op once both are there.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+
 # Unit and loopback tests only: no sandbox, no root, seconds.
 unit: $(STAMP) postgres
 	$(BIN)/pytest -m "not asterisk"
 
-test: $(STAMP) sandbox postgres lint
+test: $(STAMP) sandbox postgres browser lint
 	$(BIN)/pytest
 
 demo: $(STAMP) sandbox

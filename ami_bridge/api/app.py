@@ -57,6 +57,7 @@ from ami_bridge.tenant_config import (
 from ami_bridge.tenants import personal
 from ami_bridge.tenants.routing import RoutingProtocol, parse_protocol
 from ami_bridge.validation import ConfigError
+from ami_bridge.web import StaticFiles
 
 if TYPE_CHECKING:
     from ami_bridge.personal.pops import PopHub
@@ -592,6 +593,9 @@ def make_app(*, store: Store, directory: Directory,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
     app = web.Application(middlewares=[_errors], client_max_size=inputs.MAX_BODY)
+    page = StaticFiles.load()  # the workstation page (docs/workstation.md): read once, here
+    app.router.add_route("GET", "/", page.index)
+    app.router.add_route("GET", "/static/{name}", page.static)
     users = f"{PREFIX}/tenants/{{tenant}}/users"
     user = f"{users}/{{user_id}}"
     routes: list[tuple[str, str, Handler]] = [

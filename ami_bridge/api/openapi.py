@@ -230,6 +230,22 @@ PATHS: dict[str, dict[str, Any]] = {
         ok={"200": {"description": "the document",
                     "content": {"application/json": {"schema": {"type": "object"}}}}},
         errors=())},
+    "/": {"get": _op(
+        "The workstation page", "The web page (docs/workstation.md): index.html, with a "
+        "strict Content-Security-Policy (this origin only, nothing inline), "
+        "`X-Content-Type-Options: nosniff`, `Cache-Control: no-cache` and an ETag.",
+        public=True, ok={"200": {"description": "index.html",
+                                 "content": {"text/html": {"schema": _STR}}}},
+        errors=())},
+    "/static/{name}": {"get": _op(
+        "The page's files", "`app.js`, `app.css` and the other files of the package's "
+        "web/static folder, by exact name (the list is read once at start; no other "
+        "path is served); headers as for `/`.", public=True,
+        parameters=[_path_param("name", "a file name, e.g. app.js")],
+        ok={"200": {"description": "the file",
+                    "content": {"text/javascript": {"schema": _STR},
+                                "text/css": {"schema": _STR}}}},
+        errors=("404",), notes={"404": "no such file"})},
 }
 
 # Who gets a 403 where: on /me paths the operator, on a tenant's paths a non-admin.

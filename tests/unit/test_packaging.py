@@ -77,3 +77,15 @@ def test_wheel_ships_no_harness_and_no_demo_driver(wheel: zipfile.ZipFile) -> No
     assert [n for n in names if n.startswith("harness/") or "/harness/" in n] == []
     assert [n for n in names if n in GONE_FROM_THE_PRODUCT] == []
     assert not any(n.endswith(("/fault_vts.py", "/demo.py")) for n in names)
+
+
+def test_wheel_ships_the_workstation_page(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    static = ROOT / "ami_bridge" / "web" / "static"
+    page = {f"ami_bridge/web/static/{p.name}" for p in static.iterdir() if p.is_file()}
+    assert page >= {"ami_bridge/web/static/index.html", "ami_bridge/web/static/app.js",
+                    "ami_bridge/web/static/app.css"}
+    assert page <= names
+    assert "ami_bridge/web/__init__.py" in names
+    shipped = wheel.read("ami_bridge/web/static/app.js")
+    assert shipped == (static / "app.js").read_bytes()
