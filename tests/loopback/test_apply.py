@@ -45,7 +45,8 @@ def test_apply_swaps_bridge_then_reloads_then_verifies(tmp_path: Path) -> None:
     result = asyncio.run(apply_config(current=current, new=new, swap_bridge=swap,
                                       reload_asterisk=reload, missing_contexts=missing))
     assert result.ok, result.message
-    assert steps == ["swap 3", "reload", "verify acme-personal,acme-venue,carol-venue,globex-personal,globex-venue"]
+    assert steps == ["swap 3", "reload", "verify acme-personal,acme-venue,carol-venue,"
+                     "globex-personal,globex-venue"]
     assert set(result.changed) == {"ami-bridge/extensions.conf", "ami-bridge/tenants/carol.conf"}
     assert '#include "ami-bridge/tenants/carol.conf"' in (
         etc / "ami-bridge" / "extensions.conf").read_text()
