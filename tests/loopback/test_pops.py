@@ -231,7 +231,7 @@ def test_the_api_sessions_work_and_a_logged_out_token_does_not(tmp_path: Path) -
                 hub.offer(make_pop(asked=("bob",), expires_at=time.time() + 60))
                 frame = await recv(ws)
                 assert frame["call"]["saved"] == ["extension:1003"]  # from the directory
-                await ws.close()
+                kept = ws  # open until the server stops
                 for bad in (OPERATOR_TOKEN, token + "x"):
                     ws = await http.ws_connect(f"{base}/ws")
                     await ws.send_json({"type": "auth", "token": bad})
@@ -244,6 +244,12 @@ def test_the_api_sessions_work_and_a_logged_out_token_does_not(tmp_path: Path) -
                 async with http.get(f"{base}/ws") as answer:  # not an upgrade
                     assert answer.status == 400
                     assert (await answer.json())["error"]["field"] == "path"
+                # Stopping the server closes the open sockets: going away, come back.
+                closing = asyncio.create_task(kept.receive(timeout=RECEIVE))
+                await runner.cleanup()
+                message = await closing
+                assert (message.type, message.data) == (WSMsgType.CLOSE,
+                                                        aiohttp.WSCloseCode.GOING_AWAY)
         finally:
             await runner.cleanup()
             await store.close()
