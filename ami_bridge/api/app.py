@@ -626,6 +626,8 @@ def make_app(*, store: Store, directory: Directory,
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
+    if pops is not None:
+        app.on_shutdown.append(lambda _: pops.close())  # open sockets would hold it up
     return app
 
 

@@ -319,7 +319,10 @@ def _calls(args: argparse.Namespace) -> int:
     if read_token(args.token_file) is None:
         raise Usage(f"not logged in ({args.token_file} does not exist); run "
                     "`ami-bridge login --tenant T --user U` first")
-    return asyncio.run(_watch_stdin(base + f"{PREFIX}/ws", args.token_file))
+    try:
+        return asyncio.run(_watch_stdin(base + f"{PREFIX}/ws", args.token_file))
+    except KeyboardInterrupt:
+        return 130  # the shell's status for SIGINT
 
 
 async def _watch_stdin(url: str, token_file: Path) -> int:

@@ -217,7 +217,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "choosing user's `saved` targets (`target`), `reject` refuses the call. A choice "
         "for a call that is unknown, gone, or was never offered to this socket is "
         "refused. Pops go only to the asked users of the call's tenant. The server pings "
-        "every 30 s; a socket that leaves 64 frames unread is dropped. Frames: "
+        "every 30 s; a socket that leaves 64 frames unread is dropped; a stopping bridge "
+        "closes the sockets with 1001. Frames: "
         "[ClientFrame](#clientframe), [ServerFrame](#serverframe), [PopCall](#popcall).",
         public=True,
         ok={"101": {"description": "switching to the WebSocket protocol; authenticate "

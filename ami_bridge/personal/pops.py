@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 if TYPE_CHECKING:
     from ami_bridge.personal.directory import Directory
@@ -57,6 +57,7 @@ MAX_TOKEN = 256  # as ami_bridge.api.auth.bearer
 MAX_CALL_ID = 128
 MAX_TARGET = 128  # "external:" + a number of at most 20 digits fits many times over
 
+CLOSE_WAIT = 2.0  # seconds a client has to answer our close at shutdown (loopback: ms)
 CLOSE_UNAUTHORIZED = 4401  # the design's code: 4000 + HTTP 401
 CLOSE_INTERNAL = 1011  # RFC 6455: the server met a condition it cannot handle
 
@@ -290,6 +291,21 @@ class PopHub:
         return {"clients": len(self._sockets), "pops": len(self._pops),
                 "dropped": self.dropped}
 
+    async def close(self) -> None:
+        """Close every socket with 1001 (going away): the bridge stops and the pages will
+        reconnect. The API's on_shutdown: aiohttp would otherwise wait for each open
+        socket's handler until its shutdown timeout."""
+        sockets = list(self._sockets.values())
+        await asyncio.gather(*(self._close(sock) for sock in sockets))
+
+    async def _close(self, sock: _Socket) -> None:
+        try:
+            await asyncio.wait_for(sock.ws.close(code=WSCloseCode.GOING_AWAY,
+                                                 message=b"the bridge is stopping"),
+                                   CLOSE_WAIT)
+        except Exception:  # no answer, or broken already
+            self._drop(sock, "no answer to the close")
+
     def _finish(self, call_id: str, live: _Live, reason: str, by: str) -> None:
         del self._pops[call_id]
         self._gone[call_id] = _Gone(reason, by, frozenset(live.receivers))
@@ -442,6 +458,8 @@ class PopHub:
     def _send(self, sock: _Socket, text: str) -> None:
         if sock.dropped:
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ws %s %s/%s -> %s", sock.number, sock.tenant, sock.user_id, text)
         try:
             sock.queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -461,8 +479,13 @@ class PopHub:
         try:
             frame = parse_frame(text)
         except FrameError as exc:
+            # Not the text itself: a malformed auth frame may hold a token.
+            log.debug("ws %s %s/%s <- a frame refused: %s", sock.number, sock.tenant,
+                      sock.user_id, exc)
             self._error(sock, str(exc))
             return
+        if frame.type != "auth":  # an auth frame's token is never logged
+            log.debug("ws %s %s/%s <- %s", sock.number, sock.tenant, sock.user_id, frame)
         if frame.type == "ping":
             self._send(sock, _dump({"type": "pong"}))
         elif frame.type == "auth":
