@@ -482,7 +482,8 @@ class Intermediary:
         asking, tenant = pending.asking, self._config.tenants.get(pending.venue.tenant)
         if asking is not None and tenant is not None:
             # nobody chose on a workstation in time: the user's own rules decide
-            self._apply(pending, tenant, asking.otherwise, asking.trace,
+            self._apply(pending, tenant, asking.otherwise,
+                        asking.otherwise.trace or asking.trace,
                         f"no workstation of {', '.join(asking.asked)} chose in time")
             return
         log.info("router timeout for %s in venue %s: default route", handle,

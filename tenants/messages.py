@@ -548,7 +548,7 @@ def to_wire(message: Message) -> JsonObject:
                             "action": message.ACTION}, message.trace)
     if isinstance(message, Ask):
         otherwise = to_wire(message.otherwise)
-        for key in ("type", "handle", "trace"):
+        for key in ("type", "handle"):
             otherwise.pop(key, None)
         out = {"type": message.TYPE, "handle": message.handle, "action": message.ACTION,
                "timeout_ms": message.timeout_ms, "otherwise": otherwise,

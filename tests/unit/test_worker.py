@@ -223,3 +223,27 @@ def test_the_cache_is_bounded_and_forgotten_on_a_new_hello(
     worker.data_received(personal_hello(30))
     worker.data_received(call_user("h9", "u1", 1, body))
     assert routed(transport) == [("1001", 20)] and len(parses) == 5
+
+
+class CrmWorker(Worker):
+    """A VTS built on the runtime with its own caller lookup (the `lookup` hook)."""
+
+    def lookup(self, request: m.RouteRequest) -> dict[str, str]:
+        return {"customer": f"account of {request.call.ani}"}
+
+
+def test_an_ask_rule_answers_ask_with_the_lookup_and_what_the_rules_say_otherwise(
+        done: asyncio.Future[None]) -> None:
+    worker = CrmWorker(name="acme", done=done)
+    transport = connect(worker)
+    body = {"rules": [{"name": "pop", "action": "ask", "timeout": 12, "group": "sales"},
+                      {"name": "fwd", "action": "forward", "target": "extension:1002"}]}
+    worker.data_received(call_user("h1", "alice", 1, body))
+    [ask] = [x for x in transport.sent() if isinstance(x, m.Ask)]
+    assert (ask.handle, ask.timeout_ms, ask.group) == ("h1", 12_000, "sales")
+    assert ask.lookup == {"customer": "account of +4930123"}
+    assert isinstance(ask.otherwise, m.RouteTo)
+    assert ask.otherwise.target == Target("extension", "1002")
+    assert ask.trace is not None and ask.trace.rule == "#1 pop"
+    # on the wire and back: the bridge reads the same message
+    assert m.parse(m.to_wire(ask)) == ask
