@@ -1,6 +1,6 @@
 """Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
 
-Runs agi-load, e2e-cps, tenants-scale and personal in that order (each can be picked with
+Runs agi-load, e2e-cps, tenants-scale, personal and pops in that order (each can be picked with
 `--only`), prints one JSON object per result line on stdout, a progress bar on stderr,
 and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
 Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, RESULTS
 
-ALL = ("agi-load", "e2e-cps", "tenants-scale", "personal")
+ALL = ("agi-load", "e2e-cps", "tenants-scale", "personal", "pops")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="personal: users in the store (default 10000)")
     p.add_argument("--personal-changes", type=int, default=200,
                    help="personal: rule changes through the API (default 200)")
+    p.add_argument("--pops-calls", type=int, default=None,
+                   help="pops: calls popped up on 100 clients (default 200, quick 100)")
+    p.add_argument("--pops-idle-clients", type=int, default=1000,
+                   help="pops: idle WebSocket clients (default 1000)")
+    p.add_argument("--pops-idle-s", type=float, default=None,
+                   help="pops: seconds the idle clients are watched (default 60, quick 30)")
     args = p.parse_args(argv)
     chosen = [x for x in args.only.split(",") if x]
     bad = set(chosen) - set(ALL)
@@ -80,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                 duration=3.0 if args.quick else 5.0, rate=1000,
                 changes=args.personal_changes, change_s=15.0 if args.quick else 25.0,
                 workdir=workdir / "personal", profile=args.profile, sink=sink)
+        if "pops" in chosen:
+            from bench import pops_load
+            pops_load.run(
+                calls=args.pops_calls or (100 if args.quick else 200), rate=10.0,
+                idle_clients=args.pops_idle_clients,
+                idle_s=args.pops_idle_s or (30.0 if args.quick else 60.0),
+                baseline_s=10.0 if args.quick else 20.0, workdir=workdir / "pops", sink=sink)
     finally:
         sink.close()
     print(f"bench: plots and results.jsonl in {RESULTS}; logs in {workdir}",
