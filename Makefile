@@ -66,7 +66,7 @@ test-faults: $(STAMP) sandbox
 	$(BIN)/python -m harness.faults run; status=$$?; \
 		$(BIN)/python -m harness.faults report && exit $$status
 
-# Benchmarks (not part of `make test`): see bench/README.md. About 25 minutes.
+# Benchmarks (not part of `make test`): see bench/README.md. About 30 minutes.
 bench: $(STAMP) sandbox
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench
