@@ -141,6 +141,7 @@ class _Api:
         self.parse_portion = parse_portion
         self.evaluate = evaluate
         self.hasher = hasher
+        self.pops: PopHub | None = None  # live call pops: a new password closes sockets
         self.throttle = LoginThrottle()
         self._dummy_hash: str | None = None
 
@@ -411,10 +412,12 @@ class _Api:
         body = inputs.body_object(await request.read())
         inputs.only_keys(body, {"password"})
         password_hash = await self._hash(inputs.password(body))
-        try:
+        try:  # the store ends the user's sessions with it
             await self.store.set_password_hash(user.tenant, user.user_id, password_hash)
         except NotFound:
             raise NOT_FOUND from None
+        if self.pops is not None:
+            self.pops.end_user(user.tenant, user.user_id)
         return web.Response(status=204)
 
     async def user_replay(self, request: web.Request) -> web.Response:
@@ -592,6 +595,7 @@ def make_app(*, store: Store, directory: Directory,
     api = _Api(store=store, directory=directory, tenants=tenants, config=config, clock=clock,
                parse_portion=parse_portion, evaluate=evaluate,
                hasher=hasher or argon2.PasswordHasher())
+    api.pops = pops
     app = web.Application(middlewares=[_errors], client_max_size=inputs.MAX_BODY)
     page = StaticFiles.load()  # the workstation page (docs/workstation.md): read once, here
     app.router.add_route("GET", "/", page.index)

@@ -127,7 +127,8 @@ class Store(Protocol):
     async def password_hash(self, tenant: str, user_id: str) -> str | None: ...
 
     async def set_password_hash(self, tenant: str, user_id: str, password_hash: str) -> None:
-        """NotFound."""
+        """Replace the password hash and end every session of the user (one transaction).
+        NotFound."""
 
     # -- portions ---------------------------------------------------------------------
     async def get_portion(self, tenant: str, user_id: str) -> Portion:

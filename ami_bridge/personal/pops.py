@@ -433,6 +433,14 @@ class PopHub:
             self._send(sock, _dump(pop_frame(pop, saved)))
         return sock
 
+    def end_user(self, tenant: str, user_id: str) -> int:
+        """Close every socket of a user (a new password ends the old sessions: their
+        sockets go too); returns how many. The page logs in again."""
+        sockets = list(self._by_user.get((tenant, user_id), {}).values())
+        for sock in sockets:
+            self._drop(sock, "the user's sessions ended (new password)", slow=False)
+        return len(sockets)
+
     def _unregister(self, sock: _Socket) -> None:
         self._sockets.pop(sock.number, None)
         mine = self._by_user.get((sock.tenant, sock.user_id))
@@ -443,12 +451,13 @@ class PopHub:
         if sock.writer is not None and sock.writer is not asyncio.current_task():
             sock.writer.cancel()
 
-    def _drop(self, sock: _Socket, why: str) -> None:
-        """Abort a socket: it is not read (or broken); the others must not wait for it."""
+    def _drop(self, sock: _Socket, why: str, *, slow: bool = True) -> None:
+        """Abort a socket: it is not read (or broken; `slow`, counted in `dropped`), or
+        its user's sessions ended; the others must not wait for it."""
         if sock.dropped:
             return
         sock.dropped = True
-        self.dropped += 1
+        self.dropped += int(slow)
         log.warning("dropping the workstation socket of %s of %s: %s", sock.user_id,
                     sock.tenant, why)
         self._unregister(sock)

@@ -220,6 +220,9 @@ class PostgresStore:
                               "AND user_id = %s", (password_hash, tenant, user_id))
             if cur.rowcount == 0:
                 raise NotFound(f"no user {user_id!r} in tenant {tenant!r}")
+            # A new password ends every session of the old one (a stolen token dies too).
+            await cur.execute("DELETE FROM sessions WHERE tenant = %s AND user_id = %s",
+                              (tenant, user_id))
 
     # -- portions ------------------------------------------------------------------------------
     async def get_portion(self, tenant: str, user_id: str) -> Portion:

@@ -360,6 +360,8 @@ def _set_password_hash(conn: sqlite3.Connection, tenant: str, user_id: str,
     if conn.execute("UPDATE users SET password_hash = ? WHERE tenant = ? AND user_id = ?",
                     (password_hash, tenant, user_id)).rowcount == 0:
         raise NotFound(f"no user {user_id!r} in tenant {tenant!r}")
+    # A new password ends every session of the old one (a stolen token dies with it).
+    conn.execute("DELETE FROM sessions WHERE tenant = ? AND user_id = ?", (tenant, user_id))
 
 
 def _get_portion(conn: sqlite3.Connection, tenant: str, user_id: str) -> Portion:

@@ -488,6 +488,17 @@ def test_a_reconnecting_client_gets_the_pops_still_waiting_for_it() -> None:
     run(scenario)
 
 
+def test_ending_a_users_sessions_closes_that_users_sockets_only() -> None:
+    async def scenario(n: Net) -> None:
+        ann, bob = await n.connect("tok-ann"), await n.connect("tok-bob")
+        assert n.hub.end_user("acme", "ann") == 1
+        assert await closed_with(ann) is not None
+        n.hub.offer(make_pop("c1", asked=("ann", "bob")))
+        assert (await recv(bob))["call"]["call_id"] == "c1"
+        assert n.hub.status()["dropped"] == 0  # not counted as a slow client
+    run(scenario)
+
+
 # -- robustness --------------------------------------------------------------------------------
 
 def test_malformed_frames_get_an_error_and_the_socket_stays_usable() -> None:

@@ -260,6 +260,19 @@ def test_tokens_expire_refresh_and_log_out(store: SqliteStore, rules_parser: Rul
     run(store, rules_parser, scenario)
 
 
+def test_a_new_password_ends_the_users_open_sessions(store: SqliteStore,
+                                                     rules_parser: Rules) -> None:
+    async def scenario(w: World) -> None:
+        ann, bob = w.tokens["ann"], w.tokens["bob"]
+        status, _, _ = await w.call("PUT", "/api/v1/tenants/acme/users/ann/password",
+                                    as_="ada", json={"password": "a-brand-new-password"})
+        assert status == 204
+        assert (await w.call("GET", "/api/v1/me", token=ann))[0] == 401  # ended
+        assert (await w.call("GET", "/api/v1/me", token=bob))[0] == 200  # not bob's
+        await w.login("acme", "ann", "a-brand-new-password")
+    run(store, rules_parser, scenario)
+
+
 # -- who may touch what -----------------------------------------------------------------
 
 def test_users_reach_only_their_own_and_admins_only_their_tenant(

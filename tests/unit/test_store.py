@@ -433,6 +433,21 @@ def test_sessions_expire_and_are_purged(backend: Backend) -> None:
     run(backend, main)
 
 
+def test_a_new_password_ends_the_users_sessions_only(backend: Backend) -> None:
+    async def main(store: Store) -> None:
+        await _seed(store)
+        mine = [Session(c * 64, "acme", "alice", CLOCK + 100) for c in "ab"]
+        other_tenant = Session("c" * 64, "zeta", "alice", CLOCK + 100)
+        for session in (*mine, other_tenant):
+            await store.add_session(session)
+        await store.set_password_hash("acme", "alice", "$argon2id$new")
+        assert [await store.get_session(s.token_hash, CLOCK) for s in mine] == [None, None]
+        assert await store.get_session(other_tenant.token_hash, CLOCK) == other_tenant
+        assert await store.password_hash("acme", "alice") == "$argon2id$new"
+
+    run(backend, main)
+
+
 # -- traces ----------------------------------------------------------------------------------
 
 
