@@ -10,6 +10,7 @@ from it).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from harness.asterisk import Asterisk
+from harness.bridge import BridgeProcess
 from harness.browser import Browser, browser_problem
 from harness.sipp import start_uac
-from tests.integration.test_personal_router import Personal, desk
+from tests.integration.test_personal_router import Personal, desk, free_port, write_config
 from tests.integration.test_workstation_page import log_in, wait
 from tests.integration.test_workstation_page import personal as personal
 
@@ -80,3 +83,35 @@ def test_two_pages_of_a_group_show_the_pop_and_the_first_take_rings_its_phone(
     stats = uac.wait()
     assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
     assert (alices_phone.stop().successful, bobs_phone.stop().successful) == (1, 0)
+
+
+def test_a_page_left_open_past_its_token_lifetime_keeps_working(
+        asterisk: Asterisk, tmp_path: Path, browsers: tuple[Browser, Browser]) -> None:
+    """A day-long page, compressed: with 10 s tokens the page refreshes its session on
+    its own; after three lifetimes it still reads the API and still gets its pops."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    config.write_text(config.read_text().replace("[api]\n", "[api]\ntoken_ttl = 10\n", 1))
+    base = f"http://127.0.0.1:{port}"
+    with BridgeProcess(config, log_path=tmp_path / "bridge.log") as bridge:
+        personal = Personal(bridge, base, (tmp_path / "operator.token").read_text().strip())
+        personal.create("alice", "2101", ["1011"])
+        page = browsers[0].driver
+        log_in(page, personal.base, "alice")
+        time.sleep(30)  # three token lifetimes: only the page's own refreshes keep it in
+        assert page.find_element(By.ID, "whoami").is_displayed()
+        assert not page.find_element(By.ID, "login-section").is_displayed()
+        page.find_element(By.ID, "history-reload").click()
+        wait(page, "the call list read", lambda d: "No calls yet" in d.find_element(
+            By.ID, "history-status").text)
+        assert not page.find_element(By.ID, "login-section").is_displayed()
+        # (the test's own token has expired by now: the operator writes alice's rule)
+        personal.operator.call("PUT", "/api/v1/tenants/acme/users/alice/rules", {
+            "version": 0, "rules": [{"name": "pop", "action": "ask", "timeout": 5}]})
+        uac = start_uac(from_user="acme-caller", dnis="2101", calls=1, rate=1, hold_ms=2000,
+                        port=5081, timeout_s=60, scenario="uac_cancel.xml")
+        call_id = pop(page)
+        assert uac.wait().successful == 1
+        gone = wait(page, "the call gone", lambda d: d.find_element(
+            By.CSS_SELECTOR, f'[data-call-id="{call_id}"][data-state="gone"]'))
+        assert gone.get_attribute("data-reason") == "abandoned"
