@@ -13,7 +13,8 @@ in version control. Layout, relative to Asterisk's config directory:
                                      voicemail.conf; only with a tenant's [personal])
 
 The venue context is the contract with the bridge (ami_bridge.agi.variables, whose
-names it takes): it asks the FastAGI server, checks AGISTATUS (bridge down: the
+names it takes): it catches every extension Asterisk can deliver (`VENUE_PATTERN`, and
+`i`/`t` to the fallback), asks the FastAGI server, checks AGISTATUS (bridge down: the
 tenant's operator), enforces the tenant's channel limit with GROUP()/GROUP_COUNT(),
 sets the tenant's language and music class, and Gosubs only into the tenant's own
 `<tenant>-<suffix>` context for the target's kind (`KIND_CONTEXT`, held in the
@@ -57,6 +58,9 @@ from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE, KIND
 OUTPUT_DIR = "ami-bridge"
 HEADER = "; Rendered by `ami-bridge conf render` from {source}. Do not edit: change the\n" \
          "; tenant file and render again. Hand-written additions go in other files.\n"
+# The venue's catch-all: a first character Asterisk may deliver (digits, + * #, letters of
+# a SIP user name), then anything (`!`: zero or more), so one-character numbers match too.
+VENUE_PATTERN = "_[+*#0-9A-Za-z]!"
 # Characters an external number keeps on its way to the carrier: digits and a leading +.
 NUMBER_FILTER = "0-9+"
 
@@ -79,7 +83,14 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     lines = [
         f"; venue {venue.context} of tenant {t}",
         f"[{venue.context}]",
-        f"exten => _X.,1,Set(CHANNEL(language)={tenant.language})",
+        # A call in a venue always leaves it: whatever Asterisk delivers (+4930123, 5,
+        # *21#, s, a SIP user name) matches VENUE_PATTERN; `h` (the hang-up run) is not a
+        # call, and the special `i`/`t` take the venue's fallback, the tenant's operator.
+        "exten => h,1,NoOp(hangup)",
+        *(line for special in ("i", "t") for line in (
+            f"exten => {special},1,Gosub({tenant_context(t, KIND_EXTENSION)},"
+            f"{tenant.operator},1)", " same => n,Hangup()")),
+        f"exten => {VENUE_PATTERN},1,Set(CHANNEL(language)={tenant.language})",
         f" same => n,Set(CHANNEL(musicclass)={tenant.moh_class})",
     ]
     if tenant.channel_limit:

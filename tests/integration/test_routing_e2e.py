@@ -74,3 +74,20 @@ def test_killing_one_vts_does_not_fail_the_other_tenant(
                        and s["vts"]["acme"]["connected"], what="acme's VTS reconnected")
     assert f"VTS acme (pid {acme_vts}) exited with signal 9" in bridge.log()
     assert asterisk.channel_count() == 0
+
+
+def test_every_number_asterisk_delivers_into_a_venue_reaches_routing(
+        asterisk: Asterisk, bridge: BridgeProcess) -> None:
+    """A call in a venue always leaves it: an E.164 number, one digit, a star code
+    (`#` escaped in the SIP URI), a SIP user name and `s` each reach the bridge (its
+    request counter moves) and leave by acme's rules (no rule matches: the venue's default
+    target, the operator) instead of Asterisk's "extension not found"."""
+    for number in ("+4930123", "5", "*21%23", "alice", "s"):
+        before = bridge.status()["counters"]["requests"]
+        with SippUas(5073, "acme-operator") as operator:
+            stats = start_uac(from_user="acme-trunk", dnis=number, calls=1, rate=1,
+                              hold_ms=100, port=5081, timeout_s=30).wait()
+            assert (stats.successful, stats.failed) == (1, 0), (number, stats.failure_reasons)
+            assert operator.stop().successful == 1, number
+        assert bridge.status()["counters"]["requests"] == before + 1, number
+    assert "extension not found" not in asterisk.messages_log().lower()

@@ -15,7 +15,7 @@ from ami_bridge.calls import Disposition, caller_data
 from ami_bridge.cli import main
 from ami_bridge.dialplan.lint import Ownership, check_dialplan
 from ami_bridge.dialplan.parser import Section, Step, parse_text
-from ami_bridge.dialplan.render import render_tree, write_tree
+from ami_bridge.dialplan.render import VENUE_PATTERN, render_tree, write_tree
 from ami_bridge.namespace import TARGET_KINDS
 from ami_bridge.tenants.messages import Target
 
@@ -78,9 +78,18 @@ def rendered_acme() -> tuple[list[Step], set[str]]:
     text = render_tree(config_mod.load(EXAMPLE))["ami-bridge/tenants/acme.conf"]
     dialplan = parse_text(text, Path("acme.conf"))
     assert dialplan.problems == ()
-    steps = [s for s in dialplan.statements if isinstance(s, Step) and s.context == "acme-venue"]
+    steps = [s for s in dialplan.statements if isinstance(s, Step) and s.context == "acme-venue"
+             and s.pattern == VENUE_PATTERN]  # the call's path (h, i, t are not calls)
     contexts = {s.name for s in dialplan.statements if isinstance(s, Section)}
     return steps, contexts
+
+
+def test_the_venue_catches_every_extension_and_ends_the_special_ones() -> None:
+    text = render_tree(config_mod.load(EXAMPLE))["ami-bridge/tenants/acme.conf"]
+    venue = [s for s in parse_text(text, Path("acme.conf")).statements
+             if isinstance(s, Step) and s.context == "acme-venue"]
+    assert {s.pattern for s in venue} == {"h", "i", "t", VENUE_PATTERN}
+    assert [s.app for s in venue if s.pattern in ("i", "t")] == ["Gosub", "Hangup"] * 2
 
 
 def test_the_venue_asks_the_route_script_with_the_contracts_arguments() -> None:
