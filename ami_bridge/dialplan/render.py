@@ -86,7 +86,10 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
         # A call in a venue always leaves it: whatever Asterisk delivers (+4930123, 5,
         # *21#, s, a SIP user name) matches VENUE_PATTERN; `h` (the hang-up run) is not a
         # call, and the special `i`/`t` take the venue's fallback, the tenant's operator.
+        # Each ends in Hangup(): Asterisk looks up every next priority afresh, and the
+        # catch-all pattern has a priority 2 for `h` too (it would ask the bridge again).
         "exten => h,1,NoOp(hangup)",
+        " same => n,Hangup()",
         *(line for special in ("i", "t") for line in (
             f"exten => {special},1,Gosub({tenant_context(t, KIND_EXTENSION)},"
             f"{tenant.operator},1)", " same => n,Hangup()")),

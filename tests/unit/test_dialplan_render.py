@@ -90,6 +90,8 @@ def test_the_venue_catches_every_extension_and_ends_the_special_ones() -> None:
              if isinstance(s, Step) and s.context == "acme-venue"]
     assert {s.pattern for s in venue} == {"h", "i", "t", VENUE_PATTERN}
     assert [s.app for s in venue if s.pattern in ("i", "t")] == ["Gosub", "Hangup"] * 2
+    # each special extension ends, or its next priority would be the catch-all's
+    assert [s.app for s in venue if s.pattern == "h"] == ["NoOp", "Hangup"]
 
 
 def test_the_venue_asks_the_route_script_with_the_contracts_arguments() -> None:
