@@ -240,6 +240,8 @@ class _Api:
     async def logout(self, request: web.Request) -> web.Response:
         who = await self._session_principal(request)
         await self.store.delete_session(who.token_hash)
+        if self.pops is not None:  # the workstation sockets of that session go with it
+            self.pops.end_session(who.token_hash)
         return web.Response(status=204)
 
     async def _session_principal(self, request: web.Request) -> Principal:

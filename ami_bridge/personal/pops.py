@@ -204,6 +204,7 @@ class _Socket:
         self.queue: asyncio.Queue[str] = asyncio.Queue(max_queued)
         self.writer: asyncio.Task[None] | None = None
         self.dropped = False
+        self.session = ""  # the SHA-256 of the token it authenticated with (logout)
 
 
 @dataclass
@@ -390,6 +391,7 @@ class PopHub:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"authentication required")
             return ws
         sock = self._register(who[0], who[1], ws, request.transport)
+        sock.session = who[2]
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -402,7 +404,9 @@ class PopHub:
             self._unregister(sock)
         return ws
 
-    async def _auth(self, ws: web.WebSocketResponse) -> tuple[str, str] | None:
+    async def _auth(self, ws: web.WebSocketResponse) -> tuple[str, str, str] | None:
+        """(tenant, user id, the token's SHA-256) of a socket whose first frame
+        authenticates it, else None."""
         try:
             message = await ws.receive(timeout=self.auth_timeout)
         except TimeoutError:
@@ -415,7 +419,10 @@ class PopHub:
             return None
         if frame.type != "auth":
             return None
-        return await self.authenticate(frame.token)
+        from ami_bridge.api.auth import token_hash  # the API's own spelling of a session
+
+        who = await self.authenticate(frame.token)
+        return None if who is None else (*who, token_hash(frame.token))
 
     def _register(self, tenant: str, user_id: str, ws: web.WebSocketResponse,
                   transport: asyncio.Transport | None) -> _Socket:
@@ -432,6 +439,15 @@ class PopHub:
             self._pops[pop.call_id].receivers.add(sock.number)
             self._send(sock, _dump(pop_frame(pop, saved)))
         return sock
+
+    def end_session(self, session: str) -> int:
+        """Close the sockets that authenticated with one session (`session`: the token's
+        SHA-256, as the store keeps it): a logout takes its sockets with it. A refreshed
+        token leaves them open (the page keeps its socket across refreshes)."""
+        sockets = [sock for sock in self._sockets.values() if sock.session == session]
+        for sock in sockets:
+            self._drop(sock, "its session was logged out", slow=False)
+        return len(sockets)
 
     def end_user(self, tenant: str, user_id: str) -> int:
         """Close every socket of a user (a new password ends the old sessions: their

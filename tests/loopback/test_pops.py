@@ -231,13 +231,24 @@ def test_the_api_sessions_work_and_a_logged_out_token_does_not(tmp_path: Path) -
                 hub.offer(make_pop(asked=("bob",), expires_at=time.time() + 60))
                 frame = await recv(ws)
                 assert frame["call"]["saved"] == ["extension:1003"]  # from the directory
-                kept = ws  # open until the server stops
+                logged_out = ws  # closed by the logout of its session
                 for bad in (OPERATOR_TOKEN, token + "x"):
                     ws = await http.ws_connect(f"{base}/ws")
                     await ws.send_json({"type": "auth", "token": bad})
                     assert await closed_with(ws) == CLOSE_UNAUTHORIZED
+                async with http.post(f"{base}/login", json={
+                        "tenant": "acme", "user": "bob",
+                        "password": PASSWORDS["bob"]}) as answer:
+                    other_session = (await answer.json())["token"]
+                kept = await http.ws_connect(f"{base}/ws")  # open until the server stops
+                await kept.send_json({"type": "auth", "token": other_session})
+                assert (await recv(kept))["type"] == "hello"
                 async with http.post(f"{base}/logout", headers=bearer) as answer:
                     assert answer.status == 204
+                gone = await logged_out.receive(timeout=RECEIVE)
+                while gone.type == WSMsgType.TEXT:  # frames already on their way
+                    gone = await logged_out.receive(timeout=RECEIVE)
+                assert gone.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
                 ws = await http.ws_connect(f"{base}/ws")
                 await ws.send_json({"type": "auth", "token": token})
                 assert await closed_with(ws) == CLOSE_UNAUTHORIZED
@@ -245,6 +256,7 @@ def test_the_api_sessions_work_and_a_logged_out_token_does_not(tmp_path: Path) -
                     assert answer.status == 400
                     assert (await answer.json())["error"]["field"] == "path"
                 # Stopping the server closes the open sockets: going away, come back.
+                assert (await recv(kept))["type"] == "pop"  # the call still waiting
                 closing = asyncio.create_task(kept.receive(timeout=RECEIVE))
                 await runner.cleanup()
                 message = await closing
@@ -485,6 +497,19 @@ def test_a_reconnecting_client_gets_the_pops_still_waiting_for_it() -> None:
         bob = await n.connect("tok-bob")
         assert await recv(bob) == first
         await quiet(bob)
+    run(scenario)
+
+
+def test_a_logged_out_session_takes_its_sockets_only() -> None:
+    from ami_bridge.api.auth import token_hash
+
+    async def scenario(n: Net) -> None:
+        first, second = await n.connect("tok-ann"), await n.connect("tok-bob")
+        assert n.hub.end_session(token_hash("tok-ann")) == 1
+        assert await closed_with(first) is not None
+        n.hub.offer(make_pop("c1", asked=("ann", "bob")))
+        assert (await recv(second))["call"]["call_id"] == "c1"
+        assert n.hub.end_session(token_hash("nobody")) == 0
     run(scenario)
 
 
