@@ -60,6 +60,7 @@ from ami_bridge.validation import (
     Fail,
     count,
     failer,
+    listen,
     no_unknown,
     positive,
     secret_file,
@@ -158,7 +159,8 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
                         "max_route_requests", "control_socket", "tenants_dir",
                         "asterisk_conf_dir", "dialplan_allow", "agi_secret_file",
                         confine.BRIDGE_KEY, *_AGI_KEYS}, "bridge", fail)
-    host, port = _listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"), fail)
+    host, port = listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"),
+                        "bridge.agi_listen", fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
     redirect_limit = count(bridge, "redirect_limit", DEFAULT_REDIRECT_LIMIT, "bridge", fail)
     control_socket = bridge.get("control_socket", DEFAULT_CONTROL_SOCKET)
@@ -341,14 +343,6 @@ def _restart(vraw: Mapping[str, Any], key: str, fail: Fail) -> RestartSettings:
         flap_window=seconds("flap_window", default.flap_window),
         flap_max=count(vraw, "flap_max", default.flap_max, key, fail),
         flap_cooldown=seconds("flap_cooldown", default.flap_cooldown))
-
-
-def _listen(value: Any, fail: Fail) -> tuple[str, int]:
-    host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isascii() or not port.isdigit() \
-            or not 0 < int(port) < 65536:
-        raise fail("bridge.agi_listen", f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
 
 
 _AGI_KEYS = ("agi_allow_remote", "agi_allowed_peers", "agi_max_sessions_per_peer",

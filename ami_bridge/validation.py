@@ -103,3 +103,12 @@ def secret_file(raw: Mapping[str, Any], key: str, where: str, config_path: Path,
     if not pattern.fullmatch(text):
         raise fail(dotted, f"{path} must hold {what}")
     return text
+
+
+def listen(value: Any, key: str, fail: Fail) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host bracketed: `[::1]:8088`, kept so) -> (host, port)."""
+    host, sep, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not sep or not host or not port.isascii() \
+            or not port.isdigit() or not 0 < int(port) < 65536:
+        raise fail(key, f"expected HOST:PORT with a port 1-65535, got {value!r}")
+    return host, int(port)

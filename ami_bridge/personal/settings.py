@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ami_bridge.validation import Fail, count, no_unknown, positive, secret_file, table
+from ami_bridge.validation import (
+    Fail,
+    count,
+    listen,
+    no_unknown,
+    positive,
+    secret_file,
+    table,
+)
 
 DEFAULT_API_PORT = 8088
 DEFAULT_TOKEN_TTL = 3600.0  # seconds a session token lives; refreshed by the client
@@ -54,7 +62,8 @@ def parse_api(raw: Mapping[str, Any], path: Path, fail: Fail) -> ApiConfig | Non
     api = table(raw, "api", fail)
     no_unknown(api, {"listen", "tls_cert", "tls_key", "operator_token_file", "token_ttl"},
                "api", fail)
-    host, port = _listen(api.get("listen", f"127.0.0.1:{DEFAULT_API_PORT}"), fail)
+    host, port = listen(api.get("listen", f"127.0.0.1:{DEFAULT_API_PORT}"), "api.listen", fail)
+    host = host.strip("[]")  # aiohttp binds the bare address
     cert, key = (_file(api, name, path, fail) for name in ("tls_cert", "tls_key"))
     if (cert is None) != (key is None):
         raise fail("api.tls_cert", "tls_cert and tls_key go together (both PEM files), "
@@ -84,15 +93,6 @@ def parse_store(raw: Mapping[str, Any], path: Path, fail: Fail) -> StoreConfig:
                                               "store", fail),
                        trace_max_rows=count(store, "trace_max_rows", DEFAULT_TRACE_MAX_ROWS,
                                             "store", fail))
-
-
-def _listen(value: Any, fail: Fail) -> tuple[str, int]:
-    if not isinstance(value, str) or ":" not in value:
-        raise fail("api.listen", f"must be 'HOST:PORT', got {value!r}")
-    host, _, port_text = value.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
-        raise fail("api.listen", f"must be 'HOST:PORT' with a port 1-65535, got {value!r}")
-    return host.strip("[]"), int(port_text)
 
 
 def _file(api: Mapping[str, Any], key: str, path: Path, fail: Fail) -> Path | None:
