@@ -114,6 +114,10 @@ class PeerSessions:
     def count(self, peer: str) -> int:
         return self._open.get(peer, 0)
 
+    def total(self) -> int:
+        """Open sessions from every peer (a stopping bridge waits for them to end)."""
+        return sum(self._open.values())
+
 
 class Deadline(enum.Enum):
     ENVIRONMENT = "environment"

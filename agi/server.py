@@ -326,8 +326,13 @@ def ensure_descriptors(needed: int) -> None:
 async def serve(handler: SessionHandler, *, host: str, port: int,
                 policy: ListenerPolicy | None = None) -> asyncio.Server:
     policy = policy if policy is not None else ListenerPolicy()
-    ensure_descriptors(policy.max_sessions_per_peer + RESERVED_DESCRIPTORS)
-    loop = asyncio.get_running_loop()
-    listener = Listener(handler, policy, loop)
-    return await loop.create_server(listener.connection, host=host, port=port,
-                                    reuse_address=True, backlog=1024)
+    listener = Listener(handler, policy, asyncio.get_running_loop())
+    return await serve_listener(listener, host=host, port=port)
+
+
+async def serve_listener(listener: Listener, *, host: str, port: int) -> asyncio.Server:
+    """`serve` with a listener the caller keeps: a stopping bridge closes the server and
+    then waits for `listener.sessions.total()` to reach 0 (answers still on the wire)."""
+    ensure_descriptors(listener.policy.max_sessions_per_peer + RESERVED_DESCRIPTORS)
+    return await listener.loop.create_server(listener.connection, host=host, port=port,
+                                             reuse_address=True, backlog=1024)

@@ -5,7 +5,8 @@ JSON object per line each way: `{"cmd": "status"}` -> the intermediary's venue m
 VTS connections, pending counts, counters and supervisor state;
 `{"cmd": "reload"}` -> `{"ok": true}` or `{"ok": false, "error": "..."}` (the running
 config is kept when the file does not validate). The same framing core as the VTS wire
-(`ami_bridge.tenants.protocol`) bounds each request.
+(`ami_bridge.tenants.protocol`) bounds each request. `serve` replaces a stale socket
+file; a bridge that stops cleanly removes its own (`remove`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
     finally:
         os.umask(old)
     return await asyncio.start_unix_server(session, sock=sock)
+
+
+def remove(path: str) -> None:
+    """Unlink the control socket of a bridge that stops cleanly (a socket file left
+    behind would make `ctl` report "connection refused" instead of "no such file")."""
+    sock_path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        if sock_path.is_socket():
+            sock_path.unlink()
 
 
 def request(path: str, command: str, *, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:

@@ -9,7 +9,13 @@ started, removed ones stopped, changed ones restarted, unchanged ones left alone
 every connected VTS gets a fresh `hello` with its tenants' routing protocols. A config
 that fails to load leaves the running one in place. `ctl apply` does the same and also
 renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
-(ami_bridge.apply).
+(ami_bridge.apply). Under systemd (`Type=notify`) it reports READY=1 once the listener is
+up and the VTS processes are connected, RELOADING=1/READY=1 around reloads and
+STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is graceful: the
+FastAGI listener closes first, every pending call is answered or default-routed, then
+AMI, the VTS processes and the personal service stop, and the control socket is removed.
+`ctl status` answers with the status document that `ami-bridge status` prints
+(ami_bridge.status), including the last warnings and errors logged.
 """
 
 from __future__ import annotations
@@ -18,19 +24,23 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 from ami_bridge import config as config_mod
-from ami_bridge import control
-from ami_bridge.agi.server import serve
+from ami_bridge import control, lifecycle
+from ami_bridge import status as status_mod
+from ami_bridge.agi.server import Listener, serve_listener
 from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.personal.service import PersonalService
+from ami_bridge.sdnotify import Notifier
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
@@ -40,8 +50,15 @@ log = logging.getLogger(__name__)
 
 
 class Bridge:
-    def __init__(self, config: config_mod.BridgeConfig) -> None:
+    def __init__(self, config: config_mod.BridgeConfig, *, notifier: Notifier | None = None,
+                 recent: status_mod.RecentLog | None = None) -> None:
         self.config = config
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.recent = recent  # the last warnings and errors, for `status`
+        self._started = time.monotonic()
+        self._listener: Listener | None = None
+        self._control_path: str | None = None
+        self.stopping = False
         self.intermediary: Intermediary | None = None
         self.supervisor = Supervisor(on_connect=self._on_vts_socket)
         self._server: asyncio.Server | None = None
@@ -74,16 +91,17 @@ class Bridge:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,
                         self.config.agi_port)
-        self._server = await serve(RouteHandler(self.intermediary,
-                                                secret=self.config.agi_secret),
-                                   host=self.config.agi_host, port=self.config.agi_port,
-                                   policy=self.config.agi_policy)
+        self._listener = Listener(RouteHandler(self.intermediary, secret=self.config.agi_secret),
+                                  self.config.agi_policy, loop)
+        self._server = await serve_listener(self._listener, host=self.config.agi_host,
+                                            port=self.config.agi_port)
         await self.supervisor.reconcile(self.config.vts, sandboxes_for(self.config))
         if self.config.ami is not None:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
                                intermediary=self.intermediary)
             self.ami.start()
-        self._control = await control.serve(self.config.control_socket, self._on_control)
+        self._control_path = self.config.control_socket  # a reload may rename it, not move it
+        self._control = await control.serve(self._control_path, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
 
@@ -114,13 +132,21 @@ class Bridge:
             assert self.intermediary is not None
             status = self.intermediary.status()
             status["vts"] = {
-                name: {"pid": p.pid, "starts": p.starts, "flapping": p.flapping,
+                name: {"pid": p.pid, "starts": p.starts, "restarts": max(0, p.starts - 1),
+                       "uptime_s": _rounded(p.uptime()), "flapping": p.flapping,
                        "connected": self.intermediary.connected(name)}
                 for name, p in sorted(self.processes.items())}
+            status |= {"version": status_mod.version(), "pid": os.getpid(),
+                       "uptime_s": _rounded(time.monotonic() - self._started),
+                       "stopping": self.stopping,
+                       "recent": self.recent.records() if self.recent is not None else [],
+                       "tenants": _tenants(self.config)}
             if self.ami is not None:
                 status["ami"] = {"connected": self.ami.client.connected,
                                  "attempts": self.ami.client.attempts,
                                  "resyncs": self.ami.resyncs,
+                                 # every session after the first is a reconnect
+                                 "reconnects": max(0, self.ami.resyncs - 1),
                                  "calls": len(self.ami.tracker.calls())}
             if self.personal is not None:
                 status["personal"] = self.personal.status()
@@ -139,12 +165,15 @@ class Bridge:
 
     async def reload(self) -> str | None:
         """Reload the config file; None on success, else why it was refused."""
+        self.notifier.reloading(f"reloading {self.config.path}")
         try:
             new = config_mod.load(self.config.path)
             await self._swap(new)  # refuses (ConfineError) before it changes anything
         except config_mod.ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
+            self.notifier.ready(f"routing; reload refused: {exc}")
             return str(exc)
+        self.notifier.ready(f"routing; config reloaded from {self.config.path}")
         return None
 
     async def apply(self) -> ApplyResult:
@@ -190,12 +219,23 @@ class Bridge:
                  len(new.vts))
 
     async def stop(self) -> None:
+        """Graceful stop (ami_bridge.lifecycle): listener first, pending calls answered,
+        then AMI, the VTS processes, the personal service; the control socket removed."""
+        self.stopping = True
+        self.notifier.stopping("stopping: FastAGI listener closed, answering pending calls")
+        if self._server is not None:
+            self._server.close()  # new sessions are refused: the venue's AGISTATUS fallback
+        if self.intermediary is not None and self._listener is not None:
+            loop = asyncio.get_running_loop()
+            await lifecycle.drain(self.intermediary, bound=lifecycle.drain_bound(self.config),
+                                  open_sessions=self._listener.sessions.total,
+                                  clock=loop.time, notifier=self.notifier)
         if self.ami is not None:
             await self.ami.stop()
         if self._control is not None:
             self._control.close()
-        if self._server is not None:
-            self._server.close()
+        if self._control_path is not None:
+            control.remove(self._control_path)
         await self.supervisor.stop()
         if self.personal is not None:
             await self.personal.stop()
@@ -206,7 +246,15 @@ class Bridge:
 
 
 async def run(config_path: Path) -> int:
-    bridge = Bridge(config_mod.load(config_path))
+    recent = status_mod.RecentLog()
+    logging.getLogger().addHandler(recent)
+    try:
+        return await _run(Bridge(config_mod.load(config_path), recent=recent))
+    finally:
+        logging.getLogger().removeHandler(recent)
+
+
+async def _run(bridge: Bridge) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -217,9 +265,30 @@ async def run(config_path: Path) -> int:
     # keep it out of the garbage collector's generations so per-call collections stay
     # short (bench/README.md: ~10 us of GC per route before).
     gc.freeze()
+    intermediary = bridge.intermediary
+    assert intermediary is not None
+    ready = loop.create_task(lifecycle.wait_ready(
+        bridge.config.vts, intermediary.connected, notifier=bridge.notifier, clock=loop.time))
     await stopping.wait()
+    ready.cancel()
     await bridge.stop()
     return 0
+
+
+def _tenants(config: config_mod.BridgeConfig) -> dict[str, dict[str, list[str]]]:
+    """Each tenant's venues and the VTS processes that serve them, for `status`."""
+    tenants: dict[str, dict[str, list[str]]] = {
+        name: {"venues": [], "vts": []} for name in sorted(config.tenants)}
+    for venue in sorted(config.venues.values(), key=lambda v: v.context):
+        entry = tenants.setdefault(venue.tenant, {"venues": [], "vts": []})
+        entry["venues"].append(venue.context)
+        if venue.vts not in entry["vts"]:
+            entry["vts"].append(venue.vts)
+    return tenants
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return round(seconds, 1) if seconds is not None else None
 
 
 def sandboxes_for(config: config_mod.BridgeConfig) -> dict[str, Sandbox | None]:

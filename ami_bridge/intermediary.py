@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 # Closed handles remembered to tell a late or duplicate reply *why* it is refused;
 # bounded so a flood of calls cannot grow it without end.
 MAX_REMEMBERED_CLOSED = 10_000
+# Why the calls still pending when the bridge stops were default-routed (AB_CAUSE, and the
+# reason in the VTS's `default_routed` event).
+CAUSE_STOPPING = "stopping"
 
 
 class VtsLink(Protocol):
@@ -135,6 +138,7 @@ class Intermediary:
         self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # -> (VTS, outcome)
         self._history = CallHistories()  # keyed "tenant/uniqueid"
         self.counters = Counters()
+        self._stopping = False  # drained: VTS links closing from now on are expected
         # A flood over the pending cap would write one line per call: one per VTS per 10 s.
         self._warn_cap = RateLimitedLog(log.warning, interval=10.0)
 
@@ -167,9 +171,23 @@ class Intermediary:
         if self._links.pop(name, None) is None:
             return
         handles = self._per_vts.pop(name, set())
-        log.warning("VTS %s disconnected; default-routing its %d pending calls", name, len(handles))
+        if self._stopping and not handles:  # the bridge stops its VTS processes: expected
+            log.info("VTS %s disconnected (the bridge is stopping)", name)
+        else:
+            log.warning("VTS %s disconnected; default-routing its %d pending calls", name,
+                        len(handles))
         for handle in list(handles):
             self._default(handle, "vts-lost", notify=False)
+
+    def drain(self, cause: str = CAUSE_STOPPING) -> int:
+        """The bridge is stopping: default-route every call still pending, now, and tell
+        each VTS why (`default_routed` with `cause`); returns how many. The daemon calls it
+        once the calls' own router timers have had their chance (ami_bridge.lifecycle)."""
+        self._stopping = True
+        handles = list(self._pending)
+        for handle in handles:
+            self._default(handle, cause, notify=True)
+        return len(handles)
 
     def connected(self, name: str) -> bool:
         return name in self._links
@@ -224,6 +242,9 @@ class Intermediary:
             return None
         if link is None:
             self._default_route(venue, history, responder, "no-vts", call, user)
+            return None
+        if self._stopping:  # a session accepted before the listener closed, read after
+            self._default_route(venue, history, responder, CAUSE_STOPPING, call, user)
             return None
         if len(self._per_vts[venue.vts]) >= self._config.max_pending_per_vts:
             self._warn_cap(self._clock.time(), "VTS %s has %d pending calls (cap): default route",

@@ -119,6 +119,13 @@ class VtsProcess:
         self._wake = asyncio.Event()
         self.starts = 0
         self.flapping = False
+        self.started_at: float | None = None  # on the supervisor's clock, for `status`
+
+    def uptime(self) -> float | None:
+        """Seconds the current process has run (None when none runs)."""
+        if self.pid is None or self.started_at is None:
+            return None
+        return self._clock() - self.started_at
 
     @property
     def pid(self) -> int | None:
@@ -190,6 +197,7 @@ class VtsProcess:
             await self._terminate()
             return
         log.info("VTS %s started (pid %d)", self.name, self._proc.pid)
+        self.started_at = self._clock()
         self._on_connect(self.name, parent)
         code = await self._proc.wait()
         if self._wanted:
