@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Multi-tenant call routing for Asterisk: one CTI attachment (an AMI "
         "session and a FastAGI listener), one "
         "virtual transaction server (VTS) process per tenant.")
-    parser.add_argument("--version", action="version", version="ami-bridge 0.1.0")
+    from ami_bridge.status import version
+
+    parser.add_argument("--version", action="version", version=f"ami-bridge {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the bridge daemon (SIGHUP reloads the config)",
                          description="Run the bridge: FastAGI server, intermediary and the "
@@ -89,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="apply: reload, and render + check + swap the tenants' dialplan "
                      "fragments and reload them in Asterisk, rolling back on failure")
     where = ctl.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="bridge config naming the control socket")
+    where.add_argument("--socket", help="control socket path")
+    status = sub.add_parser(
+        "status", help="a running bridge's health: AMI, tenants, VTS processes, pending "
+        "calls, recent errors, version",
+        description="Ask a running bridge over its control socket and print a compact "
+        "table: version and uptime, the AMI session (connected, reconnects), the tenants, "
+        "every VTS process (pid, uptime, restarts, connected, flapping, pending calls) and "
+        "the newest of the warnings and errors it logged. Exit 0 when the AMI session (if "
+        "configured) and every VTS are connected, 3 when something is degraded, 1 when "
+        "the bridge cannot be reached.")
+    status.add_argument("--json", action="store_true",
+                        help="print the whole status document as JSON")
+    where = status.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="bridge config naming the control socket")
     where.add_argument("--socket", help="control socket path")
     _api_parsers(sub)
@@ -213,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "ctl":
         return _ctl(args)
+    if args.command == "status":
+        from ami_bridge.status import command as status_command
+
+        return status_command(args.socket, args.config, as_json=args.json)
     if args.command == "conf":
         return _conf(args)
     if args.command in ("login", "logout", "users", "rules", "trace", "calls"):

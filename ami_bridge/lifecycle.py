@@ -63,11 +63,12 @@ async def wait_until(done: Callable[[], bool], *, timeout: float, clock: Clock,
 
 async def wait_ready(names: Iterable[str], connected: Callable[[str], bool], *,
                      notifier: Notifier, clock: Clock,
-                     timeout: float = READY_TIMEOUT_S) -> list[str]:
+                     timeout: float = READY_TIMEOUT_S, poll: float = POLL_S) -> list[str]:
     """Send READY=1 once every VTS in `names` is connected, or after `timeout` with the
     missing ones named; returns those missing."""
     wanted = sorted(names)
-    await wait_until(lambda: all(connected(n) for n in wanted), timeout=timeout, clock=clock)
+    await wait_until(lambda: all(connected(n) for n in wanted), timeout=timeout, clock=clock,
+                     poll=poll)
     missing = [n for n in wanted if not connected(n)]
     if missing:
         log.warning("VTS not connected %.0f s after start: %s; ready anyway (their venues "
@@ -79,7 +80,8 @@ async def wait_ready(names: Iterable[str], connected: Callable[[str], bool], *,
 
 
 async def drain(intermediary: Intermediary, *, bound: float, open_sessions: Callable[[], int],
-                clock: Clock, notifier: Notifier, flush: float = ANSWER_FLUSH_S) -> int:
+                clock: Clock, notifier: Notifier, flush: float = ANSWER_FLUSH_S,
+                poll: float = POLL_S) -> int:
     """Answer every pending call (see the module docstring); returns how many were
     default-routed as "stopping" at the bound."""
     pending = intermediary.pending_count()
@@ -87,12 +89,14 @@ async def drain(intermediary: Intermediary, *, bound: float, open_sessions: Call
         log.info("stopping: %d calls pending; waiting up to %.1f s for their answers",
                  pending, bound)
         notifier.status(f"stopping: {pending} calls pending")
-    await wait_until(lambda: intermediary.pending_count() == 0, timeout=bound, clock=clock)
+    await wait_until(lambda: intermediary.pending_count() == 0, timeout=bound, clock=clock,
+                     poll=poll)
     forced = intermediary.drain()
     if forced:
         log.warning("stopping: %d calls still pending after %.1f s: default route", forced,
                     bound)
-    if not await wait_until(lambda: open_sessions() == 0, timeout=flush, clock=clock):
+    if not await wait_until(lambda: open_sessions() == 0, timeout=flush, clock=clock,
+                            poll=poll):
         log.warning("stopping: %d AGI sessions still open after %.1f s; closing them",
                     open_sessions(), flush)
     return forced

@@ -12,12 +12,15 @@ defensively: a bridge of another version may lack a key, and `status` must still
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 DISTRIBUTION = "ami-bridge"
@@ -26,6 +29,8 @@ RECENT_RECORDS = 50
 # A log line that quotes a large frame must not make the status answer large.
 MAX_MESSAGE_CHARS = 500
 RECENT_SHOWN = 10  # the human table shows the newest ones; --json has them all
+# Exit statuses of `ami-bridge status` (1 is every command's "cannot reach / refused").
+EXIT_OK, EXIT_UNREACHABLE, EXIT_DEGRADED = 0, 1, 3
 
 
 def version() -> str:
@@ -126,3 +131,50 @@ def render(status: Mapping[str, Any]) -> str:
     else:
         lines += ["", "no recent warnings or errors"]
     return "\n".join(lines)
+
+
+def degraded(status: Mapping[str, Any]) -> list[str]:
+    """What is not as it should be: AMI down, a VTS not connected or flapping, stopping."""
+    problems = []
+    ami = status.get("ami")
+    if ami is not None and not ami.get("connected"):
+        problems.append("AMI session not connected")
+    for name, p in sorted((status.get("vts") or {}).items()):
+        if not p.get("connected"):
+            problems.append(f"VTS {name} not connected")
+        if p.get("flapping"):
+            problems.append(f"VTS {name} flapping")
+    if status.get("stopping"):
+        problems.append("the bridge is stopping")
+    return problems
+
+
+def command(socket_path: str | None, config_path: Path | None, *, as_json: bool) -> int:
+    """`ami-bridge status`: ask the bridge, print, and exit 0, 1 or 3 (see the help)."""
+    from ami_bridge import config as config_mod
+    from ami_bridge import control
+
+    try:
+        if socket_path is None:
+            assert config_path is not None
+            socket_path = config_mod.load(config_path).control_socket
+        answer = control.request(socket_path, "status")
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"ami-bridge: cannot reach the bridge's control socket {socket_path}: {exc}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if not answer.get("ok") or not isinstance(answer.get("status"), dict):
+        print(f"ami-bridge: status refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    document: dict[str, Any] = answer["status"]
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print(render(document))
+    problems = degraded(document)
+    if problems and not as_json:
+        print(f"\nDEGRADED: {'; '.join(problems)}")
+    return EXIT_DEGRADED if problems else EXIT_OK
