@@ -1,5 +1,6 @@
 """The `ami-bridge` command line: `run` the daemon, `check` a config file, `conf render` /
-`conf check` the tenants' dialplan fragments, `ctl` a running bridge; `login`, `logout`,
+`conf check` the tenants' dialplan fragments, `ctl` a running bridge, `status` print its
+health (ami_bridge.status); `login`, `logout`,
 `users`, `rules`, `trace` and `calls watch` talk to the personal router's HTTP API
 (ami_bridge.api.commands). Every command that reads the bridge config goes through
 `config.load`, which refuses tenant files that name what they do not own
@@ -32,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the bridge daemon (SIGHUP reloads the config)",
                          description="Run the bridge: FastAGI server, intermediary and the "
-                         "supervised VTS processes. SIGTERM/SIGINT stop it, SIGHUP reloads "
-                         "the config file.")
+                         "supervised VTS processes. SIGTERM/SIGINT stop it gracefully (new "
+                         "AGI sessions refused, pending calls answered or default-routed; "
+                         "docs/deployment.md), SIGHUP reloads the config file.")
     run.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],

@@ -165,6 +165,8 @@ class Bridge:
 
     async def reload(self) -> str | None:
         """Reload the config file; None on success, else why it was refused."""
+        if self.stopping:  # a SIGHUP during the drain: no READY=1 after STOPPING=1
+            return "the bridge is stopping"
         self.notifier.reloading(f"reloading {self.config.path}")
         try:
             new = config_mod.load(self.config.path)
