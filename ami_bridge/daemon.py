@@ -100,7 +100,7 @@ class Bridge:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
                                intermediary=self.intermediary)
             self.ami.start()
-        self._control_path = self.config.control_socket  # a reload may rename it, not move it
+        self._control_path = self.config.control_socket  # stays here if a reload renames it
         self._control = await control.serve(self._control_path, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
