@@ -141,3 +141,54 @@ def test_render_reads_an_older_document_and_names_what_is_degraded() -> None:
     assert "NOT CONNECTED" in text and "YES" in text
     assert status_mod.degraded(document) == [
         "AMI session not connected", "VTS acme not connected", "VTS acme flapping"]
+
+
+def test_the_daemon_process_speaks_sd_notify_and_stops_cleanly(tmp_path: Path) -> None:
+    """`ami-bridge run` as systemd starts it: READY=1 once the VTS is connected, RELOADING
+    and READY around SIGHUP, STOPPING=1 on SIGTERM, exit 0, no control socket left."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    path = write(tmp_path, free_port())
+    notify_path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(notify_path))
+        manager.settimeout(20.0)
+
+        def next_fields() -> dict[str, str]:
+            data = manager.recv(4096).decode()
+            return dict(line.split("=", 1) for line in data.splitlines())
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ami_bridge", "run", "--config", str(path)],
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            ready = next_fields()
+            assert ready == {"READY": "1", "STATUS": "routing; 1 VTS connected"}
+            assert json.loads(status_doc(path))["vts"]["acme"]["connected"] is True
+            proc.send_signal(signal.SIGHUP)
+            assert next_fields()["RELOADING"] == "1"
+            assert next_fields()["READY"] == "1"
+            proc.send_signal(signal.SIGTERM)
+            assert next_fields()["STOPPING"] == "1"
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert not (tmp_path / "control.sock").exists()
+    assert b"ami-bridge stopped" in err
+    warnings = [line for line in err.decode().splitlines()
+                if (" WARNING " in line or " ERROR " in line) and "agi_secret_file" not in line]
+    assert warnings == []  # the stop is not logged as a failure
+
+
+def status_doc(path: Path) -> str:
+    from ami_bridge import control
+
+    return json.dumps(control.request(str(config_mod.load(path).control_socket),
+                                      "status")["status"])
