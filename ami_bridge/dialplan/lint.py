@@ -7,13 +7,16 @@ the files (and their #includes) and returns sorted, de-duplicated `Finding`s;
 `queues.conf` are read as queues.conf (see `queues`); with `config_dir` given and no
 such file named, `<config_dir>/queues.conf` is read too when it exists, so the tree is
 linted as Asterisk loads it. Owners: see `ownership`; `[general]` and `[globals]` are no
-contexts. Rules: every context has exactly one owner (OWN201/OWN203) and is written
-only in its own tenant's files or platform files (OWN202); no include, jump, handler,
-Local channel or queue of a tenant's context reaches another tenant's or an unowned
-context unless it is shared (X301-X303, X305), nor any context chosen at run time
-unless its literal prefix pins it to `<tenant>-` of the same tenant (X304); a shared
-context may lead only into shared ones; caller data reaches no dial string unfiltered
-(T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
+contexts. Rules: every context has exactly one owner, a tenant or the operator
+(`operator`: names and fnmatch patterns), or is shared (OWN201/OWN203), and is written
+only in its own tenant's files or platform files (OWN202); a tenant's context may reach
+only its own and shared contexts: no include, jump, handler, Local channel or queue of
+it reaches another tenant's, the operator's or an unowned context (X301-X303, X305),
+nor any context chosen at run time unless its literal prefix pins it to `<tenant>-` of
+the same tenant (X304); a shared context may lead only into shared ones; the
+operator's contexts are trusted and may reach anything (they route DIDs into venues),
+so the crossing, taint and escape rules skip them; caller data reaches no dial string
+unfiltered (T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
 afterwards (V501); nothing in a tenant's context does at run time what the linter
 cannot prove stays inside the tenant (X306, S601-S604, see `escapes`) unless `allow`
 allows it; a dial string already reported as T401, X303 or X304 on a line gets no S601
@@ -80,14 +83,16 @@ def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
           file_owners: FileOwnerLookup | None = None, source: Source | None = None,
           config_dir: Path | None = None, allow: Iterable[Allowance] = (),
           agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
-          ) -> list[Finding]:
+          operator: frozenset[str] = frozenset()) -> list[Finding]:
     """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors.
 
     `allow`: the escapes the operator allows (default: none). `agi_addresses`: where
-    the bridge's FastAGI server listens (host, port), for the S604 rule.
+    the bridge's FastAGI server listens (host, port), for the S604 rule. `shared` and
+    `operator`: context names or fnmatch patterns (see `globs`); the caller has refused
+    `ownership.conflicts` between them and the tenants.
     """
     known = set(tenants) | (set(owners.values()) if isinstance(owners, Mapping) else set())
-    ownership = Ownership(frozenset(known), owners, shared, file_owners)
+    ownership = Ownership(frozenset(known), owners, shared, file_owners, operator)
     policy = Policy(tuple(allow), frozenset(agi_addresses))
     dialplan_files = [f for f in files if not is_queue_file(f)]
     found = check_dialplan(load(dialplan_files, source=source, config_dir=config_dir),
@@ -207,8 +212,9 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
     found: list[Finding] = []
     owner = ownership.owner(name)
     shared = ownership.is_shared(name)
+    operator = ownership.is_operator(name)
     matches = ownership.matches(name)
-    if owner is None and not shared and ownership.explicit(name) is None:
+    if owner is None and not shared and not operator and ownership.explicit(name) is None:
         if len(matches) > 1:
             found.append(Finding(first.file, first.line, codes.AMBIGUOUS_OWNER,
                                  f"context [{name}] could belong to any of tenants "
@@ -217,7 +223,8 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
             found.append(Finding(first.file, first.line, codes.NO_OWNER,
                                  f"context [{name}] belongs to no tenant: its name starts "
                                  f"with none of {ownership.tenant_list()} and no owner is "
-                                 "given for it, nor is it declared shared"))
+                                 "given for it, nor is it declared the operator's or "
+                                 "shared"))
     file_tenants: dict[str, Section] = {}
     for fragment in fragments:
         tenant = ownership.file_owner(fragment.file)
@@ -234,7 +241,12 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
                                  f"shared context [{name}] is written in {fragment.file}, "
                                  f"tenant {tenant}'s file: every tenant would run "
                                  f"{tenant}'s dialplan"))
-    if owner is None and not shared and len(file_tenants) > 1:
+        elif operator:
+            found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
+                                 f"operator context [{name}] is written in "
+                                 f"{fragment.file}, tenant {tenant}'s file: the operator's "
+                                 f"trusted dialplan would run {tenant}'s lines"))
+    if owner is None and not shared and not operator and len(file_tenants) > 1:
         for tenant, fragment in list(file_tenants.items())[1:]:
             found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
                                  f"context [{name}] is written in files of tenants "
@@ -248,6 +260,10 @@ def _context_rules(name: str, statements: list[Statement],
     shared = ownership.is_shared(name)
     steps = [s for s in statements if isinstance(s, Step)]
     found: list[Finding] = []
+    if ownership.is_operator(name):
+        # Trusted: it may reach anything and handle caller data as it likes; it is
+        # still a venue if it asks the bridge for routes.
+        return _venue_contract(name, steps)
     if tenant is not None or shared:
         for statement in statements:
             for target in _statement_targets(statement):
@@ -314,13 +330,17 @@ def _crossing(statement: Statement, target: Target, context: str, tenant: str | 
                      f"'{where}' at run time{comma}: it can reach any tenant's "
                      f"{noun}s; start it with the literal prefix {pin}")
     owner = ownership.owner(where)
+    operator = ownership.is_operator(where)
     if tenant is not None and owner == tenant:
         return None
-    if target.possible and (owner is None or owner == tenant):
+    if target.possible and not operator and (owner is None or owner == tenant):
         return None  # a literal first field that is not someone else's context
     if target.kind == "queue" and owner is None:
         return None  # queues.conf is not read: unprefixed queues are not judged
-    if owner is None:
+    if operator:
+        reason = ("which is the operator's ([operator] contexts): a tenant's context may "
+                  "reach only its own and shared contexts")
+    elif owner is None:
         reason = "which belongs to no tenant and is not declared shared"
     else:
         reason = (f"of tenant {owner}: a call of {tenant or 'every tenant'} would run in "
