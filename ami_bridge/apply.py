@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ami_bridge.ami.admin import ReloadError
 from ami_bridge.config import BridgeConfig
-from ami_bridge.dialplan.lint import check
+from ami_bridge.dialplan.lint import BridgeAgi, check
 from ami_bridge.dialplan.parser import DialplanReadError, DiskSource, OverlaySource
 from ami_bridge.dialplan.render import OUTPUT_DIR, render_tree, write_tree
 from ami_bridge.ownership import check_rendered_queues
@@ -103,6 +103,11 @@ def agi_addresses(config: BridgeConfig) -> frozenset[tuple[str, int]]:
     return frozenset({(config.agi_host, config.agi_port)})
 
 
+def bridge_agi(config: BridgeConfig) -> BridgeAgi:
+    """What `[globals] AB_AGI_URL` must name: this listener and its secret (V503)."""
+    return BridgeAgi(agi_addresses(config), config.agi_secret)
+
+
 def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
     """Findings for the rendered text as Asterisk would load it with the files on disk,
     and for the rendered queues; empty: safe to write."""
@@ -116,7 +121,7 @@ def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[st
         found += [str(f) for f in check(
             [entry], tenants=sorted(config.tenants), source=overlay, config_dir=conf_dir,
             owners=dict(config.owners.contexts), shared=config.owners.shared_contexts,
-            operator=config.owners.operator_contexts,
+            operator=config.owners.operator_contexts, bridge_agi=bridge_agi(config),
             allow=config.dialplan_allow, agi_addresses=agi_addresses(config))]
     except DialplanReadError as exc:
         found.append(f"{exc}")

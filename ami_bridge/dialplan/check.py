@@ -3,7 +3,8 @@
 `run_check` validates its arguments, runs `lint.check` (files named `queues.conf` are
 read as queues; with `config_dir`, its `queues.conf` is read too; `allow` and
 `agi_addresses` pass through, by default nothing is allowed and the bridge listens on
-127.0.0.1:4573), and writes one line per finding
+127.0.0.1:4573; `bridge_agi`, known from a bridge config only, has `[globals]
+AB_AGI_URL` checked against the listener, V503), and writes one line per finding
 (`file:line: code message`, sorted by file then line) and then a one-line summary to
 `out`. Exit codes: 0 clean, 1 findings, 2 a usage or I/O error (no files, no tenants,
 a bad tenant name, an owner naming an unknown tenant, a bad `shared`/`operator` pattern
@@ -24,7 +25,7 @@ from typing import TextIO
 from ami_bridge.dialplan.allow import Allowance
 from ami_bridge.dialplan.escapes import DEFAULT_AGI_ADDRESSES
 from ami_bridge.dialplan.globs import PATTERN_RE
-from ami_bridge.dialplan.lint import check
+from ami_bridge.dialplan.lint import BridgeAgi, check
 from ami_bridge.dialplan.ownership import conflicts
 from ami_bridge.dialplan.parser import DialplanReadError, Source
 
@@ -40,7 +41,8 @@ def run_check(paths: Sequence[Path], *, tenants: Sequence[str],
               source: Source | None = None, config_dir: Path | None = None,
               allow: Iterable[Allowance] = (),
               agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
-              operator: frozenset[str] = frozenset()) -> int:
+              operator: frozenset[str] = frozenset(),
+              bridge_agi: BridgeAgi | None = None) -> int:
     """Lint `paths` for `tenants`; print findings and a summary to `out`; exit code."""
     allow = tuple(allow)
     problem = _usage_problem(paths, tenants, owners, file_owners) or next(
@@ -58,7 +60,8 @@ def run_check(paths: Sequence[Path], *, tenants: Sequence[str],
     try:
         found = check(paths, owners=owners, shared=shared, tenants=tenants,
                       file_owners=file_owners or None, source=source, config_dir=config_dir,
-                      allow=allow, agi_addresses=agi_addresses, operator=operator)
+                      allow=allow, agi_addresses=agi_addresses, operator=operator,
+                      bridge_agi=bridge_agi)
     except DialplanReadError as exc:
         out.write(f"conf check: error: {exc}\n")
         return EXIT_ERROR
