@@ -62,10 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     check = conf_sub.add_parser(
         "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
         description="Lint dialplan files and their #includes (and queues.conf): every "
-        "context belongs to exactly one tenant; no include, Goto, Gosub, handler, Dial or "
-        "Local/ channel crosses into another tenant's contexts unless declared shared; "
+        "context belongs to exactly one tenant or to the operator ([operator], "
+        "--operator), or is shared; a tenant's include, Goto, Gosub, handler, Dial or "
+        "Local/ channel reaches only its own and shared contexts; "
         "caller-controlled data never reaches a Dial string unfiltered; venues check "
-        "AGISTATUS; nothing a tenant's dialplan does at run time escapes it (channels "
+        "AGISTATUS and [globals] sets AB_AGI_URL (to the bridge's agi_listen, with "
+        "--config); nothing a tenant's dialplan does at run time escapes it (channels "
         "chosen at run time or of other tenants' endpoints, GLOBAL/SHARED/DB writes, "
         "System/SHELL/EVAL/FILE, AGI to other servers); queue members are the queue's "
         "tenant's own. Prints 'file:line: code message' (codes: docs/dialplan-lint.md); "
