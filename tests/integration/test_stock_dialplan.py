@@ -30,7 +30,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "debian"
 # asterisk-conf/README.md, step 3: all the operator adds to its extensions.conf.
 GUIDE_LINES = ('\n[globals]\nAB_AGI_URL=agi://127.0.0.1:4573        ; where the venues find '
                'the bridge\n#include "ami-bridge/extensions.conf"\n')
-INITECH_UAS_PORT = 5076
+INITECH_UAS_PORT = 5078  # 5071-5077: asterisk-conf/pjsip.conf's phones
 INITECH_PJSIP = f"""
 
 ; tenant initech: the operator adds its trunk and agent; ami-bridge adds its dialplan
