@@ -6,8 +6,9 @@ never gets here) and, with the callbacks the daemon passes in, does in order:
 1. render every tenant's fragment (`dialplan.render`);
 2. lint the rendered files together with the hand-written ones exactly as Asterisk will
    read them (`extensions.conf` and its includes, rendered text laid over the disk, with
-   the config's `[shared]` contexts and `[owners]` grants), and check every queue and
-   member of the rendered queues.conf against its owner (ami_bridge.ownership); any
+   the config's `[shared]` and `[operator]` contexts and `[owners]` grants), and check
+   every queue and member of the rendered queues.conf against its owner
+   (ami_bridge.ownership); any
    finding stops here and nothing is touched (`conf render` uses the same check);
 3. write the changed fragments atomically, keeping the old text;
 4. swap the bridge's venue map (new venues are known before Asterisk can send calls);
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from ami_bridge.ami.admin import ReloadError
 from ami_bridge.config import BridgeConfig
-from ami_bridge.dialplan.lint import check
+from ami_bridge.dialplan.lint import BridgeAgi, check
 from ami_bridge.dialplan.parser import DialplanReadError, DiskSource, OverlaySource
 from ami_bridge.dialplan.render import OUTPUT_DIR, render_tree, write_tree
 from ami_bridge.ownership import check_rendered_queues
@@ -102,6 +103,11 @@ def agi_addresses(config: BridgeConfig) -> frozenset[tuple[str, int]]:
     return frozenset({(config.agi_host, config.agi_port)})
 
 
+def bridge_agi(config: BridgeConfig) -> BridgeAgi:
+    """What `[globals] AB_AGI_URL` must name: this listener and its secret (V503)."""
+    return BridgeAgi(agi_addresses(config), config.agi_secret)
+
+
 def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
     """Findings for the rendered text as Asterisk would load it with the files on disk,
     and for the rendered queues; empty: safe to write."""
@@ -115,6 +121,7 @@ def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[st
         found += [str(f) for f in check(
             [entry], tenants=sorted(config.tenants), source=overlay, config_dir=conf_dir,
             owners=dict(config.owners.contexts), shared=config.owners.shared_contexts,
+            operator=config.owners.operator_contexts, bridge_agi=bridge_agi(config),
             allow=config.dialplan_allow, agi_addresses=agi_addresses(config))]
     except DialplanReadError as exc:
         found.append(f"{exc}")

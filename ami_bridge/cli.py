@@ -66,10 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     check = conf_sub.add_parser(
         "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
         description="Lint dialplan files and their #includes (and queues.conf): every "
-        "context belongs to exactly one tenant; no include, Goto, Gosub, handler, Dial or "
-        "Local/ channel crosses into another tenant's contexts unless declared shared; "
+        "context belongs to exactly one tenant or to the operator ([operator], "
+        "--operator), or is shared; a tenant's include, Goto, Gosub, handler, Dial or "
+        "Local/ channel reaches only its own and shared contexts; "
         "caller-controlled data never reaches a Dial string unfiltered; venues check "
-        "AGISTATUS; nothing a tenant's dialplan does at run time escapes it (channels "
+        "AGISTATUS and [globals] sets AB_AGI_URL (to the bridge's agi_listen, with "
+        "--config); nothing a tenant's dialplan does at run time escapes it (channels "
         "chosen at run time or of other tenants' endpoints, GLOBAL/SHARED/DB writes, "
         "System/SHELL/EVAL/FILE, AGI to other servers); queue members are the queue's "
         "tenant's own. Prints 'file:line: code message' (codes: docs/dialplan-lint.md); "
@@ -77,11 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="*", type=Path,
                        help="dialplan files (default: extensions.conf of --asterisk-conf)")
     check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners "
-                       "(with its [owners] grants and [shared] contexts)")
+                       "(with its [owners] grants, [shared] and [operator] contexts)")
     check.add_argument("--tenant", action="append", default=[],
                        help="a tenant name (repeatable), instead of or besides --config")
-    check.add_argument("--shared", action="append", default=[],
-                       help="a context every tenant may reach (repeatable)")
+    check.add_argument("--shared", action="append", default=[], metavar="PATTERN",
+                       help="a context every tenant may reach: a name or fnmatch pattern "
+                       "(repeatable)")
+    check.add_argument("--operator", action="append", default=[], metavar="PATTERN",
+                       help="a context of the operator's own dialplan, which no tenant may "
+                       "reach: a name or fnmatch pattern such as 'dundi-*' (repeatable)")
     check.add_argument("--asterisk-conf", type=Path,
                        help="Asterisk's config directory, where #include paths start")
     ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload, apply",
@@ -300,7 +306,7 @@ def _conf_check(args: argparse.Namespace) -> int:
 
     tenants = list(args.tenant)
     conf_dir = args.asterisk_conf
-    shared, owners = set(args.shared), {}
+    shared, owners, operator = set(args.shared), {}, set(args.operator)
     extra: dict[str, Any] = {}
     if args.config is not None:
         cfg = _load(args.config)
@@ -309,11 +315,14 @@ def _conf_check(args: argparse.Namespace) -> int:
         tenants += list(cfg.tenants)
         conf_dir = conf_dir or cfg.asterisk_conf_dir
         shared |= cfg.owners.shared_contexts  # [shared] contexts
+        operator |= cfg.owners.operator_contexts  # [operator] contexts
         owners = dict(cfg.owners.contexts)  # [owners.TENANT] contexts
-        extra = {"allow": cfg.dialplan_allow, "agi_addresses": apply_mod.agi_addresses(cfg)}
+        extra = {"allow": cfg.dialplan_allow, "agi_addresses": apply_mod.agi_addresses(cfg),
+                 "bridge_agi": apply_mod.bridge_agi(cfg)}
     files = list(args.files) or ([conf_dir / "extensions.conf"] if conf_dir else [])
     return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(shared),
-                     owners=owners, out=sys.stdout, config_dir=conf_dir, **extra)
+                     operator=frozenset(operator), owners=owners, out=sys.stdout,
+                     config_dir=conf_dir, **extra)
 
 
 def _ctl(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ Layout (see examples/bridge.toml, docs/configuration.md):
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
     [shared]          contexts, endpoints, trunks every tenant may use (operator's)
+    [operator]        contexts the operator's own dialplan holds (no tenant may reach them)
     [owners.NAME]     contexts, endpoints granted to one tenant besides its `NAME-` ones
 
 Every context, endpoint, trunk, queue member and prompt directory a tenant names must be
@@ -152,8 +153,8 @@ def load(path: Path) -> BridgeConfig:
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     fail = failer(path)
-    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store"}, "",
-               fail)
+    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
+                     "operator"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",

@@ -3,6 +3,11 @@
 Contract: every context, endpoint (device, agent, queue member), trunk and prompt
 directory that a tenant file names has exactly one owning tenant, or is explicitly shared
 by the operator in the bridge config; a tenant may name only its own and shared ones.
+Contexts may also be the operator's own (`[operator] contexts`: the hand-written
+dialplan that routes DIDs into venues), which no tenant may name; `[operator]` and
+`[shared]` contexts are names or fnmatch patterns (ami_bridge.dialplan.globs), and an
+operator pattern that could match a tenant's name is refused
+(ami_bridge.dialplan.ownership.conflicts, the check `conf check` makes too).
 A name belongs to tenant T when it carries T's prefix `T-` (case-insensitive: the same
 convention as `conf check`, ami_bridge/dialplan/lint.py) or when the bridge config grants
 it to T (`[owners.T] contexts`, `endpoints`). Tenant names never carry one another's
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ami_bridge.dialplan.globs import PATTERN_RE, is_pattern, matches_any, may_start_with
+from ami_bridge.dialplan.ownership import conflicts
 from ami_bridge.namespace import CONTEXT_RE
 from ami_bridge.tenant_config import TenantConfig, VenueConfig
 from ami_bridge.validation import Fail, join, names, no_unknown, table
@@ -71,9 +78,10 @@ class Owners:
     tenants: frozenset[str] = frozenset()
     contexts: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # granted -> tenant
     endpoints: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # granted -> tenant
-    shared_contexts: frozenset[str] = frozenset()
+    shared_contexts: frozenset[str] = frozenset()  # names and fnmatch patterns
     shared_endpoints: frozenset[str] = frozenset()
     shared_trunks: frozenset[str] = frozenset()
+    operator_contexts: frozenset[str] = frozenset()  # names and fnmatch patterns
 
     def by_convention(self, name: str) -> str | None:
         """The tenant whose `<tenant>-` prefix `name` carries (at most one: see header)."""
@@ -90,9 +98,15 @@ class Owners:
             endpoint.partition("/")[2])
 
     def is_shared(self, use: Use) -> bool:
-        pool = {"context": self.shared_contexts, "endpoint": self.shared_endpoints,
-                "trunk": self.shared_trunks}[use.kind]
+        if use.kind == "context":
+            return matches_any(self.shared_contexts, use.name)
+        pool = {"endpoint": self.shared_endpoints, "trunk": self.shared_trunks}[use.kind]
         return use.name.lower() in {s.lower() for s in pool}
+
+    def is_operator(self, context: str) -> bool:
+        """The operator's own context, which no tenant may name or reach."""
+        return self.context_owner(context) is None and matches_any(self.operator_contexts,
+                                                                    context)
 
     def owner(self, use: Use) -> str | None:
         if use.kind == "context":
@@ -117,20 +131,29 @@ def _how_to_own(tenant: str, config_path: object) -> str:
 # -- the bridge config's side: [shared], [owners.T], tenant names ----------------------------
 
 def parse_owners(raw: Mapping[str, Any], tenants: Iterable[str], fail: Fail) -> Owners:
-    """`[shared]` and `[owners.TENANT]` of the bridge config, checked against each other."""
+    """`[shared]`, `[operator]` and `[owners.TENANT]` of the bridge config, checked
+    against each other."""
     known = frozenset(tenants)
     plain = Owners(tenants=known)
     shared = table(raw, "shared", fail)
     no_unknown(shared, {"contexts", "endpoints", "trunks"}, "shared", fail)
-    shared_contexts = names(shared, "contexts", CONTEXT_RE, "shared", fail)
+    shared_contexts = names(shared, "contexts", PATTERN_RE, "shared", fail)
     shared_endpoints = names(shared, "endpoints", ENDPOINT_RE, "shared", fail)
     shared_trunks = names(shared, "trunks", ENDPOINT_RE, "shared", fail)
-    for key, items, owner_of in (
-            ("shared.contexts", shared_contexts, plain.context_owner),
-            ("shared.endpoints", shared_endpoints, plain.endpoint_owner),
-            ("shared.trunks", shared_trunks, plain.endpoint_owner)):
+    operator = table(raw, "operator", fail)
+    no_unknown(operator, {"contexts"}, "operator", fail)
+    operator_contexts = names(operator, "contexts", PATTERN_RE, "operator", fail)
+    for item in shared_contexts:
+        owner = next((t for t in sorted(known) if may_start_with(item, f"{t}-")), None)
+        if owner is not None:
+            verb = "matches" if is_pattern(item) else "carries"
+            raise fail("shared.contexts", f"{item!r} {verb} tenant {owner}'s prefix "
+                       f"'{owner}-', so it is that tenant's: a shared name belongs to no "
+                       "tenant")
+    for key, items in (("shared.endpoints", shared_endpoints),
+                       ("shared.trunks", shared_trunks)):
         for item in items:
-            owner = owner_of(item)
+            owner = plain.endpoint_owner(item)
             if owner is not None:
                 raise fail(key, f"{item!r} carries tenant {owner}'s prefix '{owner}-', so it "
                            "is that tenant's: a shared name belongs to no tenant")
@@ -150,11 +173,16 @@ def parse_owners(raw: Mapping[str, Any], tenants: Iterable[str], fail: Fail) -> 
             for item in names(graw, what, pattern, key, fail):
                 _grant(item, tenant, granted, shared_pool, owner_of(item),
                        f"{key}.{what}", fail)
+    problem = next(iter(conflicts(tenants=known, operator=frozenset(operator_contexts),
+                                  shared=frozenset(shared_contexts), owners=contexts)), None)
+    if problem is not None:
+        raise fail("operator.contexts", problem)
     return Owners(tenants=known, contexts=MappingProxyType(contexts),
                   endpoints=MappingProxyType(endpoints),
                   shared_contexts=frozenset(shared_contexts),
                   shared_endpoints=frozenset(shared_endpoints),
-                  shared_trunks=frozenset(shared_trunks))
+                  shared_trunks=frozenset(shared_trunks),
+                  operator_contexts=frozenset(operator_contexts))
 
 
 def _grant(item: str, tenant: str, granted: dict[str, str], shared: list[str],
@@ -165,7 +193,7 @@ def _grant(item: str, tenant: str, granted: dict[str, str], shared: list[str],
     if by_convention is not None and by_convention != tenant:
         raise fail(key, f"{item!r} carries tenant {by_convention}'s prefix "
                    f"'{by_convention}-', so it is that tenant's")
-    if item.lower() in {s.lower() for s in shared}:
+    if matches_any(frozenset(shared), item):
         raise fail(key, f"{item!r} is also in [shared]: a name is owned or shared, not both")
     granted[item] = tenant
 

@@ -40,6 +40,8 @@ CROSS_ENDPOINT = "X306"
 TAINTED_DIAL = "T401"
 # Venue contract.
 NO_AGISTATUS = "V501"
+NO_AGI_URL = "V502"
+WRONG_AGI_URL = "V503"
 # Escapes: run-time behaviour not provably inside the tenant.
 DYNAMIC_CHANNEL = "S601"
 SHARED_STATE = "S602"
@@ -68,6 +70,9 @@ CODES: dict[str, str] = {
     CROSS_ENDPOINT: "channel to or of another tenant's (or an unowned) endpoint",
     TAINTED_DIAL: "caller-controlled data unfiltered in a dial string",
     NO_AGISTATUS: "venue asks the bridge for a route but never checks AGISTATUS",
+    NO_AGI_URL: "venues ask ${AB_AGI_URL} but no [globals] of the loaded files sets it",
+    WRONG_AGI_URL: "[globals] AB_AGI_URL is not the bridge's FastAGI listener (agi_listen, "
+                   "route-request secret)",
     DYNAMIC_CHANNEL: "channel technology or endpoint chosen at run time, not provably the "
                      "tenant's",
     SHARED_STATE: "write to state every tenant shares (GLOBAL, SHARED, DB, GROUP, "

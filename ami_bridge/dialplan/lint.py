@@ -7,25 +7,31 @@ the files (and their #includes) and returns sorted, de-duplicated `Finding`s;
 `queues.conf` are read as queues.conf (see `queues`); with `config_dir` given and no
 such file named, `<config_dir>/queues.conf` is read too when it exists, so the tree is
 linted as Asterisk loads it. Owners: see `ownership`; `[general]` and `[globals]` are no
-contexts. Rules: every context has exactly one owner (OWN201/OWN203) and is written
-only in its own tenant's files or platform files (OWN202); no include, jump, handler,
-Local channel or queue of a tenant's context reaches another tenant's or an unowned
-context unless it is shared (X301-X303, X305), nor any context chosen at run time
-unless its literal prefix pins it to `<tenant>-` of the same tenant (X304); a shared
-context may lead only into shared ones; caller data reaches no dial string unfiltered
-(T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
-afterwards (V501); nothing in a tenant's context does at run time what the linter
-cannot prove stays inside the tenant (X306, S601-S604, see `escapes`) unless `allow`
-allows it; a dial string already reported as T401, X303 or X304 on a line gets no S601
-besides. Statements inherited from a template are checked in each inheriting context
-and reported where the template writes them.
+contexts. Rules: every context has exactly one owner, a tenant or the operator
+(`operator`: names and fnmatch patterns), or is shared (OWN201/OWN203), and is written
+only in its own tenant's files or platform files (OWN202); a tenant's context may reach
+only its own and shared contexts: no include, jump, handler, Local channel or queue of
+it reaches another tenant's, the operator's or an unowned context (X301-X303, X305),
+nor any context chosen at run time unless its literal prefix pins it to `<tenant>-` of
+the same tenant (X304); a shared context may lead only into shared ones; the
+operator's contexts are trusted and may reach anything (they route DIDs into venues),
+so the crossing, taint and escape rules skip them; caller data reaches no dial string
+unfiltered (T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
+afterwards (V501), and when venues ask `${AB_AGI_URL}/route`, a `[globals]` section of the
+loaded files sets it (V502; the last one read wins, as Asterisk sets them in order) to
+the bridge's own listener and secret when the caller knows them (`BridgeAgi`, V503);
+nothing in a tenant's context does at run time what the linter cannot prove stays
+inside the tenant (X306, S601-S604, see `escapes`) unless `allow` allows it; a dial
+string already reported as T401, X303 or X304 on a line gets no S601 besides.
+Statements inherited from a template are checked in each inheriting context and
+reported where the template writes them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ROUTE_SCRIPT
@@ -33,8 +39,10 @@ from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.allow import Allowance, allowed
 from ami_bridge.dialplan.channels import Bounds, bounded_variables, bridge_dial_only
 from ami_bridge.dialplan.escapes import (
+    AGI_URL_VARIABLE,
     DEFAULT_AGI_ADDRESSES,
     Where,
+    own_agi,
     setting_escape,
     step_escapes,
 )
@@ -58,8 +66,8 @@ from ami_bridge.dialplan.syntax import is_dynamic, literal_prefix, split_top
 from ami_bridge.dialplan.taint import pattern_is_safe, sink_taint, tainted_variables
 from ami_bridge.dialplan.targets import Target, calls, targets
 
-__all__ = ["Allowance", "FileOwnerLookup", "OwnerLookup", "Ownership", "Policy", "check",
-           "check_dialplan"]
+__all__ = ["Allowance", "BridgeAgi", "FileOwnerLookup", "OwnerLookup", "Ownership", "Policy",
+           "check", "check_dialplan"]
 
 # The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
 ROUTE_AGI_RE = re.compile(rf"(?:{re.escape('${' + AB_AGI_URL + '}')}|agis?://[^/\s]*)/"
@@ -68,11 +76,22 @@ _CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "whi
 
 
 @dataclass(frozen=True)
+class BridgeAgi:
+    """The bridge's FastAGI listener as its config says (`[bridge] agi_listen`, the
+    route-request secret of `agi_secret_file`): what `[globals] AB_AGI_URL` must name
+    (V503). Unknown (`conf check` without `--config`): only a missing URL is found."""
+
+    addresses: frozenset[tuple[str, int]]
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Policy:
     """What the operator allows (`allow`) and where the bridge's FastAGI server listens."""
 
     allow: tuple[Allowance, ...] = ()
     agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES
+    bridge_agi: BridgeAgi | None = None
 
 
 def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
@@ -80,15 +99,19 @@ def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
           file_owners: FileOwnerLookup | None = None, source: Source | None = None,
           config_dir: Path | None = None, allow: Iterable[Allowance] = (),
           agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
-          ) -> list[Finding]:
+          operator: frozenset[str] = frozenset(),
+          bridge_agi: BridgeAgi | None = None) -> list[Finding]:
     """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors.
 
     `allow`: the escapes the operator allows (default: none). `agi_addresses`: where
-    the bridge's FastAGI server listens (host, port), for the S604 rule.
+    the bridge's FastAGI server listens (host, port), for the S604 rule. `shared` and
+    `operator`: context names or fnmatch patterns (see `globs`); the caller has refused
+    `ownership.conflicts` between them and the tenants. `bridge_agi`: the bridge's
+    listener as its config says, for V503 (None: not known, V502 only).
     """
     known = set(tenants) | (set(owners.values()) if isinstance(owners, Mapping) else set())
-    ownership = Ownership(frozenset(known), owners, shared, file_owners)
-    policy = Policy(tuple(allow), frozenset(agi_addresses))
+    ownership = Ownership(frozenset(known), owners, shared, file_owners, operator)
+    policy = Policy(tuple(allow), frozenset(agi_addresses), bridge_agi)
     dialplan_files = [f for f in files if not is_queue_file(f)]
     found = check_dialplan(load(dialplan_files, source=source, config_dir=config_dir),
                            ownership, policy) if dialplan_files else []
@@ -128,7 +151,76 @@ def check_dialplan(dialplan: Dialplan, ownership: Ownership,
         found += context_found
         found += _duplicates(name, own.get(name.lower(), []))
     found += _settings(dialplan.statements, ownership, policy)
+    found += _agi_url(dialplan.statements, policy.bridge_agi)
     return sorted(set(found))
+
+
+_URL_VARIABLE = "${" + AGI_URL_VARIABLE + "}"
+
+
+def _agi_url(statements: Iterable[Statement], bridge: BridgeAgi | None) -> list[Finding]:
+    """V502/V503: without `[globals] AB_AGI_URL` (or with one that is not the bridge's),
+    AGI() fails on every call and every call takes the AGISTATUS fallback: the
+    dialplan works, the bridge never hears of the calls, nothing says why."""
+    venue = next((s for s in statements if isinstance(s, Step)
+                  and s.app.lower() in ("agi", "eagi") and s.args
+                  and s.args[0].strip().upper().startswith(_URL_VARIABLE.upper())
+                  and ROUTE_AGI_RE.match(s.args[0].strip())), None)
+    if venue is None:
+        return []
+    setting = None
+    for statement in statements:
+        if (isinstance(statement, Setting) and statement.section.lower() == "globals"
+                and statement.key.strip() == AGI_URL_VARIABLE):
+            setting = statement  # Asterisk sets globals in reading order: the last wins
+    if setting is None:
+        return [Finding(venue.file, venue.line, codes.NO_AGI_URL,
+                        f"'{venue.app}({venue.data})' asks {_URL_VARIABLE}, but no [globals] "
+                        f"of the loaded files sets {AGI_URL_VARIABLE}: every call would take "
+                        "the venue's AGISTATUS fallback and the bridge would never hear of "
+                        f"it; add '{AGI_URL_VARIABLE}=agi://HOST:PORT' (the bridge's "
+                        "[bridge] agi_listen) to [globals]")]
+    if bridge is None:
+        return []
+    value = setting.value.strip()
+    listen = ", ".join(f"{h}:{p}" for h, p in sorted(bridge.addresses))
+    # A listener on every address (0.0.0.0, ::) is reached through any of the host's.
+    host = _agi_host(value)
+    addresses = bridge.addresses | {(host, port) for h, port in bridge.addresses
+                                    if h in _ANY_ADDRESS}
+    if not own_agi(value, addresses) or value.upper().startswith(_URL_VARIABLE.upper()):
+        return [Finding(setting.file, setting.line, codes.WRONG_AGI_URL,
+                        f"{AGI_URL_VARIABLE}={value!r} is not the bridge's FastAGI listener "
+                        f"(agi://{listen}, [bridge] agi_listen): every venue's route request "
+                        "would fail or go elsewhere")]
+    path = _agi_path(value)
+    expected = bridge.secret or ""
+    if path != expected:
+        # Never quote the secret, nor the path (a near miss gives most of it away).
+        why = ("does not carry the bridge's route-request secret ([bridge] agi_secret_file) "
+               "as its path" if expected else "has a path, but the bridge has no route-"
+               "request secret ([bridge] agi_secret_file)")
+        return [Finding(setting.file, setting.line, codes.WRONG_AGI_URL,
+                        f"{AGI_URL_VARIABLE} {why}: the bridge would refuse every route "
+                        "request and give each call its default route")]
+    return []
+
+
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _agi_host(url: str) -> str:
+    rest = url.split("://", 1)[1] if "://" in url else url
+    where = rest.partition("/")[0]
+    if where.startswith("["):
+        return where[1:].partition("]")[0].lower()
+    return where.rpartition(":")[0].lower() if ":" in where else where.lower()
+
+
+def _agi_path(url: str) -> str:
+    """`agi://host:port/PATH` -> PATH (no trailing slash); '' without one."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return rest.partition("/")[2].rstrip("/")
 
 
 # Findings that already say what is wrong with a dial string on their line.
@@ -207,8 +299,9 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
     found: list[Finding] = []
     owner = ownership.owner(name)
     shared = ownership.is_shared(name)
+    operator = ownership.is_operator(name)
     matches = ownership.matches(name)
-    if owner is None and not shared and ownership.explicit(name) is None:
+    if owner is None and not shared and not operator and ownership.explicit(name) is None:
         if len(matches) > 1:
             found.append(Finding(first.file, first.line, codes.AMBIGUOUS_OWNER,
                                  f"context [{name}] could belong to any of tenants "
@@ -217,7 +310,8 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
             found.append(Finding(first.file, first.line, codes.NO_OWNER,
                                  f"context [{name}] belongs to no tenant: its name starts "
                                  f"with none of {ownership.tenant_list()} and no owner is "
-                                 "given for it, nor is it declared shared"))
+                                 "given for it, nor is it declared the operator's or "
+                                 "shared"))
     file_tenants: dict[str, Section] = {}
     for fragment in fragments:
         tenant = ownership.file_owner(fragment.file)
@@ -234,7 +328,12 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
                                  f"shared context [{name}] is written in {fragment.file}, "
                                  f"tenant {tenant}'s file: every tenant would run "
                                  f"{tenant}'s dialplan"))
-    if owner is None and not shared and len(file_tenants) > 1:
+        elif operator:
+            found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
+                                 f"operator context [{name}] is written in "
+                                 f"{fragment.file}, tenant {tenant}'s file: the operator's "
+                                 f"trusted dialplan would run {tenant}'s lines"))
+    if owner is None and not shared and not operator and len(file_tenants) > 1:
         for tenant, fragment in list(file_tenants.items())[1:]:
             found.append(Finding(fragment.file, fragment.line, codes.FOREIGN_FILE,
                                  f"context [{name}] is written in files of tenants "
@@ -248,6 +347,10 @@ def _context_rules(name: str, statements: list[Statement],
     shared = ownership.is_shared(name)
     steps = [s for s in statements if isinstance(s, Step)]
     found: list[Finding] = []
+    if ownership.is_operator(name):
+        # Trusted: it may reach anything and handle caller data as it likes; it is
+        # still a venue if it asks the bridge for routes.
+        return _venue_contract(name, steps)
     if tenant is not None or shared:
         for statement in statements:
             for target in _statement_targets(statement):
@@ -314,13 +417,17 @@ def _crossing(statement: Statement, target: Target, context: str, tenant: str | 
                      f"'{where}' at run time{comma}: it can reach any tenant's "
                      f"{noun}s; start it with the literal prefix {pin}")
     owner = ownership.owner(where)
+    operator = ownership.is_operator(where)
     if tenant is not None and owner == tenant:
         return None
-    if target.possible and (owner is None or owner == tenant):
+    if target.possible and not operator and (owner is None or owner == tenant):
         return None  # a literal first field that is not someone else's context
     if target.kind == "queue" and owner is None:
         return None  # queues.conf is not read: unprefixed queues are not judged
-    if owner is None:
+    if operator:
+        reason = ("which is the operator's ([operator] contexts): a tenant's context may "
+                  "reach only its own and shared contexts")
+    elif owner is None:
         reason = "which belongs to no tenant and is not declared shared"
     else:
         reason = (f"of tenant {owner}: a call of {tenant or 'every tenant'} would run in "

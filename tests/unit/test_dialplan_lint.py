@@ -386,11 +386,18 @@ def test_templates_are_checked_where_inherited() -> None:
 VENUE = ("[acme-venue]\nexten => _X.,1,AGI({url},${{AB_LAST}})\n"
          " same => n,{check}\n same => n,Hangup()\n"
          "exten => s,1,GotoIf($[\"${{AGISTATUS}}\" != \"SUCCESS\"]?fallback)\n")
+GLOBALS = "[globals]\nAB_AGI_URL=agi://127.0.0.1:4573\n"
+
+
+def lint_venue(text: str) -> list[Finding]:
+    """The tenant's file with the platform's [globals] its ${AB_AGI_URL} needs (V502)."""
+    return check([PLATFORM, ACME], tenants=TENANTS,
+                 source=OverlaySource({ACME: text, PLATFORM: GLOBALS}))
 
 
 @pytest.mark.parametrize("url", ["${AB_AGI_URL}/route", "agi://127.0.0.1:4573/route"])
 def test_route_without_agistatus_check_is_refused(url: str) -> None:
-    found = lint(VENUE.format(url=url, check="NoOp(${AGISTATUS})"))
+    found = lint_venue(VENUE.format(url=url, check="NoOp(${AGISTATUS})"))
     assert got(found) == [(2, codes.NO_AGISTATUS)]
     assert "AGISTATUS" in found[0].message and url in found[0].message
 
@@ -401,7 +408,7 @@ def test_route_without_agistatus_check_is_refused(url: str) -> None:
     'Set(OK=${IF($["${AGISTATUS}" = "SUCCESS"]?1:0)})',
 ])
 def test_route_with_agistatus_check_is_accepted(check_line: str) -> None:
-    assert lint(VENUE.format(url="${AB_AGI_URL}/route", check=check_line)) == []
+    assert lint_venue(VENUE.format(url="${AB_AGI_URL}/route", check=check_line)) == []
 
 
 def test_other_agi_scripts_need_no_check() -> None:

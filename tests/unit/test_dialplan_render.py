@@ -13,8 +13,8 @@ from ami_bridge.agi import variables as contract
 from ami_bridge.agi_adapter import commands_for
 from ami_bridge.calls import Disposition, caller_data
 from ami_bridge.cli import main
-from ami_bridge.dialplan.lint import Ownership, check_dialplan
-from ami_bridge.dialplan.parser import Section, Step, parse_text
+from ami_bridge.dialplan.lint import check
+from ami_bridge.dialplan.parser import OverlaySource, Section, Step, parse_text
 from ami_bridge.dialplan.render import VENUE_PATTERN, render_tree, write_tree
 from ami_bridge.namespace import TARGET_KINDS
 from ami_bridge.tenants.messages import Target
@@ -149,5 +149,9 @@ def test_the_rendered_tree_passes_the_linter() -> None:
     files = render_tree(config_mod.load(EXAMPLE))
     for name, text in files.items():
         if name.endswith(".conf") and "/tenants/" in name:
-            dialplan = parse_text(text, Path(name))
-            assert check_dialplan(dialplan, Ownership(frozenset({"acme", "globex"}))) == []
+            # With the platform's [globals] AB_AGI_URL its venues need (V502).
+            platform = Path("extensions.conf")
+            source = OverlaySource({Path(name): text,
+                                    platform: "[globals]\nAB_AGI_URL=agi://127.0.0.1:4573\n"})
+            assert check([platform, Path(name)], tenants=("acme", "globex"),
+                         source=source) == []
