@@ -35,8 +35,8 @@ from ami_bridge.tenants.messages import Target
 from ami_bridge.tenants.routing import (
     CallInfo,
     Decision,
-    Rule,
     RoutingProtocol,
+    Rule,
     matches,
     parse_protocol,
 )
@@ -165,10 +165,10 @@ def expectation(tenant: TenantConfig, venue: VenueConfig, decision: Decision,
     if decision.action == "reject":
         return frozenset({REJECT + decision.cause}), f"reject ({decision.cause})"
     if decision.action == "default":
-        target = venue.default_targets[0] if venue.default_targets else tenant.operator
-        devices, path = _devices(tenant, Target(KIND_EXTENSION, target))
+        extension = venue.default_targets[0] if venue.default_targets else tenant.operator
+        devices, path = _devices(tenant, Target(KIND_EXTENSION, extension))
         source = "default_targets" if venue.default_targets else "operator"
-        return devices, f"default -> {source} {target} -> {path}"
+        return devices, f"default -> {source} {path}"
     if decision.action != "route" or decision.target is None:
         raise Unknown(f"action {decision.action!r}: calltest does not answer calls")
     targets: Sequence[Target] = (decision.target,)
