@@ -4,8 +4,9 @@ must ring.
 Contract. `derive(tenants, venues, entries, now)` is pure (the clock is passed in). For
 each tenant's venue it walks the tenant's routing protocol in order and, for each rule,
 looks for a caller number (ANI) and dialled number (DNIS) that the rule matches and no
-earlier rule does: candidates come from the rules' own conditions (their numbers and
-prefixes, a withheld caller) plus neutral numbers that match no condition; matching is
+earlier rule does, preferring one that would ring elsewhere without the rule:
+candidates come from the rules' own conditions (their numbers and prefixes, a withheld
+caller) plus neutral numbers that match no condition; matching is
 the tenant's own code (`ami_bridge.tenants.routing.matches`, then `evaluate` on a copy
 to confirm which rule wins), in the tenant's timezone at `now`. The case's expected
 destination is what the rule's target dials (`[extensions]`, a queue's members, the
@@ -24,8 +25,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import itertools
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ami_bridge.calltest.entries import Entry, sip_user_ok
@@ -51,6 +53,8 @@ WITHHELD = "anonymous"
 # Appended to a prefix condition's value to make a whole number from it.
 PREFIX_FILL_DNIS = "00"
 PREFIX_FILL_ANI = "5550100"
+# Candidate calls looked at per rule when choosing one that tells the rule apart.
+MAX_CANDIDATES = 200
 REJECT = "reject:"  # expected/actual destination of a rejected call: "reject:busy"
 NO_RULE = "(no rule matched)"
 
@@ -124,17 +128,18 @@ def derive_venue(tenant: TenantConfig, venue: VenueConfig, entry: Entry,
         if why:
             skip(rule.name, why)
             continue
-        call = _first_call(rules[:index], rule, protocol, local,
-                           _own_first(_dnis_of(rule), dnis_pool),
-                           ani_pool if entry.fixed_ani is not None
-                           else _own_first(_ani_of(rule), ani_pool))
-        if call is None:
+        calls = list(itertools.islice(_calls(
+            rules[:index], rule, protocol, local, _own_first(_dnis_of(rule), dnis_pool),
+            ani_pool if entry.fixed_ani is not None
+            else _own_first(_ani_of(rule), ani_pool)), MAX_CANDIDATES))
+        if not calls:
             skip(rule.name, _unreachable(rules[:index], rule, protocol, local, entry))
             continue
+        call = _telling(calls, index, protocol, now, tenant, venue)
         _add(cases, skip, tenant, venue, rule.name, call,
              _decide(protocol, call, now), rule)
     # Calls that no rule takes get the implicit default; say so if any exists.
-    leftover = _first_call(rules, None, protocol, local, dnis_pool, ani_pool)
+    leftover = next(_calls(rules, None, protocol, local, dnis_pool, ani_pool), None)
     if leftover is not None:
         _add(cases, skip, tenant, venue, NO_RULE, leftover, _decide(protocol, leftover, now),
              None)
@@ -230,11 +235,11 @@ def _unplaceable(rule: Rule) -> str:
     return ""
 
 
-def _first_call(earlier: Sequence[Rule], rule: Rule | None, protocol: RoutingProtocol,
-                local: dt.datetime, dnis_pool: Sequence[str],
-                ani_pool: Sequence[str]) -> CallInfo | None:
-    """The first candidate call that `rule` matches (None: that no rule matches) and no
-    earlier rule does."""
+def _calls(earlier: Sequence[Rule], rule: Rule | None, protocol: RoutingProtocol,
+           local: dt.datetime, dnis_pool: Sequence[str],
+           ani_pool: Sequence[str]) -> Iterator[CallInfo]:
+    """The candidate calls that `rule` matches (None: that no rule matches) and no
+    earlier rule does, in pool order."""
     for dnis in dnis_pool:
         for ani in ani_pool:
             call = CallInfo(ani=ani, dnis=dnis)
@@ -242,8 +247,32 @@ def _first_call(earlier: Sequence[Rule], rule: Rule | None, protocol: RoutingPro
                 continue
             if any(matches(r, call, local, protocol.holidays) for r in earlier):
                 continue
+            yield call
+
+
+def _telling(calls: Sequence[CallInfo], index: int, protocol: RoutingProtocol,
+             now: dt.datetime, tenant: TenantConfig, venue: VenueConfig) -> CallInfo:
+    """The first call that would ring elsewhere if rule `index` were not there, so that
+    the case fails when the rule is not in force (a withheld caller dialling the sales
+    number, rather than one dialling a number that defaults to the same operator
+    anyway); the first call when none would."""
+    without = dataclasses.replace(copy.deepcopy(protocol),
+                                  rules=protocol.rules[:index] + protocol.rules[index + 1:])
+    for call in calls:
+        if _outcome(protocol, call, now, tenant, venue) \
+                != _outcome(without, call, now, tenant, venue):
             return call
-    return None
+    return calls[0]
+
+
+def _outcome(protocol: RoutingProtocol, call: CallInfo, now: dt.datetime,
+             tenant: TenantConfig, venue: VenueConfig) -> frozenset[str] | None:
+    decision = _decide(protocol, call, now)
+    rule = next((r for r in protocol.rules if r.name == decision.rule), None)
+    try:
+        return expectation(tenant, venue, decision, rule)[0]
+    except Unknown:
+        return None
 
 
 def _unreachable(earlier: Sequence[Rule], rule: Rule, protocol: RoutingProtocol,
