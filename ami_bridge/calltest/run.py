@@ -64,7 +64,8 @@ class Placed:
     marker: str
 
 
-def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         cfg = config_mod.load(args.config)
         entries = _entries(args)
