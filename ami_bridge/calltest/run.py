@@ -254,7 +254,7 @@ def report(plan: Plan, calls: Sequence[Placed], follower: Follower, out: TextIO)
                      " | ".join(sorted(case.expected)), actual,
                      "-" if latency is None else f"{latency * 1000:.0f} ms",
                      "ok" if ok else "MISMATCH"])
-    _table(["tenant", "venue", "case", "expected", "actual", "latency", ""], rows, out)
+    _table(["tenant", "venue", "case", "expected", "actual", "latency", "result"], rows, out)
     _print_skipped(plan, out)
     if latencies:
         parts = [f"p{int(f * 100)} {percentile(latencies, f) * 1000:.0f} ms" for f in PERCENTILES]
