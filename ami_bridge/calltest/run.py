@@ -67,6 +67,7 @@ class Placed:
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
+        _check_numbers(args)
         cfg = config_mod.load(args.config)
         entries = _entries(args)
         plan = derive(cfg.tenants, cfg.venues.values(), entries, dt.datetime.now(dt.UTC))
@@ -81,6 +82,14 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (config_mod.ConfigError, EntryError, UsageError, OSError) as exc:
         print(f"ami-bridge calltest: {exc}", file=sys.stderr)
         return 2
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--rate", args.rate, 0.0), ("--repeat", args.repeat, 0),
+                             ("--wait-ms", args.wait_ms, 0), ("--ring-ms", args.ring_ms, -1)):
+        if not value > low:
+            raise UsageError(f"{flag}: must be {'positive' if low == 0 else 'at least 0'}, "
+                             f"got {value}")
 
 
 def _entries(args: argparse.Namespace) -> dict[str, Entry]:

@@ -298,6 +298,10 @@ def test_cli_usage_and_config_errors_exit_2(tmp_path: Path,
     assert cli.main(["calltest", "--config", str(tmp_path / "missing.toml"),
                      "--entry", "acme-venue=acme-trunk"]) == 2
     assert "cannot read" in capsys.readouterr().err
+    entry = ["--entry", "acme-venue=acme-trunk"]
+    for flag, value in (("--rate", "0"), ("--repeat", "0"), ("--ring-ms", "-1")):
+        assert cli.main(["calltest", "--config", config, *entry, flag, value]) == 2
+        assert flag in capsys.readouterr().err
     # Only personal venues entered: nothing to place.
     assert cli.main(["calltest", "--config", config, "--entry", "acme-personal=x"]) == 2
     assert "no case" in capsys.readouterr().err
