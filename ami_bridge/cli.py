@@ -116,7 +116,58 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--config", type=Path, help="bridge config naming the control socket")
     where.add_argument("--socket", help="control socket path")
     _api_parsers(sub)
+    _calltest_parser(sub)
     return parser
+
+
+def _calltest_parser(sub: Any) -> None:
+    """`calltest`: the tenants' rules checked with real calls (ami_bridge.calltest)."""
+    from ami_bridge.calltest import run as ct
+
+    calltest = sub.add_parser(
+        "calltest", help="place test calls per tenant rule through Asterisk and check "
+        "where they ring",
+        description="Derive call cases from the tenant files (per venue, one call per "
+        "rule a call can reach now, in the tenant's timezone, and the device it must "
+        "ring), place them through a running Asterisk and bridge with SIPp, follow each "
+        "over AMI and cancel it while it rings (nobody answers), then print expected "
+        "against actual destination and latency percentiles. Exit 0 when every call "
+        "rang where expected, 1 on any mismatch, 2 on usage or config errors. "
+        "docs/calltest.md.")
+    calltest.add_argument("--config", type=Path, required=True,
+                          help="bridge config: its tenant files are the expectation, its "
+                          "[ami] login follows the calls")
+    calltest.add_argument("--entry", action="append", default=[], metavar="VENUE=USER",
+                          help="how a call gets into VENUE: the SIP user it is sent From "
+                          "(the endpoint Asterisk puts into that venue); VENUE= sends the "
+                          "case's caller number instead (trunks recognised by address). "
+                          "Repeatable; venues without one are skipped")
+    calltest.add_argument("--pai", action="store_true",
+                          help="send each case's caller number as P-Asserted-Identity "
+                          "(the entries' endpoints have trust_id_inbound = yes)")
+    calltest.add_argument("--sip", default=ct.DEFAULT_SIP, metavar="HOST:PORT",
+                          help=f"Asterisk's SIP address (default {ct.DEFAULT_SIP})")
+    calltest.add_argument("--rate", type=float, default=ct.DEFAULT_RATE,
+                          help=f"calls per second (default {ct.DEFAULT_RATE:g})")
+    calltest.add_argument("--repeat", type=int, default=1, help="place each case N times")
+    calltest.add_argument("--ring-ms", type=int, default=ct.DEFAULT_RING_MS,
+                          help="how long a call rings before it is cancelled (default "
+                          f"{ct.DEFAULT_RING_MS})")
+    calltest.add_argument("--wait-ms", type=int, default=ct.DEFAULT_WAIT_MS,
+                          help="longest wait for ringing before a call is cancelled "
+                          f"anyway (default {ct.DEFAULT_WAIT_MS})")
+    calltest.add_argument("--ami", metavar="HOST:PORT", help="AMI address (default: [ami])")
+    calltest.add_argument("--ami-user", help="AMI user (default: [ami] username); read "
+                          "classes call and system suffice")
+    calltest.add_argument("--ami-secret-file", type=Path, help="its secret (first line)")
+    calltest.add_argument("--sipp", default="sipp", help="the SIPp command line (default: "
+                          "sipp)")
+    calltest.add_argument("--local-ip", help="address SIPp sends from (default: the one "
+                          "that routes to --sip)")
+    calltest.add_argument("--workdir", type=Path, help="keep SIPp's scenario, injection "
+                          "file and log here (default: a temporary directory)")
+    calltest.add_argument("--list", action="store_true",
+                          help="print the cases and skipped rules; place no call")
 
 
 def _api_parsers(sub: Any) -> None:
@@ -243,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         return status_command(args.socket, args.config, as_json=args.json)
     if args.command == "conf":
         return _conf(args)
+    if args.command == "calltest":
+        from ami_bridge.calltest.run import main as calltest
+
+        return calltest(args)
     if args.command in ("login", "logout", "users", "rules", "trace", "calls"):
         from ami_bridge.api.commands import run as run_api
 

@@ -1,22 +1,28 @@
-"""`make demo`: route a short SIPp call mix through the sandbox Asterisk and the bridge.
+"""`make demo`: `ami-bridge calltest` against the sandbox Asterisk and the bridge.
 
 Run from the repository (`python -m harness.demo`; not installed with the product).
 Starts the sandbox Asterisk with asterisk-conf/ (the same files an operator drops in),
 then follows the operator's steps of asterisk-conf/README.md against it: render the
 example tenants' fragments into its config directory, check them, start the bridge
-with examples/bridge.toml, apply (reload over AMI, verify with ShowDialPlan). Then it
-places calls into both venues with the bridge up, then with the bridge stopped (the
-dialplan's AGISTATUS fallback), and prints per tenant where the calls arrived, as
-counted by the SIPp UASes. With the bridge up it also shows the personal router, as a
-user would use it from a terminal: the operator creates alice (acme, personal number
-2101, desk phone 1011) with `ami-bridge users create`, alice logs in and sets a rule
-with `ami-bridge rules set` (forward to desk 1012), a call to 2101 rings desk 1012, and
-`ami-bridge trace` says why. Exits 0 when every call completed.
+with examples/bridge.toml, apply (reload over AMI, verify with ShowDialPlan). Then
+`ami-bridge calltest` derives a call per rule of each venue from the tenant files,
+places them with SIPp (each case 5 times), follows them over AMI while the sandbox
+phones ring, cancels them, and prints expected against actual destination with latency
+percentiles (docs/calltest.md). With the bridge up it also shows the personal router,
+as a user would use it from a terminal: the operator creates alice (acme, personal
+number 2101, desk phone 1011) with `ami-bridge users create`, alice logs in and sets a
+rule with `ami-bridge rules set` (forward to desk 1012), a call to 2101 rings desk 1012,
+and `ami-bridge trace` says why. Last, calltest runs again with the bridge stopped:
+every call now takes its venue's dialplan fallback (the operator), so calltest reports
+the rules' other destinations as mismatches, as it would in an operator's CI. Exits 0
+when the first calltest matched everything, the personal call rang desk 1012, the
+bridge-down calltest found every call at the operator, and no channel was left.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -24,51 +30,31 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from ami_bridge.api.client import Client
 from harness.asterisk import REPO_ROOT as ROOT
 from harness.asterisk import Asterisk, SandboxError, sandbox_ready
 from harness.bridge import BridgeError, BridgeProcess
+from harness.calltest import ringing_phones, run_calltest
 from harness.sipp import SippUas, start_uac
 
-DESTINATIONS = {"acme-agent": 5071, "globex-agent": 5072,
-                "acme-operator": 5073, "globex-operator": 5074}
+# How many times the calltest places each case: enough calls for latency percentiles.
+REPEAT = 5
+RATE = 10
 
 
-@dataclass(frozen=True)
-class Batch:
-    tenant: str
-    dnis: str
-    calls: int
-    note: str
-
-
-MIX = [
-    Batch("acme", "100", 10, "rule 'sales' (DNIS 1…) -> 1001"),
-    Batch("acme", "200", 4, "no rule matches -> default"),
-    Batch("globex", "100", 10, "rule 'support' -> 2001"),
-]
-DOWN_MIX = [Batch("acme", "100", 3, "bridge down"), Batch("globex", "100", 3, "bridge down")]
-
-
-def run_phase(title: str, batches: list[Batch]) -> tuple[list[list[str]], int]:
-    rows, failed = [], 0
-    for batch in batches:
-        with ExitStack() as stack:
-            uas = {name: stack.enter_context(SippUas(port, name))
-                   for name, port in DESTINATIONS.items()}
-            stats = start_uac(from_user=f"{batch.tenant}-trunk", dnis=batch.dnis,
-                              calls=batch.calls, rate=10, hold_ms=100).wait()
-            arrived = {name: u.stop().successful for name, u in uas.items()}
-        failed += stats.failed
-        rows.append([title, batch.tenant, batch.dnis, str(batch.calls), str(stats.successful),
-                     str(stats.failed), str(arrived[f"{batch.tenant}-agent"]),
-                     str(arrived[f"{batch.tenant}-operator"]),
-                     str(sum(v for k, v in arrived.items() if not k.startswith(batch.tenant))),
-                     batch.note])
-    return rows, failed
+def calltest(title: str, config: Path) -> tuple[int, list[list[str]]]:
+    """Run `ami-bridge calltest` with the sandbox phones ringing; its exit status and
+    its result rows (the table's cells)."""
+    print(f"demo: $ ami-bridge calltest ({title})")
+    with ringing_phones():
+        result = run_calltest(config, extra=["--repeat", str(REPEAT), "--rate", str(RATE)])
+    for line in result.output.splitlines():
+        print(f"demo:     {line}")
+    rows = [re.split(r"\s{2,}", line.strip()) for line in result.output.splitlines()
+            if line.startswith(("acme ", "globex "))]
+    return result.returncode, rows
 
 
 def demo_config(tmp: Path, etc: Path) -> Path:
@@ -115,8 +101,8 @@ def with_api(config: Path, tmp: Path) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def personal_phase(api: str, tmp: Path) -> tuple[list[list[str]], int]:
-    """Alice's own rule decides her next call; returns the table row and failures."""
+def personal_phase(api: str, tmp: Path) -> int:
+    """Alice's own rule decides her next call; returns the number of failures."""
     password, rules = tmp / "alice.password", tmp / "alice-rules.json"
     password.write_text("demo-password-alice\n")
     rules.write_text(json.dumps(PERSONAL_RULES))
@@ -145,23 +131,14 @@ def personal_phase(api: str, tmp: Path) -> tuple[list[list[str]], int]:
         time.sleep(0.1)
     if calls:
         step("ami-bridge trace UNIQUEID", ["trace", calls[0]["uniqueid"], *as_alice])
-    row = ["up", "acme", "2101", "1", str(stats.successful), str(stats.failed),
-           f"desk 1012: {arrived['1012']}", f"desk 1011: {arrived['1011']}", "0",
-           "alice's own rule 'to-desk2'"]
-    return [row], stats.failed + (0 if arrived == {"1011": 0, "1012": 1} else 1)
+    print(f"demo:     call to 2101: desk 1012 rang {arrived['1012']}, desk 1011 rang "
+          f"{arrived['1011']} (alice's own rule 'to-desk2')")
+    return stats.failed + (0 if arrived == {"1011": 0, "1012": 1} else 1)
 
 
 def operator_steps(config: Path, etc: Path) -> None:
     step("ami-bridge conf render", ["conf", "render", "--config", str(config), "--out", str(etc)])
     step("ami-bridge conf check", ["conf", "check", "--config", str(config)])
-
-
-def print_table(rows: list[list[str]]) -> None:
-    header = ["bridge", "tenant", "DNIS", "calls", "ok", "failed", "agent", "operator",
-              "other tenant", "why"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def main() -> int:
@@ -170,8 +147,6 @@ def main() -> int:
               file=sys.stderr)
         return 2
     print("demo: starting Asterisk 22 (sandbox), the bridge and the two example tenants...")
-    rows: list[list[str]] = []
-    failed = 0
     try:
         with Asterisk(conf_src=ROOT / "asterisk-conf", name="demo") as asterisk, \
                 tempfile.TemporaryDirectory() as tmp:
@@ -181,24 +156,23 @@ def main() -> int:
             bridge = BridgeProcess(config, log_path=Path(tmp) / "bridge.log")
             with bridge:
                 step("ami-bridge ctl apply", ["ctl", "apply", "--config", str(config)])
-                print("demo: placing calls with the bridge up...")
-                up_rows, up_failed = run_phase("up", MIX)
+                up_status, _ = calltest("bridge up", config)
                 print("demo: a user's own rules (the personal router)...")
-                personal_rows, personal_failed = personal_phase(api, Path(tmp))
-                up_rows, up_failed = up_rows + personal_rows, up_failed + personal_failed
-            print("demo: placing calls with the bridge stopped...")
-            down_rows, down_failed = run_phase("down", DOWN_MIX)
-            rows, failed = up_rows + down_rows, up_failed + down_failed
+                personal_failed = personal_phase(api, Path(tmp))
+            down_status, down_rows = calltest("bridge stopped: the dialplan fallback", config)
             leftover = asterisk.channel_count()
     except (SandboxError, BridgeError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    # With the bridge down every call must still ring: at its venue's operator.
+    fallback = bool(down_rows) and all(row[4].endswith("-operator") for row in down_rows)
     print()
-    print_table(rows)
-    print()
-    print(f"{sum(int(r[3]) for r in rows)} calls, {failed} failed; "
-          f"{leftover} channels left in Asterisk.")
-    return 0 if failed == 0 and leftover == 0 else 1
+    print(f"demo: bridge up: calltest exit {up_status} (0: every call where its rule says); "
+          f"personal call to 2101 {'rang desk 1012' if not personal_failed else 'FAILED'}; "
+          f"bridge down: calltest exit {down_status}, every call at the operator: "
+          f"{'yes' if fallback else 'NO'}; {leftover} channels left in Asterisk.")
+    return 0 if up_status == 0 and not personal_failed and down_status == 1 and fallback \
+        and leftover == 0 else 1
 
 
 if __name__ == "__main__":
