@@ -38,6 +38,7 @@ class ConfigLocation:
 
     path: Path
     origin: str
+    given: bool = True  # False: the default path, which nobody named
 
 
 def locate(flag: Path | None, environ: Mapping[str, str]) -> ConfigLocation:
@@ -48,7 +49,7 @@ def locate(flag: Path | None, environ: Mapping[str, str]) -> ConfigLocation:
     if env:
         return ConfigLocation(Path(env), f"given by ${CONFIG_ENV}")
     return ConfigLocation(DEFAULT_CONFIG_PATH, f"the default; give -c/--config or set "
-                          f"${CONFIG_ENV}")
+                          f"${CONFIG_ENV}", given=False)
 
 
 def require(location: ConfigLocation) -> Path:
