@@ -135,6 +135,8 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], source: Path, prefix
             continue
         old = base[key]
         if isinstance(old, dict) and isinstance(value, dict):
+            for child in old:  # keys already there keep naming the files that wrote them
+                origins.setdefault(join(dotted, child), sources.files_of(join(dotted, child)))
             before = sources.files_of(dotted)
             origins[dotted] = (*before, source) if source not in before else before
             _merge(old, value, source, dotted, origins, sources)
