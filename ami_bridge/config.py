@@ -17,7 +17,7 @@ Layout (see examples/bridge.toml, docs/configuration.md):
                       agi_secret_file, dialplan_allow
     [vts.NAME]        command (optional: any-language VTS), grace_period, restart knobs
                       (restart_initial, restart_factor, restart_maximum, stable_after,
-                      flap_window, flap_max, flap_cooldown)
+                      flap_window, flap_max, flap_cooldown); one no venue names is refused
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
     [shared]          contexts, endpoints, trunks every tenant may use (operator's)
