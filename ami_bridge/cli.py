@@ -26,9 +26,9 @@ CONFIG_HELP = (f"the bridge config (TOML; its {conffiles.FRAGMENT_DIR}/*.toml ar
 
 
 def _config_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
-                   **default: Any) -> None:
-    """-c/--config on a command that reads the bridge config (resolved by `_location`)."""
-    parser.add_argument("-c", "--config", type=Path, help=CONFIG_HELP, **default)
+                   *, what: str = "", **default: Any) -> None:
+    """-c/--config on a command that reads the bridge config (resolved by `_located`)."""
+    parser.add_argument("-c", "--config", type=Path, help=CONFIG_HELP + what, **default)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         "exit 0 clean, 1 findings, 2 usage or I/O error.")
     check.add_argument("files", nargs="*", type=Path,
                        help="dialplan files (default: extensions.conf of --asterisk-conf)")
-    _config_option(check)  # optional here: used when given, set, or the default exists
+    # Optional here: used when given, set, or when the default file exists.
+    _config_option(check, what=" if that exists; its tenants are the owners (with its "
+                   "[owners] grants and [shared] contexts)")
     check.add_argument("--tenant", action="append", default=[],
                        help="a tenant name (repeatable), instead of or besides --config")
     check.add_argument("--shared", action="append", default=[],
