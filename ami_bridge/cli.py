@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                      choices=["debug", "info", "warning", "error"],
                      help="debug also logs every AGI and VTS wire line")
     check = sub.add_parser("check", help="validate a config file and exit",
-                           description="Load and validate a bridge config; print the venue "
-                           "map, or the error (file, key, bad value) with exit status 2.")
+                           description="Load and validate a bridge config (with its "
+                           "conf.d/*.toml); print the fragments merged and the venue map, "
+                           "or the error (file, key, bad value) with exit status 2.")
     _config_option(check)
     conf = sub.add_parser("conf", help="tenant dialplan fragments: render, check; the "
                           "effective config: show",
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _load(args)
         if cfg is None:
             return 2
+        for fragment in cfg.fragments:
+            print(f"merged {fragment}")
         for venue in cfg.venues.values():
             print(f"venue {venue.context}: tenant {venue.tenant}, VTS {venue.vts}, "
                   f"router timeout {venue.router_timeout:g} s")

@@ -158,7 +158,8 @@ def test_ctl_without_an_action_is_a_usage_error() -> None:
 
 # -- conf.d ---------------------------------------------------------------------------------
 
-def test_fragments_merge_in_name_order_tables_by_key_values_whole(tmp_path: Path) -> None:
+def test_fragments_merge_in_name_order_tables_by_key_values_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tree(tmp_path, {
         "20-late.toml": '[bridge]\nrouter_timeout = 3.0\n',
         "10-early.toml": '[bridge]\nrouter_timeout = 9.0\nredirect_limit = 2\n'
@@ -170,6 +171,11 @@ def test_fragments_merge_in_name_order_tables_by_key_values_whole(tmp_path: Path
         ".99-hidden.toml": "[bridge]\nrouter_timeout = 7.0\n",
         "40-notes.txt": "not toml at all [",
     })
+    assert cli.main(["check", "-c", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"merged {tmp_path / 'conf.d' / '10-early.toml'}\n"
+        f"merged {tmp_path / 'conf.d' / '20-late.toml'}\n"
+        f"merged {tmp_path / 'conf.d' / '30-tenant.toml'}\nvenue ")
     cfg = config_mod.load(path)
     assert cfg.fragments == (tmp_path / "conf.d" / "10-early.toml",
                              tmp_path / "conf.d" / "20-late.toml",
