@@ -1,9 +1,12 @@
 """The `ami-bridge` command line: `run` the daemon, `check` a config file, `conf render` /
-`conf check` the tenants' dialplan fragments, `ctl` a running bridge, `status` print its
-health (ami_bridge.status); `login`, `logout`,
-`users`, `rules`, `trace` and `calls watch` talk to the personal router's HTTP API
-(ami_bridge.api.commands). Every command that reads the bridge config goes through
-`config.load`, which refuses tenant files that name what they do not own
+`conf check` the tenants' dialplan fragments, `conf show` the effective config, `conf
+init` write the operator's drop-in files, `ctl status|reload|apply` a running bridge,
+`status` print its health (ami_bridge.status), `calltest` check the tenants' rules with
+real calls (ami_bridge.calltest); `login`, `logout`, `users`, `rules`, `trace` and `calls
+watch` talk to the personal router's HTTP API (ami_bridge.api.commands). Every command
+that reads the bridge config takes `-c/--config` (else `$AMI_BRIDGE_CONFIG`, else
+/etc/ami-bridge/bridge.toml: ami_bridge.conffiles) and goes through `config.load`, which
+merges `conf.d/` and refuses tenant files that name what they do not own
 (ami_bridge.ownership)."""
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ami_bridge import conffiles
 from ami_bridge import config as config_mod
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+CONFIG_HELP = (f"the bridge config (TOML; its {conffiles.FRAGMENT_DIR}/*.toml are merged in); "
+               f"default: ${conffiles.CONFIG_ENV}, else {conffiles.DEFAULT_CONFIG_PATH}")
+
+
+def _config_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
+                   *, what: str = "", **default: Any) -> None:
+    """-c/--config on a command that reads the bridge config (resolved by `_located`)."""
+    parser.add_argument("-c", "--config", type=Path, help=CONFIG_HELP + what, **default)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,17 +48,20 @@ def _parser() -> argparse.ArgumentParser:
                          "supervised VTS processes. SIGTERM/SIGINT stop it gracefully (new "
                          "AGI sessions refused, pending calls answered or default-routed; "
                          "docs/deployment.md), SIGHUP reloads the config file.")
-    run.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    _config_option(run)
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="debug also logs every AGI and VTS wire line")
     check = sub.add_parser("check", help="validate a config file and exit",
-                           description="Load and validate a bridge config; print the venue "
-                           "map, or the error (file, key, bad value) with exit status 2.")
-    check.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
-    conf = sub.add_parser("conf", help="tenant dialplan fragments: render, check",
+                           description="Load and validate a bridge config (with its "
+                           "conf.d/*.toml); print the fragments merged and the venue map, "
+                           "or the error (file, key, bad value) with exit status 2.")
+    _config_option(check)
+    conf = sub.add_parser("conf", help="tenant dialplan fragments: render, check; the "
+                          "effective config: show",
                           description="Render the tenants' dialplan fragments from the "
-                          "config, or lint fragments (rendered and hand-written).")
+                          "config, lint fragments (rendered and hand-written), or show the "
+                          "effective config.")
     conf_sub = conf.add_subparsers(dest="conf_command", required=True, metavar="ACTION")
     render = conf_sub.add_parser(
         "render", help="write ami-bridge/extensions.conf, ami-bridge/tenants/*.conf and "
@@ -58,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "(the dialplan linted with what OUT already includes, every queue member "
         "against its owner); any finding: exit 1 and nothing is written. "
         "Deterministic; only changed files are rewritten, atomically.")
-    render.add_argument("--config", type=Path, required=True, help="bridge config (TOML)")
+    _config_option(render)
     render.add_argument("--out", type=Path, required=True,
                         help="Asterisk's config directory (files go to OUT/ami-bridge/)")
     render.add_argument("--check", action="store_true",
@@ -78,8 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         "exit 0 clean, 1 findings, 2 usage or I/O error.")
     check.add_argument("files", nargs="*", type=Path,
                        help="dialplan files (default: extensions.conf of --asterisk-conf)")
-    check.add_argument("--config", type=Path, help="bridge config: its tenants are the owners "
-                       "(with its [owners] grants, [shared] and [operator] contexts)")
+    # Optional here: used when given, set, or when the default file exists.
+    _config_option(check, what=" if that exists; its tenants are the owners (with its "
+                   "[owners] grants, [shared] and [operator] contexts)")
     check.add_argument("--tenant", action="append", default=[],
                        help="a tenant name (repeatable), instead of or besides --config")
     check.add_argument("--shared", action="append", default=[], metavar="PATTERN",
@@ -90,17 +106,17 @@ def _parser() -> argparse.ArgumentParser:
                        "reach: a name or fnmatch pattern such as 'dundi-*' (repeatable)")
     check.add_argument("--asterisk-conf", type=Path,
                        help="Asterisk's config directory, where #include paths start")
-    ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload, apply",
-                         description="Send a command to a running bridge over its control "
-                         "socket ([bridge] control_socket). `reload` re-reads the config "
-                         "file (like SIGHUP) and says whether it was accepted; `status` "
-                         "prints venues, VTS processes, pending calls and counters as JSON.")
-    ctl.add_argument("action", choices=["status", "reload", "apply"],
-                     help="apply: reload, and render + check + swap the tenants' dialplan "
-                     "fragments and reload them in Asterisk, rolling back on failure")
-    where = ctl.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", type=Path, help="bridge config naming the control socket")
-    where.add_argument("--socket", help="control socket path")
+    show = conf_sub.add_parser(
+        "show", help="print the effective config (conf.d merged, defaults filled, secrets "
+        "masked)",
+        description="Print the config the bridge would run with: the main file with its "
+        "conf.d/*.toml merged in, the tenant files of tenants_dir as [tenants.NAME], and "
+        "the defaults the loader fills in, as TOML (or JSON). Secrets (AMI secrets, "
+        "tokens, the password of a PostgreSQL DSN) are masked; *_file keys show the "
+        "file's path, never its content. Exit 2 when the config is refused.")
+    _config_option(show)
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    _ctl_parsers(sub)
     status = sub.add_parser(
         "status", help="a running bridge's health: AMI, tenants, VTS processes, pending "
         "calls, recent errors, version",
@@ -112,9 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         "the bridge cannot be reached.")
     status.add_argument("--json", action="store_true",
                         help="print the whole status document as JSON")
-    where = status.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", type=Path, help="bridge config naming the control socket")
-    where.add_argument("--socket", help="control socket path")
+    where = status.add_mutually_exclusive_group()
+    _config_option(where)
+    where.add_argument("--socket", help="control socket path (instead of the config's)")
     _api_parsers(sub)
     _calltest_parser(sub)
     return parser
@@ -134,9 +150,8 @@ def _calltest_parser(sub: Any) -> None:
         "against actual destination and latency percentiles. Exit 0 when every call "
         "rang where expected, 1 on any mismatch, 2 on usage or config errors. "
         "docs/calltest.md.")
-    calltest.add_argument("--config", type=Path, required=True,
-                          help="bridge config: its tenant files are the expectation, its "
-                          "[ami] login follows the calls")
+    _config_option(calltest, what="; its tenant files are the expectation, its [ami] "
+                   "login follows the calls")
     calltest.add_argument("--entry", action="append", default=[], metavar="VENUE=USER",
                           help="how a call gets into VENUE: the SIP user it is sent From "
                           "(the endpoint Asterisk puts into that venue); VENUE= sends the "
@@ -168,6 +183,35 @@ def _calltest_parser(sub: Any) -> None:
                           "file and log here (default: a temporary directory)")
     calltest.add_argument("--list", action="store_true",
                           help="print the cases and skipped rules; place no call")
+
+
+CTL_ACTIONS = {
+    "status": ("print venues, VTS processes, pending calls and counters as JSON", ""),
+    "reload": ("re-read the config (like SIGHUP) and say whether it was accepted",
+               " A refused config leaves the running one in place (exit 1, with why)."),
+    "apply": ("reload, and render + check + swap the tenants' dialplan fragments and "
+              "reload them in Asterisk, rolling back on failure",
+              " Needs [bridge] asterisk_conf_dir and [ami] reload_username."),
+}
+
+
+def _ctl_parsers(sub: Any) -> None:
+    """`ctl ACTION`, each action with its own --help. The socket comes from --socket, or
+    from the config's [bridge] control_socket; either may also stand before ACTION."""
+    ctl = sub.add_parser("ctl", help="talk to a running bridge: status, reload, apply",
+                         description="Send a command to a running bridge over its control "
+                         "socket ([bridge] control_socket of the config, or --socket).")
+    where = ctl.add_mutually_exclusive_group()
+    _config_option(where)
+    where.add_argument("--socket", help="control socket path (instead of the config's)")
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (text, more) in CTL_ACTIONS.items():
+        action = actions.add_parser(name, help=text, description=f"ctl {name}: {text}.{more}")
+        # SUPPRESS: an option not given here keeps what was given before ACTION.
+        here = action.add_mutually_exclusive_group()
+        _config_option(here, default=argparse.SUPPRESS)
+        here.add_argument("--socket", default=argparse.SUPPRESS,
+                          help="control socket path (instead of the config's)")
 
 
 def _api_parsers(sub: Any) -> None:
@@ -279,9 +323,11 @@ def _api_parsers(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        cfg = _load(args.config)
+        cfg = _load(args)
         if cfg is None:
             return 2
+        for fragment in cfg.fragments:
+            print(f"merged {fragment}")
         for venue in cfg.venues.values():
             print(f"venue {venue.context}: tenant {venue.tenant}, VTS {venue.vts}, "
                   f"router timeout {venue.router_timeout:g} s")
@@ -291,23 +337,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from ami_bridge.status import command as status_command
 
-        return status_command(args.socket, args.config, as_json=args.json)
+        located = None if args.socket is not None else _located(args)
+        if args.socket is None and located is None:
+            return 2
+        return status_command(args.socket, located, as_json=args.json)
     if args.command == "conf":
         return _conf(args)
     if args.command == "calltest":
         from ami_bridge.calltest.run import main as calltest
 
+        located = _located(args)
+        if located is None:
+            return 2
+        args.config = located
         return calltest(args)
     if args.command in ("login", "logout", "users", "rules", "trace", "calls"):
         from ami_bridge.api.commands import run as run_api
 
         return run_api(args)
+    path = _located(args)
+    if path is None:
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     from ami_bridge.daemon import run
     from ami_bridge.eventloop import run as run_loop
 
     try:
-        return run_loop(run(args.config))
+        return run_loop(run(path))
     except config_mod.ConfigError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 2
@@ -316,8 +372,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _load(path: Path) -> config_mod.BridgeConfig | None:
+def _located(args: argparse.Namespace) -> Path | None:
+    """The main config file of -c/--config, $AMI_BRIDGE_CONFIG or the default; None after
+    printing that it does not exist and where its path came from."""
+    try:
+        return conffiles.require(conffiles.locate(args.config, os.environ))
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return None
+
+
+def _load(args: argparse.Namespace) -> config_mod.BridgeConfig | None:
     """The config, or None after printing why it is refused (file, key, value)."""
+    path = _located(args)
+    if path is None:
+        return None
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as exc:
@@ -331,7 +400,9 @@ def _conf(args: argparse.Namespace) -> int:
 
     if args.conf_command == "check":
         return _conf_check(args)
-    cfg = _load(args.config)
+    if args.conf_command == "show":
+        return _conf_show(args)
+    cfg = _load(args)
     if cfg is None:
         return 2
     files = render.render_tree(cfg)
@@ -363,8 +434,11 @@ def _conf_check(args: argparse.Namespace) -> int:
     conf_dir = args.asterisk_conf
     shared, owners, operator = set(args.shared), {}, set(args.operator)
     extra: dict[str, Any] = {}
-    if args.config is not None:
-        cfg = _load(args.config)
+    location = conffiles.locate(args.config, os.environ)
+    # The config is optional here (--tenant alone names owners): only a default path that
+    # does not exist means "none"; a path the operator gave must exist.
+    if location.given or location.path.exists():
+        cfg = _load(args)
         if cfg is None:
             return 2
         tenants += list(cfg.tenants)
@@ -380,11 +454,30 @@ def _conf_check(args: argparse.Namespace) -> int:
                      config_dir=conf_dir, **extra)
 
 
+def _conf_show(args: argparse.Namespace) -> int:
+    from ami_bridge import confshow
+
+    path = _located(args)
+    if path is None:
+        return 2
+    try:
+        text = confshow.show(path, as_json=args.json)
+    except config_mod.ConfigError as exc:
+        print(f"ami-bridge: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def _ctl(args: argparse.Namespace) -> int:
     from ami_bridge import control
 
+    if args.socket is not None and args.config is not None:
+        print("ami-bridge: ctl: give --socket or -c/--config, not both", file=sys.stderr)
+        return 2
     try:
-        path = args.socket or config_mod.load(args.config).control_socket
+        path = args.socket or config_mod.load(
+            conffiles.require(conffiles.locate(args.config, os.environ))).control_socket
         answer = control.request(path, args.action)
     except config_mod.ConfigError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)

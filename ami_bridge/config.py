@@ -5,6 +5,10 @@ their settings as keyword arguments from these objects and never read globals. T
 tenants' routing protocols are validated here with the same parser the VTS runtime
 uses (`ami_bridge.tenants.routing.parse_protocol`), so a bad rule stops the load, not a call.
 
+Files (ami_bridge.conffiles): the main file (`-c/--config`, `$AMI_BRIDGE_CONFIG` or
+/etc/ami-bridge/bridge.toml), then its `conf.d/*.toml` merged in name order; relative
+paths anywhere in them resolve against the main file's directory.
+
 Layout (see examples/bridge.toml, docs/configuration.md):
 
     [bridge]          agi_listen, router_timeout, max_pending_per_vts, redirect_limit,
@@ -13,7 +17,7 @@ Layout (see examples/bridge.toml, docs/configuration.md):
                       agi_secret_file, dialplan_allow
     [vts.NAME]        command (optional: any-language VTS), grace_period, restart knobs
                       (restart_initial, restart_factor, restart_maximum, stable_after,
-                      flap_window, flap_max, flap_cooldown)
+                      flap_window, flap_max, flap_cooldown); one no venue names is refused
     [tenants.NAME]    a tenant inline (ami_bridge.tenant_config), or one file per tenant:
     <tenants_dir>/NAME/tenant.toml   the same keys at top level
     [shared]          contexts, endpoints, trunks every tenant may use (operator's)
@@ -30,12 +34,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ami_bridge import conffiles
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
 from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
@@ -131,6 +135,7 @@ class BridgeConfig:
     # The personal router: its HTTP API (None: not served) and its store.
     api: ApiConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    fragments: tuple[Path, ...] = ()  # the conf.d/*.toml merged into `path`, in order
 
     @property
     def personal(self) -> bool:
@@ -138,21 +143,17 @@ class BridgeConfig:
         return any(t.personal is not None for t in self.tenants.values())
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
-
 def load(path: Path) -> BridgeConfig:
-    return parse(_read_toml(path), path=path)
+    """The config of the main file `path` merged with its conf.d fragments."""
+    raw, files = conffiles.read(path)
+    return parse(raw, path=path, files=files)
 
 
-def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
-    fail = failer(path)
+def parse(raw: Mapping[str, Any], *, path: Path,
+          files: conffiles.Sources | None = None) -> BridgeConfig:
+    """`raw` (read from `path`, merged as `files` says if given) validated; errors name
+    the file that wrote the key."""
+    fail = files.failer() if files is not None else failer(path)
     no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
                      "operator"}, "", fail)
     bridge = table(raw, "bridge", fail)
@@ -217,6 +218,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         agi_secret=_agi_secret(bridge, path, fail),
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
         api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
+        fragments=files.fragments if files is not None else (),
     )
 
 
@@ -283,7 +285,7 @@ def _tenant_files(directory: Path) -> list[tuple[str, Any, Fail, str, str]]:
         tenant_file = entry / TENANT_FILE
         if entry.name.startswith(".") or not tenant_file.is_file():
             continue  # staging directories and anything else that is not a tenant
-        found.append((entry.name, _read_toml(tenant_file), failer(tenant_file), "",
+        found.append((entry.name, conffiles.read_toml(tenant_file), failer(tenant_file), "",
                       str(tenant_file)))
     return found
 
@@ -315,6 +317,12 @@ def _vts(vts_raw: Mapping[str, Any], venues: Mapping[str, VenueConfig],
             tenants=tuple(served), restart=_restart(vraw, key, fail),
             confinement=_confinement(vraw, key, bridge_mode, fail),
         )
+        if not served:
+            # A VTS no venue maps to would run (and be restarted) for nothing; most often
+            # a venue's `vts` is misspelt, or the tenant that used it was removed.
+            raise fail(key, f"no venue maps to VTS {vname!r} (no tenant's venue or "
+                       f"personal context has vts = {vname!r}); remove the section or "
+                       "name it in a venue")
     return vts
 
 

@@ -18,13 +18,15 @@ def setup(tmp_path: Path, *, carol_dial: str = "PJSIP/carol-agent") -> tuple[
     shutil.copytree(ROOT / "asterisk-conf", etc)
     shutil.copytree(ROOT / "examples" / "tenants.d", tmp_path / "tenants.d")
     bridge = tmp_path / "bridge.toml"
-    bridge.write_text(f'[bridge]\ntenants_dir = "tenants.d"\nasterisk_conf_dir = "{etc}"\n'
-                      "[vts.acme]\n[vts.globex]\n[vts.carol]\n")
+    text = f'[bridge]\ntenants_dir = "tenants.d"\nasterisk_conf_dir = "{etc}"\n' \
+        "[vts.acme]\n[vts.globex]\n"
+    bridge.write_text(text)
     current = config_mod.load(bridge)
     (tmp_path / "tenants.d" / "carol").mkdir()
     (tmp_path / "tenants.d" / "carol" / "tenant.toml").write_text(
         f'[extensions]\n3001 = "{carol_dial}"\noperator = "{carol_dial}"\n'
         '[venues.carol-venue]\nvts = "carol"\n')
+    bridge.write_text(text + "[vts.carol]\n")  # with its tenant: an idle VTS is refused
     return current, config_mod.load(bridge), etc
 
 

@@ -51,6 +51,11 @@ targets = ["1001"]
 """)
 
 
+def lobby(vts: str) -> str:
+    """A second acme venue for `vts`: a [vts.X] no venue maps to is refused."""
+    return f'[tenants.acme.venues.acme-lobby]\nvts = "{vts}"\n'
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -85,7 +90,7 @@ def test_reload_restarts_a_changed_vts_and_leaves_an_unchanged_one_alone(
         tmp_path: Path) -> None:
     port = free_port()
     path = tmp_path / "bridge.toml"
-    write(path, port, "[vts.acme]\n[vts.spare]\n")
+    write(path, port, "[vts.acme]\n[vts.spare]\n" + lobby("spare"))
 
     async def main() -> None:
         bridge = Bridge(config_mod.load(path))
@@ -103,7 +108,7 @@ def test_reload_restarts_a_changed_vts_and_leaves_an_unchanged_one_alone(
 
             # The same program, but a different command line: a new spec.
             write(path, port, f"[vts.acme]\ncommand = {[*WORKER, '--vts', 'acme']!r}\n"
-                  "[vts.spare]\n".replace("'", '"'))
+                  "[vts.spare]\n".replace("'", '"') + lobby("spare"))
             assert await bridge.reload() is None
             acme = bridge.processes["acme"]
             await until(lambda: acme.pid is not None, "acme to start again")
@@ -116,7 +121,7 @@ def test_reload_restarts_a_changed_vts_and_leaves_an_unchanged_one_alone(
 
             # Removed: stopped. Added: started.
             write(path, port, f"[vts.acme]\ncommand = {[*WORKER, '--vts', 'acme']!r}\n"
-                  "[vts.extra]\n".replace("'", '"'))
+                  "[vts.extra]\n".replace("'", '"') + lobby("extra"))
             assert await bridge.reload() is None
             assert sorted(bridge.processes) == ["acme", "extra"]
             assert not alive(pids["spare"])

@@ -250,7 +250,7 @@ def assign(draw: st.DrawFn, layout: str, specs: list[TenantSpec],
     return {v: draw(st.sampled_from(pool[:len(specs)])) for t in specs for v in t.venues}
 
 
-def bridge_raw(specs: list[TenantSpec], vts_of: dict[str, str], idle: list[str],
+def bridge_raw(specs: list[TenantSpec], vts_of: dict[str, str],
                bridge: dict[str, Any]) -> dict[str, Any]:
     tenants = {}
     for spec in specs:
@@ -258,7 +258,8 @@ def bridge_raw(specs: list[TenantSpec], vts_of: dict[str, str], idle: list[str],
         raw["venues"] = {v: {"vts": vts_of[v], **spec.venue_options.get(v, {})}
                          for v in spec.venues}
         tenants[spec.name] = raw
-    used = sorted({*vts_of.values(), *idle})
+    # Only the VTS some chosen venue maps to: an idle [vts.X] is a config error.
+    used = sorted({vts_of[v] for spec in specs for v in spec.venues})
     return {"bridge": bridge, "vts": {name: {} for name in used}, "tenants": tenants}
 
 
@@ -289,8 +290,7 @@ def worlds(draw: st.DrawFn) -> World:
         chosen = specs if i == 0 else draw(st.lists(
             st.sampled_from(specs), min_size=1, max_size=count, unique_by=lambda s: s.name))
         vts_of = assign(draw, layout, specs, pool)
-        idle = draw(st.lists(st.sampled_from(pool), max_size=1))
-        raw = bridge_raw(chosen, vts_of, idle, bridge)
+        raw = bridge_raw(chosen, vts_of, bridge)
         configs.append(config_mod.parse(raw, path=CONFIG_PATH))
     uniqueids = [tokens.fresh("uq") for _ in range(3)]  # owned by whichever call uses one
     return World(tenants=specs, configs=configs, layouts=layouts, tokens=tokens,

@@ -177,19 +177,37 @@ def test_tenant_defaults() -> None:
         "UTC", frozenset(), (), ())
 
 
-def test_one_vts_serving_several_tenants_and_an_idle_vts() -> None:
+def test_one_vts_serving_several_tenants() -> None:
     raw = example()
     raw["tenants"]["globex"]["venues"]["globex-venue"]["vts"] = "acme"
     raw["tenants"]["globex"]["venues"]["globex-lobby"] = {"vts": "acme"}
     raw["tenants"]["globex"]["personal"]["vts"] = "acme"
     raw["vts"]["acme"] = {"command": ["/opt/vts/run", "--fast"], "grace_period": 1}
+    del raw["vts"]["globex"]  # nothing maps to it any more
     cfg = parse(raw, path=PATH)
     assert cfg.vts["acme"].tenants == ("acme", "globex")
     assert cfg.vts["acme"].command == ("/opt/vts/run", "--fast")
     assert cfg.vts["acme"].grace_period == 1.0
-    assert cfg.vts["globex"].tenants == ()
+    assert set(cfg.vts) == {"acme"}
     assert cfg.venues["globex-lobby"] == VenueConfig(
         context="globex-lobby", tenant="globex", vts="acme", router_timeout=2.0)
+
+
+def test_an_idle_vts_is_refused_naming_its_section() -> None:
+    raw = example()
+    raw["tenants"]["globex"]["venues"]["globex-venue"]["vts"] = "acme"
+    raw["tenants"]["globex"]["personal"]["vts"] = "acme"
+    config_error(raw, "vts.globex: no venue maps to VTS 'globex'")
+    raw = example()
+    raw["vts"]["spare"] = {}
+    config_error(raw, "vts.spare: no venue maps to VTS 'spare'")
+
+
+def test_a_vts_only_a_personal_context_maps_to_is_used() -> None:
+    raw = example()
+    raw["tenants"]["globex"]["personal"]["vts"] = "concierge"
+    raw["vts"]["concierge"] = {}
+    assert parse(raw, path=PATH).vts["concierge"].tenants == ("globex",)
 
 
 def test_vts_tenants_are_sorted() -> None:

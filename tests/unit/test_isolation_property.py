@@ -571,7 +571,9 @@ def test_a_disposition_for_a_tenant_removed_by_a_reload_default_routes() -> None
     w = TwoTenants()
     handle, r = w.call("globex-venue")
     raw = copy.deepcopy(RAW)
-    del raw["tenants"]["globex"]  # [vts.globex] stays: the VTS is still connected
+    del raw["tenants"]["globex"]
+    # [vts.globex] stays, connected: it now serves an acme venue (an idle VTS is refused).
+    raw["tenants"]["acme"]["venues"]["acme-lobby"] = {"vts": "globex"}
     w.inter.reload(config_mod.parse(raw, path=Path("test.toml")))
     w.inter.on_vts_message("globex", disposition(handle, action="route",
                                                  target="extension:2001"))

@@ -277,7 +277,8 @@ def test_policy_from_settings_and_knobs() -> None:
 
 def _vts_config(tmp_path: Path, knobs: str) -> VtsConfig:
     path = tmp_path / "bridge.toml"
-    path.write_text(f"[vts.acme]\n{knobs}\n")
+    # A venue maps to the VTS: an idle [vts.X] is refused (config.py).
+    path.write_text(f"[tenants.acme.venues.acme-venue]\nvts = 'acme'\n[vts.acme]\n{knobs}\n")
     return config_mod.load(path).vts["acme"]
 
 
