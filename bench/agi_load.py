@@ -46,7 +46,7 @@ AGI_VENUES = 2  # the bridge under test: 2 tenants, each with its venue and its 
 class Target:
     name: str
     server: Server
-    venues: list[str] = field(default_factory=lambda: ["bench-venue-0"])
+    venues: list[str] = field(default_factory=lambda: ["t0-venue"])
 
 
 def make_targets(workdir: Path, names: list[str]) -> list[Target]:

@@ -59,8 +59,13 @@ strategy = "round_robin"
 TARGETS = '["1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "operator"]'
 
 
+# Each venue is its own tenant's (t0 owns t0-venue): a context belongs to the tenant whose
+# name and a dash start it (ami_bridge/ownership.py), or the config is refused.
+VENUE_FORMAT = "t{i}-venue"
+
+
 def venue_name(i: int) -> str:
-    return f"bench-venue-{i}"
+    return VENUE_FORMAT.format(i=i)
 
 
 def write_bridge_config(path: Path, *, port: int, venues: int, vts_per: int = 1,

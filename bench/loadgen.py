@@ -273,7 +273,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     venues = args.venues.split(",") if args.venues else [
-        f"{args.venue_prefix}{i}" for i in range(args.venue_count)]
+        args.venue_format.format(i=i) for i in range(args.venue_count)]
     numbers = None
     if args.numbers:
         start, _, count = args.numbers.partition(":")
@@ -315,7 +315,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=200)
     p.add_argument("--venues", default="", help="comma-separated agi_context values")
-    p.add_argument("--venue-prefix", default="bench-venue-")
+    p.add_argument("--venue-format", default="t{i}-venue",
+                   help="venue context of venue i (a str.format with {i})")
     p.add_argument("--venue-count", type=int, default=1)
     p.add_argument("--numbers", default="",
                    help="START:COUNT: dial one of COUNT numbers from START at random")

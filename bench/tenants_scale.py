@@ -93,7 +93,7 @@ def measure_size(size: int, per: int, workdir: Path, rate: float,
         c0 = tree_cpu(pids)
         argv = [sys.executable, "-m", "bench.loadgen", "--port", str(PORT), "--mode", "open",
                 "--rate", str(rate), "--duration", str(duration), "--concurrency", "200",
-                "--venue-prefix", "bench-venue-", "--venue-count", str(size)]
+                "--venue-format", "t{i}-venue", "--venue-count", str(size)]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
                              check=True)
         c1 = tree_cpu(pids)
