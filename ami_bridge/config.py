@@ -37,6 +37,7 @@ from typing import Any
 
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
+from ami_bridge.metrics.settings import MetricsConfig, parse_metrics
 from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
 from ami_bridge.ownership import (
     Owners,
@@ -130,6 +131,7 @@ class BridgeConfig:
     # The personal router: its HTTP API (None: not served) and its store.
     api: ApiConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig | None = None  # [metrics]: None, no endpoint (ami_bridge.metrics)
 
     @property
     def personal(self) -> bool:
@@ -152,8 +154,8 @@ def load(path: Path) -> BridgeConfig:
 
 def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
     fail = failer(path)
-    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store"}, "",
-               fail)
+    no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
+                     "metrics"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -216,6 +218,7 @@ def parse(raw: Mapping[str, Any], *, path: Path) -> BridgeConfig:
         agi_secret=_agi_secret(bridge, path, fail),
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
         api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
+        metrics=parse_metrics(raw, fail),
     )
 
 
