@@ -69,7 +69,8 @@ class SlidingCount:
         return index
 
     def add(self, now: float, n: int = 1) -> None:
-        self._counts[self._advance(now) % len(self._counts)] += n
+        index = self._advance(now)  # first: it may replace the list
+        self._counts[index % len(self._counts)] += n
 
     def total(self, now: float, *, skip_newest: int = 0) -> int:
         """Events in the window, less those of the `skip_newest` newest buckets."""

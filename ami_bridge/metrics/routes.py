@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from ami_bridge.metrics.alarms import AlarmBook
 
@@ -40,6 +41,13 @@ UNKNOWN_OTHER = "(other)"
 Key = tuple[str, str]  # (tenant, venue)
 
 
+class Venue(Protocol):
+    """What is read of a configured venue (ami_bridge.config.VenueConfig)."""
+
+    @property
+    def tenant(self) -> str: ...
+
+
 class Latency:
     """One histogram: per-bucket counts (the last is +Inf) and the sum of observations."""
 
@@ -57,10 +65,10 @@ class Latency:
 
 class RouteStats:
     def __init__(self, *, clock: Callable[[], float],
-                 venues: Callable[[], Mapping[str, str]],
+                 venues: Callable[[], Mapping[str, Venue]],
                  alarms: AlarmBook | None = None) -> None:
-        """`clock`: the intermediary's monotonic clock; `venues`: the configured venue ->
-        tenant map (read per `entered`, so a reload is seen at once)."""
+        """`clock`: the intermediary's monotonic clock; `venues`: the configured venues
+        by context (read per `entered`, so a reload is seen at once)."""
         self._clock = clock
         self._venues = venues
         self.alarms = alarms
@@ -116,9 +124,10 @@ class RouteStats:
     # -- from the AMI link -------------------------------------------------------------
     def entered(self, context: str) -> None:
         """A channel was created in `context` (AMI Newchannel); counted if a venue's."""
-        tenant = self._venues().get(context)
-        if tenant is None:
+        venue = self._venues().get(context)
+        if venue is None:
             return
+        tenant = venue.tenant
         key = (tenant, context)
         self.entered_calls[key] = self.entered_calls.get(key, 0) + 1
         if self.alarms is not None:
