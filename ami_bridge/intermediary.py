@@ -152,8 +152,13 @@ class Intermediary:
                  on_decision: Decided | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  users: PersonalLookup = no_users, pops: Pops | None = None,
-                 observer: RouteObserver | None = None) -> None:
+                 observer: RouteObserver | None = None,
+                 latency_clock: Callable[[], float] = time.perf_counter) -> None:
+        """`latency_clock` times route requests for the observer: not the `Scheduler`,
+        whose clock may be coarse (uvloop's `loop.time()` is cached per iteration, in
+        milliseconds) while a decision takes a fraction of one."""
         self._config = config
+        self._latency_clock = latency_clock
         self._observer: RouteObserver = observer if observer is not None else _Unobserved()
         self._clock = clock
         self._personal = personal
@@ -227,7 +232,7 @@ class Intermediary:
     def route_request(self, env: Mapping[str, str], responder: Responder) -> str | None:
         """Register a call waiting in a venue; returns its handle, or None if disposed."""
         self.counters.requests += 1
-        started = self._clock.time()
+        started = self._latency_clock()
         context = env.get("agi_context", "")
         venue = self._config.venues.get(context)
         observer = self._observer
@@ -238,7 +243,7 @@ class Intermediary:
             observer.requested("", context)
             responder.dispose(Disposition(ACTION_DEFAULT, cause="unknown-venue"))
             observer.disposed("", context, "default", "unknown-venue",
-                              self._clock.time() - started,
+                              self._latency_clock() - started,
                               uniqueid=env.get("agi_uniqueid", ""))
             return None
         observer.requested(venue.tenant, venue.context)
@@ -267,7 +272,7 @@ class Intermediary:
             self._record(venue, call, user, history, disposition, None, "loop guard")
             responder.dispose(disposition)
             observer.disposed(venue.tenant, venue.context, ACTION_REJECT, disposition.cause,
-                              self._clock.time() - started, uniqueid=call.uniqueid,
+                              self._latency_clock() - started, uniqueid=call.uniqueid,
                               rule="loop guard")
             return None
         link = self._links.get(venue.vts)
@@ -287,7 +292,7 @@ class Intermediary:
             return None
         handle = secrets.token_hex(8)
         pending = Pending(handle=handle, venue=venue, responder=responder, history=history,
-                          deadline=started + venue.router_timeout, call=call,
+                          deadline=self._clock.time() + venue.router_timeout, call=call,
                           user=user, started=started)
         pending.timer = self._clock.call_at(pending.deadline, lambda: self._timeout(handle))
         self._pending[handle] = pending
@@ -582,7 +587,7 @@ class Intermediary:
         target = disposition.target
         self._observer.disposed(
             venue.tenant, venue.context, ACTION_REJECT if rejected else ACTION_DEFAULT,
-            disposition.cause if rejected else cause, self._clock.time() - started,
+            disposition.cause if rejected else cause, self._latency_clock() - started,
             uniqueid=call.uniqueid, target=str(target) if target is not None else "",
             rule=trace.rule if trace is not None else "")
 
@@ -627,7 +632,7 @@ class Intermediary:
         target = disposition.target
         self._observer.disposed(
             pending.venue.tenant, pending.venue.context, disposition.action, disposition.cause,
-            self._clock.time() - pending.started, uniqueid=pending.call.uniqueid,
+            self._latency_clock() - pending.started, uniqueid=pending.call.uniqueid,
             target=str(target) if target is not None else "",
             rule=trace.rule if trace is not None else "")
 

@@ -41,7 +41,8 @@ class World:
         self.alarms = AlarmBook(window=10.0, default_ratio=0.5, min_calls=2)
         self.stats = RouteStats(clock=self.clock.time, venues=lambda: self.config.venues,
                                 alarms=self.alarms)
-        self.inter = Intermediary(config=self.config, clock=self.clock, observer=self.stats)
+        self.inter = Intermediary(config=self.config, clock=self.clock, observer=self.stats,
+                                  latency_clock=self.clock.time)
         self.acme, self.globex = Link(), Link()
         self.inter.attach_vts("acme", self.acme)
         self.inter.attach_vts("globex", self.globex)
