@@ -152,6 +152,10 @@ def test_scrapes_match_sipp_and_the_uases_and_the_logs_hold_no_secret(
     assert all(c["level"] == "INFO" and c["latency_ms"] > 0 for c in routed)
     assert any(line["level"] == "DEBUG" for line in lines)  # the wire lines were logged
     assert SECRET not in log and AMI_SECRET not in log
+    assert bridge.stop() == 0
+    stopped = bridge.log()
+    assert "AMI session closed: the bridge is stopping" in stopped
+    assert "AMI session lost" not in stopped
 
 
 def test_a_wrong_agi_url_and_a_silent_vts_raise_their_alarms_then_clear(
