@@ -70,7 +70,7 @@ class AmiLink:
             on_disconnected=self._on_disconnected,
             read_pause=float(os.environ.get(READ_PAUSE_ENV, DEFAULT_READ_PAUSE)))
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False  # stop() was called: the session's end is no loss
+        self._stopping = False
         self.resyncs = 0
         self._sent_agents: dict[str, messages.AgentState] = {}  # device -> last one sent
         self._held_binds: list[tuple[str, str, str]] | None = None  # during a resync
@@ -80,7 +80,7 @@ class AmiLink:
         self._task = asyncio.create_task(self.client.run(), name="ami-link")
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping = True  # the session's end is ours, not a loss (no warning)
         await self.client.close()
         if self._task is not None:
             self._task.cancel()
@@ -171,6 +171,6 @@ class AmiLink:
 
     def _on_disconnected(self, reason: str) -> None:
         if self._stopping:
-            log.info("AMI session closed: the bridge is stopping")
+            log.info("AMI session closed (the bridge is stopping)")
             return
         log.warning("AMI session lost: %s; reconnecting with backoff", reason)

@@ -70,18 +70,3 @@ def test_binds_without_a_session_are_capped(monkeypatch: pytest.MonkeyPatch,
     amilink.call_entered("1.9", "acme-venue", "acme")
     assert amilink.tracker.owner("1.9") == ("acme-venue", "acme")
 
-
-def test_a_clean_stop_is_not_logged_as_a_lost_session(caplog: pytest.LogCaptureFixture) -> None:
-    amilink, client = link()
-
-    async def close() -> None:  # as AmiClient does: the session ends, then the callback
-        amilink._on_disconnected("closed by the bridge")
-
-    client.close = close  # type: ignore[attr-defined]
-    with caplog.at_level(logging.INFO, logger="ami_bridge.ami_link"):
-        amilink._on_disconnected("Asterisk closed the connection")
-        asyncio.run(amilink.stop())
-    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, "AMI session lost: Asterisk closed the connection; reconnecting "
-                          "with backoff"),
-        (logging.INFO, "AMI session closed: the bridge is stopping")]
