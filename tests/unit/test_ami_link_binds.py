@@ -69,4 +69,3 @@ def test_binds_without_a_session_are_capped(monkeypatch: pytest.MonkeyPatch,
     asyncio.run(amilink._resync())  # the count starts again after a resync
     amilink.call_entered("1.9", "acme-venue", "acme")
     assert amilink.tracker.owner("1.9") == ("acme-venue", "acme")
-
