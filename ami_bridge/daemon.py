@@ -90,9 +90,9 @@ class Bridge:
                                on_channel=self.metrics.stats.entered)
             self.ami.start()
         self._control = await control.serve(self.config.control_socket, self._on_control)
-        await self.metrics.start()  # /metrics when the config has [metrics]
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
+        await self.metrics.start()  # /metrics when the config has [metrics]
 
     @property
     def processes(self) -> dict[str, VtsProcess]:
@@ -197,8 +197,6 @@ class Bridge:
                  len(new.vts))
 
     async def stop(self) -> None:
-        if self.metrics is not None:
-            await self.metrics.stop()
         if self.ami is not None:
             await self.ami.stop()
         if self._control is not None:
@@ -211,6 +209,8 @@ class Bridge:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self.metrics is not None:  # last: a scrape sees the stop to its end
+            await self.metrics.stop()
         log.info("ami-bridge stopped")
 
 
