@@ -566,7 +566,9 @@ class Intermediary:
 
     def _default_route(self, venue: VenueConfig, history: CallHistory, responder: Responder,
                        cause: str, call: m.CallerData, user: User | None,
-                       trace: m.TraceInfo | None = None, *, started: float) -> None:
+                       trace: m.TraceInfo | None = None, *,
+                       started: float | None = None) -> None:
+        """`started`: when the request arrived, on the latency clock (None: just now)."""
         tenant = self._config.tenants.get(venue.tenant)
         if venue.personal and tenant is not None:
             # The user's phones, then voicemail: what the call would get with no bridge.
@@ -587,7 +589,8 @@ class Intermediary:
         target = disposition.target
         self._observer.disposed(
             venue.tenant, venue.context, ACTION_REJECT if rejected else ACTION_DEFAULT,
-            disposition.cause if rejected else cause, self._latency_clock() - started,
+            disposition.cause if rejected else cause,
+            0.0 if started is None else self._latency_clock() - started,
             uniqueid=call.uniqueid, target=str(target) if target is not None else "",
             rule=trace.rule if trace is not None else "")
 
