@@ -20,7 +20,11 @@ one rate-limited line each.
 
 Per-session exception barrier: a protocol error or a handler bug is logged and closes
 that one session (the dialplan then takes its default route); the server goes on.
-Wire lines are logged at DEBUG with `<<` (from Asterisk) and `>>` (to Asterisk).
+Wire lines are logged at DEBUG with `<<` (from Asterisk) and `>>` (to Asterisk); the
+environment is logged once parsed, with the route-request secret (the path of
+`agi_network_script` and `agi_request` before the script name) masked, never as raw
+bytes. A connection closed before it sent a byte (a health check of the port) is
+logged at DEBUG only.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ami_bridge.agi.protocol import (
     Environment,
     EnvironmentRefused,
     Hangup,
+    Phase,
     RemoteProtocolError,
     Reply,
 )
@@ -62,6 +67,10 @@ DEFAULT_ANSWER = wire.set_variables([(AB_CAUSE, CAUSE_REFUSED_ENVIRONMENT),
 # Lines a peer can cause at will (refused peers, refused environments, deadlines): one
 # line per kind in this many seconds; the next says how many were suppressed.
 PEER_LOG_INTERVAL = 10.0
+# Environment variables whose value carries the route-request secret in its path
+# (`SECRET/route`, `agi://HOST:PORT/SECRET/route`): logged with the path masked.
+SECRET_PATH_VARIABLES = frozenset({"agi_network_script", "agi_request"})
+MASK = "********"
 # Descriptors the daemon needs besides AGI sessions: VTS sockets and pipes, the AMI
 # session, the control socket, log files, with margin.
 RESERVED_DESCRIPTORS = 256
@@ -107,6 +116,7 @@ class AgiConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._counted_as: str | None = None  # the peer key in PeerSessions
         self._delivered = False  # the handler has the environment
+        self._received = False  # any byte arrived (else EOF is a health check)
         self._refused = False  # the environment was refused: this module answers
         self.finished = False  # our answer was delivered completely
         self.gone = False
@@ -138,11 +148,21 @@ class AgiConnection(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        self._received = True
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s << %r", self.peer, data)
+            if self._session.phase is Phase.HEADER:  # the environment: logged once parsed
+                log.debug("%s << %d bytes of environment", self.peer, len(data))
+            else:
+                log.debug("%s << %r", self.peer, data)
         self._feed(data)
 
     def eof_received(self) -> bool | None:
+        if not self._received:
+            # A port check (a load balancer's, systemd's, an operator's nc -z): nothing
+            # went wrong, so no warning; returning None closes the transport.
+            log.debug("AGI connection from %s closed without a request (a health check?)",
+                      self.peer)
+            return None
         self._feed(b"")
         return None
 
@@ -190,6 +210,8 @@ class AgiConnection(asyncio.Protocol):
                 if event is NEED_DATA:
                     return
                 if isinstance(event, Environment):
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("%s << environment %r", self.peer, masked(event.variables))
                     self._deadlines.environment_received()
                     self._delivered = True
                     self._handler.on_environment(self, event)
@@ -303,6 +325,21 @@ class AgiConnection(asyncio.Protocol):
             self._handler.on_gone(self)
         except Exception:
             log.exception("AGI session from %s: on_gone failed", self.peer)
+
+
+def masked(variables: dict[str, str]) -> dict[str, str]:
+    """The environment as it may be logged: the secret path segments masked."""
+    shown = dict(variables)
+    for key in SECRET_PATH_VARIABLES & shown.keys():
+        head, sep, script = shown[key].rpartition("/")
+        if key == "agi_request":  # agi://HOST:PORT/SECRET/route: keep the address
+            scheme, slashes, rest = head.partition("//")
+            address, sep2, secret = rest.partition("/")
+            head = f"{scheme}{slashes}{address}{sep2}{MASK}" if secret else head
+        elif head:
+            head = MASK
+        shown[key] = f"{head}{sep}{script}"
+    return shown
 
 
 def ensure_descriptors(needed: int) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from ami_bridge.ami.client import DEFAULT_READ_PAUSE, AmiClient, AmiError
 from ami_bridge.ami.protocol import Event
@@ -54,8 +55,13 @@ def devices_of(config: BridgeConfig) -> dict[str, str]:
 
 class AmiLink:
     def __init__(self, *, settings: AmiConfig, config: BridgeConfig,
-                 intermediary: Intermediary) -> None:
+                 intermediary: Intermediary,
+                 on_channel: Callable[[str], object] | None = None) -> None:
+        """`on_channel(context)`: every Newchannel's context (calls entering a venue, for
+        the metrics' no-requests alarm; the event is already in the manager user's
+        eventfilter, so this costs Asterisk nothing)."""
         self._intermediary = intermediary
+        self._on_channel = on_channel
         self.tracker = CallTracker(devices=devices_of(config),
                                    venues={v.context: v.tenant for v in config.venues.values()})
         self.client = AmiClient(
@@ -106,6 +112,8 @@ class AmiLink:
         self.tracker.bind(uniqueid, venue, tenant)
 
     def _on_event(self, event: Event) -> None:
+        if self._on_channel is not None and event.name == "Newchannel":
+            self._on_channel(event.get("Context") or "")
         for call_event in self.tracker.handle(event):
             self._intermediary.forward_call_event(call_event)
         if event.name in AGENT_EVENTS:

@@ -140,6 +140,7 @@ class Pending:
     timer: Timer | None = None
     treating: bool = False
     asking: Asking | None = None
+    started: float = 0.0  # its route request arrived (the latency clock, for the metrics)
 
 
 def treatment_for(tenant: TenantConfig, message: Treat, remaining_s: float,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -52,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="debug also logs every AGI and VTS wire line")
+    run.add_argument("--log-format", default="text", choices=["text", "json"],
+                     help="json: one JSON object per line, with the per-call line's fields "
+                     "(docs/operations.md)")
     check = sub.add_parser("check", help="validate a config file and exit",
                            description="Load and validate a bridge config (with its "
                            "conf.d/*.toml); print the fragments merged and the venue map, "
@@ -358,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     path = _located(args)
     if path is None:
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    from ami_bridge import logs
+
+    logs.setup(args.log_level, args.log_format)
     from ami_bridge.daemon import run
     from ami_bridge.eventloop import run as run_loop
 

@@ -42,6 +42,7 @@ from typing import Any
 from ami_bridge import conffiles
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
+from ami_bridge.metrics.settings import MetricsConfig, parse_metrics
 from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
 from ami_bridge.ownership import (
     Owners,
@@ -136,6 +137,7 @@ class BridgeConfig:
     api: ApiConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
     fragments: tuple[Path, ...] = ()  # the conf.d/*.toml merged into `path`, in order
+    metrics: MetricsConfig | None = None  # [metrics]: None, no endpoint (ami_bridge.metrics)
 
     @property
     def personal(self) -> bool:
@@ -155,7 +157,7 @@ def parse(raw: Mapping[str, Any], *, path: Path,
     the file that wrote the key."""
     fail = files.failer() if files is not None else failer(path)
     no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
-                     "operator"}, "", fail)
+                     "operator", "metrics"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -219,6 +221,7 @@ def parse(raw: Mapping[str, Any], *, path: Path,
         agi_policy=_agi_policy(bridge, host, venues, router_timeout, fail),
         api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
         fragments=files.fragments if files is not None else (),
+        metrics=parse_metrics(raw, fail),
     )
 
 

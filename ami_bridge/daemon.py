@@ -39,6 +39,7 @@ from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.intermediary import Intermediary, no_users
+from ami_bridge.metrics import service as metrics
 from ami_bridge.personal.service import PersonalService
 from ami_bridge.sdnotify import Notifier
 from ami_bridge.supervision import confine
@@ -65,6 +66,7 @@ class Bridge:
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
         self.personal: PersonalService | None = None
+        self.metrics: metrics.Metrics | None = None
         self._apply_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -75,6 +77,8 @@ class Bridge:
             self.personal = PersonalService(self.config, lambda: self.config.tenants)
             await self.personal.start()
         personal = self.personal
+        # Per-venue counts, the per-call log line and the alarms (ami_bridge.metrics).
+        self.metrics = metrics.Metrics(self, clock=loop.time)
         self.intermediary = Intermediary(
             config=self.config, clock=loop,
             agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [],
@@ -84,7 +88,8 @@ class Bridge:
             users=personal.directory.user_portion if personal else no_users,
             on_decision=personal.record if personal else None,
             # asked calls pop up on workstations only where the API serves them
-            pops=personal.pops if personal and self.config.api is not None else None)
+            pops=personal.pops if personal and self.config.api is not None else None,
+            observer=self.metrics.stats)
         if personal is not None:
             personal.pops.decide = self.intermediary.client_choice
         if self.config.agi_secret is None:
@@ -98,12 +103,14 @@ class Bridge:
         await self.supervisor.reconcile(self.config.vts, sandboxes_for(self.config))
         if self.config.ami is not None:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
-                               intermediary=self.intermediary)
+                               intermediary=self.intermediary,
+                               on_channel=self.metrics.stats.entered)
             self.ami.start()
         self._control_path = self.config.control_socket  # stays here if a reload renames it
         self._control = await control.serve(self._control_path, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
+        await self.metrics.start()  # /metrics when the config has [metrics]
 
     @property
     def processes(self) -> dict[str, VtsProcess]:
@@ -244,6 +251,8 @@ class Bridge:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self.metrics is not None:  # last: a scrape sees the stop to its end
+            await self.metrics.stop()
         log.info("ami-bridge stopped")
 
 

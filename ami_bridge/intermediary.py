@@ -86,6 +86,38 @@ def no_users(tenant: str, number: str) -> None:
     return None
 
 
+class RouteObserver(Protocol):
+    """Told of every route request and how it left (ami_bridge.metrics.routes.RouteStats:
+    the metrics and the per-call log line). `kind`: route, reject or default (final;
+    `cause` is the reject cause or the default route's reason, `latency` the seconds
+    from the request to the answer); treat and ask keep the call pending (`stepped`).
+    A context that is no venue is reported with tenant "" and the context."""
+
+    def requested(self, tenant: str, venue: str) -> None: ...
+
+    def stepped(self, tenant: str, venue: str, kind: str) -> None: ...
+
+    def disposed(self, tenant: str, venue: str, kind: str, cause: str, latency: float, *,
+                 uniqueid: str = "", target: str = "", rule: str = "") -> None: ...
+
+    def abandoned_call(self, tenant: str, venue: str) -> None: ...
+
+
+class _Unobserved:
+    def requested(self, tenant: str, venue: str) -> None:
+        return None
+
+    def stepped(self, tenant: str, venue: str, kind: str) -> None:
+        return None
+
+    def disposed(self, tenant: str, venue: str, kind: str, cause: str, latency: float, *,
+                 uniqueid: str = "", target: str = "", rule: str = "") -> None:
+        return None
+
+    def abandoned_call(self, tenant: str, venue: str) -> None:
+        return None
+
+
 class Pops(Protocol):
     """Where asked calls pop up (ami_bridge.personal.pops.PopHub): sync, never blocking."""
 
@@ -122,8 +154,15 @@ class Intermediary:
                  personal: PersonalLookup = no_users,
                  on_decision: Decided | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 users: PersonalLookup = no_users, pops: Pops | None = None) -> None:
+                 users: PersonalLookup = no_users, pops: Pops | None = None,
+                 observer: RouteObserver | None = None,
+                 latency_clock: Callable[[], float] = time.perf_counter) -> None:
+        """`latency_clock` times route requests for the observer: not the `Scheduler`,
+        whose clock may be coarse (uvloop's `loop.time()` is cached per iteration, in
+        milliseconds) while a decision takes a fraction of one."""
         self._config = config
+        self._latency_clock = latency_clock
+        self._observer: RouteObserver = observer if observer is not None else _Unobserved()
         self._clock = clock
         self._personal = personal
         self._users = users  # (tenant, user id) -> the user and portion
@@ -195,6 +234,14 @@ class Intermediary:
     def pending_count(self, vts: str | None = None) -> int:
         return len(self._pending) if vts is None else len(self._per_vts.get(vts, ()))
 
+    def pending_by_venue(self) -> dict[str, int]:
+        """Pending calls per venue (read at a metrics scrape, not per call)."""
+        counts: dict[str, int] = {}
+        for pending in self._pending.values():
+            venue = pending.venue.context
+            counts[venue] = counts.get(venue, 0) + 1
+        return counts
+
     def _tenants_of(self, vts: str) -> str:
         vts_config = self._config.vts.get(vts)
         return ", ".join(vts_config.tenants) if vts_config is not None else vts
@@ -203,14 +250,21 @@ class Intermediary:
     def route_request(self, env: Mapping[str, str], responder: Responder) -> str | None:
         """Register a call waiting in a venue; returns its handle, or None if disposed."""
         self.counters.requests += 1
+        started = self._latency_clock()
         context = env.get("agi_context", "")
         venue = self._config.venues.get(context)
+        observer = self._observer
         if venue is None:
             log.warning("route request from unknown venue %r (channel %s): default route",
                         context, env.get("agi_channel", "?"))
             self._count_default("unknown-venue")
+            observer.requested("", context)
             responder.dispose(Disposition(ACTION_DEFAULT, cause="unknown-venue"))
+            observer.disposed("", context, "default", "unknown-venue",
+                              self._latency_clock() - started,
+                              uniqueid=env.get("agi_uniqueid", ""))
             return None
+        observer.requested(venue.tenant, venue.context)
         # Keyed by tenant too: a unique id given in one tenant's venue must never count
         # against (or reset) the loop guard of another tenant's call.
         uniqueid = env.get("agi_uniqueid", "")
@@ -235,26 +289,33 @@ class Intermediary:
             disposition = Disposition(ACTION_REJECT, cause="congestion")
             self._record(venue, call, user, history, disposition, None, "loop guard")
             responder.dispose(disposition)
+            observer.disposed(venue.tenant, venue.context, ACTION_REJECT, disposition.cause,
+                              self._latency_clock() - started, uniqueid=call.uniqueid,
+                              rule="loop guard")
             return None
         link = self._links.get(venue.vts)
         if venue.personal and user is None:
-            self._default_route(venue, history, responder, "no-user", call, user)
+            self._default_route(venue, history, responder, "no-user", call, user,
+                                started=started)
             return None
         if link is None:
-            self._default_route(venue, history, responder, "no-vts", call, user)
+            self._default_route(venue, history, responder, "no-vts", call, user,
+                                started=started)
             return None
         if self._stopping:  # a session accepted before the listener closed, read after
-            self._default_route(venue, history, responder, CAUSE_STOPPING, call, user)
+            self._default_route(venue, history, responder, CAUSE_STOPPING, call, user,
+                                started=started)
             return None
         if len(self._per_vts[venue.vts]) >= self._config.max_pending_per_vts:
             self._warn_cap(self._clock.time(), "VTS %s has %d pending calls (cap): default route",
                            venue.vts, self._config.max_pending_per_vts, key=venue.vts)
-            self._default_route(venue, history, responder, "vts-overloaded", call, user)
+            self._default_route(venue, history, responder, "vts-overloaded", call, user,
+                                started=started)
             return None
         handle = secrets.token_hex(8)
         pending = Pending(handle=handle, venue=venue, responder=responder, history=history,
                           deadline=self._clock.time() + venue.router_timeout, call=call,
-                          user=user)
+                          user=user, started=started)
         pending.timer = self._clock.call_at(pending.deadline, lambda: self._timeout(handle))
         self._pending[handle] = pending
         self._per_vts[venue.vts].add(handle)
@@ -269,6 +330,7 @@ class Intermediary:
         if pending is None:
             return
         self.counters.abandoned += 1
+        self._observer.abandoned_call(pending.venue.tenant, pending.venue.context)
         self._record(pending.venue, pending.call, pending.user, pending.history, None, None,
                      "the caller hung up while the call waited")
         self._notify(pending, m.Abandoned(handle))
@@ -342,7 +404,7 @@ class Intermediary:
         pending.history.redirects = 0  # a real instruction
         self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
                      message.trace, "")
-        self._finish(handle, disposition)
+        self._finish(handle, disposition, message.trace)
 
     @staticmethod
     def _disposition_for(pending: Pending, tenant: TenantConfig,
@@ -380,6 +442,7 @@ class Intermediary:
         pending.timer = self._clock.call_at(pending.deadline, lambda: self._timeout(handle))
         pending.asking = Asking(otherwise=message.otherwise, asked=asked, trace=message.trace)
         self.counters.asked += 1
+        self._observer.stepped(tenant.name, pending.venue.context, "ask")
         self._pops.offer(Pop(
             call_id=handle, tenant=tenant.name, user_id=user.user_id, number=user.number,
             ani=pending.call.ani, ani_name=pending.call.ani_name, asked=asked,
@@ -396,7 +459,7 @@ class Intermediary:
             return
         self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
                      trace, why)
-        self._finish(pending.handle, disposition)
+        self._finish(pending.handle, disposition, trace)
 
     def client_choice(self, call_id: str, tenant: str, user_id: str, choice: str,
                       target: str = "") -> str | None:
@@ -420,10 +483,11 @@ class Intermediary:
             return str(exc)
         asking.taken_by = user_id
         pending.history.redirects = 0
+        chosen = m.TraceInfo(rule="ask", why=f"{user_id} chose {choice} on a workstation",
+                             inputs={"chosen_by": user_id})
         self._record(pending.venue, pending.call, pending.user, pending.history, disposition,
-                     m.TraceInfo(rule="ask", why=f"{user_id} chose {choice} on a "
-                                 "workstation", inputs={"chosen_by": user_id}), "")
-        self._finish(call_id, disposition)
+                     chosen, "")
+        self._finish(call_id, disposition, chosen)
         return None
 
     @staticmethod
@@ -469,6 +533,7 @@ class Intermediary:
         treatment = treatment_for(tenant, message, pending.deadline - self._clock.time(), others)
         pending.treating = True
         self.counters.treatments += 1
+        self._observer.stepped(tenant.name, pending.venue.context, "treat")
         handle = pending.handle
         pending.responder.treat(treatment, lambda digits: self._treatment_done(handle, digits))
 
@@ -519,11 +584,13 @@ class Intermediary:
         if notify:
             self._notify(pending, m.DefaultRouted(handle, reason=cause))
         self._default_route(pending.venue, pending.history, pending.responder, cause,
-                            pending.call, pending.user, trace)
+                            pending.call, pending.user, trace, started=pending.started)
 
     def _default_route(self, venue: VenueConfig, history: CallHistory, responder: Responder,
                        cause: str, call: m.CallerData, user: User | None,
-                       trace: m.TraceInfo | None = None) -> None:
+                       trace: m.TraceInfo | None = None, *,
+                       started: float | None = None) -> None:
+        """`started`: when the request arrived, on the latency clock (None: just now)."""
         tenant = self._config.tenants.get(venue.tenant)
         if venue.personal and tenant is not None:
             # The user's phones, then voicemail: what the call would get with no bridge.
@@ -541,6 +608,13 @@ class Intermediary:
         self._record(venue, call, user, history, disposition, trace,
                      f"default route ({cause})")
         responder.dispose(disposition)
+        target = disposition.target
+        self._observer.disposed(
+            venue.tenant, venue.context, ACTION_REJECT if rejected else ACTION_DEFAULT,
+            disposition.cause if rejected else cause,
+            0.0 if started is None else self._latency_clock() - started,
+            uniqueid=call.uniqueid, target=str(target) if target is not None else "",
+            rule=trace.rule if trace is not None else "")
 
     def _record(self, venue: VenueConfig, call: m.CallerData, user: User | None,
                 history: CallHistory, disposition: Disposition | None,
@@ -570,7 +644,8 @@ class Intermediary:
             outcome=outcome, rule=rule, why=text,
             inputs=dict(trace.inputs) if trace is not None else {}, call=record_call))
 
-    def _finish(self, handle: str, disposition: Disposition) -> None:
+    def _finish(self, handle: str, disposition: Disposition,
+                trace: m.TraceInfo | None) -> None:
         pending = self._release(handle, disposition.action)
         if pending is None:
             return
@@ -579,6 +654,12 @@ class Intermediary:
         else:
             self.counters.rejected += 1
         pending.responder.dispose(disposition)
+        target = disposition.target
+        self._observer.disposed(
+            pending.venue.tenant, pending.venue.context, disposition.action, disposition.cause,
+            self._latency_clock() - pending.started, uniqueid=pending.call.uniqueid,
+            target=str(target) if target is not None else "",
+            rule=trace.rule if trace is not None else "")
 
     def _release(self, handle: str, outcome: str) -> Pending | None:
         pending = self._pending.pop(handle, None)
