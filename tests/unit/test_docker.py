@@ -42,15 +42,19 @@ def test_compose_file_is_valid_without_an_engine() -> None:
 
 
 def test_a_broken_compose_file_is_refused(tmp_path: Path) -> None:
-    broken = DOCKER / f".compose-broken-{os.getpid()}.yaml"  # beside it: same build paths
     text = COMPOSE.read_text()
     assert text.count('network_mode: "service:asterisk"') >= 2
+    assert text.count("context: ..\n") >= 3
+    # Outside docker/, with the build contexts made absolute (they must exist): the
+    # copy passes, and fails once one service names a network of a service that is not.
+    text = text.replace("context: ..\n", f"context: {ROOT}\n")
+    same = tmp_path / "same.yaml"
+    same.write_text(text)
+    assert compose_config(same).returncode == 0
+    broken = tmp_path / "broken.yaml"
     broken.write_text(text.replace('network_mode: "service:asterisk"',
                                    'network_mode: "service:nosuch"', 1))
-    try:
-        done = compose_config(broken)
-    finally:
-        broken.unlink()
+    done = compose_config(broken)
     assert done.returncode != 0
     assert "nosuch" in done.stderr
 
