@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_what_the_docker_files_name_exists_and_agrees() -> None:
 def test_the_init_script_prepares_a_config_the_bridge_loads(tmp_path: Path) -> None:
     etc, conf = tmp_path / "etc-ami-bridge", tmp_path / "etc-asterisk"
     (conf / "ami-bridge").mkdir(parents=True)
-    bin_dir = Path(shutil.which("ami-bridge") or ROOT / ".venv" / "bin" / "ami-bridge").parent
+    bin_dir = Path(sys.executable).parent  # this interpreter's ami-bridge
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
            "AMI_BRIDGE_ETC": str(etc), "ASTERISK_ETC": str(conf),
            "AMI_BRIDGE_OWNER": f"{os.getuid()}:{os.getgid()}"}
@@ -106,8 +107,8 @@ def test_the_asterisk_entrypoint_adds_the_bridge_once(tmp_path: Path) -> None:
     for name, text in stock.items():
         (conf / name).write_text(text)
     etc = tmp_path / "etc-ami-bridge"
-    subprocess.run([shutil.which("ami-bridge") or ROOT / ".venv/bin/ami-bridge", "conf",
-                    "init", str(etc)], check=True, capture_output=True)
+    subprocess.run([Path(sys.executable).parent / "ami-bridge", "conf", "init", str(etc)],
+                   check=True, capture_output=True)
     env = {**os.environ, "AMI_BRIDGE_KIT": str(etc / "asterisk"), "ASTERISK_ETC": str(conf),
            "ASTERISK_GROUP": str(os.getgid())}
     for _ in range(2):  # every container start runs it

@@ -44,14 +44,20 @@ print(json.dumps(list(walk(_parser(), []))))
 """
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without what would put another ami_bridge (or its egg-info,
+    which pip would take as already installed) on the path."""
+    return {k: v for k, v in os.environ.items()
+            if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
+
+
 class Venv:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.bin = path / "bin"
 
     def run(self, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
+        env = clean_env()
         env["PATH"] = f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}"
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=120,
                               check=False, cwd=cwd, env=env)
@@ -63,13 +69,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     assert not tmp.resolve().is_relative_to(ROOT)
     dist = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(dist), str(ROOT)], check=True, cwd=tmp)
+                    "-q", "-w", str(dist), str(ROOT)], check=True, cwd=tmp, env=clean_env())
     (wheel,) = dist.glob("ami_bridge-*.whl")
     env = Venv(tmp / "venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env.path)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env.path)], check=True,
+                   env=clean_env())
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env.bin / "python"),
                     "install", "-q", "--no-deps", "--no-index", "--no-cache-dir", str(wheel)],
-                   check=True, cwd=tmp)
+                   check=True, cwd=tmp, env=clean_env())
     site = env.run(str(env.bin / "python"), "-c",
                    "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp)
     deps = sysconfig.get_path("purelib")  # the repository .venv's: aiohttp and friends
