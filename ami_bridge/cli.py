@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="Asterisk's config directory (files go to OUT/ami-bridge/)")
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the rendered files differ from OUT")
-    _conf_init_parser(conf_sub)
+    from ami_bridge.kit import command as kit_command  # conf init
+
+    kit_command.add_parser(conf_sub)
     check = conf_sub.add_parser(
         "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
         description="Lint dialplan files and their #includes (and queues.conf): every "
@@ -94,41 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--socket", help="control socket path")
     _api_parsers(sub)
     return parser
-
-
-def _conf_init_parser(conf_sub: Any) -> None:
-    """`conf init DIR`: the operator's drop-in files (ami_bridge.kit)."""
-    init = conf_sub.add_parser(
-        "init", help="write the operator's drop-in files (config, tenants, manager users, "
-        "include lines, module list, guide) into DIR",
-        description="Write DIR/bridge.toml and DIR/tenants.d/ (the example config and "
-        "tenants), DIR/agi.secret, DIR/asterisk/ (manager.d/ users, extensions-include.conf, "
-        "modules-required.txt) and DIR/README.md (the guide) with docs/. Fresh random "
-        "secrets for both AMI logins and the route request. Refuses to overwrite an "
-        "existing file unless --force; prints each file written. Exit 0 written, 1 "
-        "refused (nothing written), 2 I/O error.")
-    init.add_argument("dir", type=Path, metavar="DIR", help="e.g. /etc/ami-bridge")
-    init.add_argument("--force", action="store_true", help="overwrite existing files")
-
-
-def _conf_init(args: argparse.Namespace) -> int:
-    from ami_bridge import kit
-
-    try:
-        files = kit.kit_files()
-        existing = [f for f in files if (args.dir / f.path).exists()]
-        if existing and not args.force:
-            for item in existing:
-                print(f"ami-bridge: {args.dir / item.path} exists", file=sys.stderr)
-            print("ami-bridge: conf init refused: nothing written; --force overwrites",
-                  file=sys.stderr)
-            return 1
-        for path in kit.write(args.dir, files, force=args.force):
-            print(f"wrote {path}")
-    except kit.KitError as exc:
-        print(f"ami-bridge: conf init: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def _api_parsers(sub: Any) -> None:
@@ -285,7 +252,9 @@ def _conf(args: argparse.Namespace) -> int:
     if args.conf_command == "check":
         return _conf_check(args)
     if args.conf_command == "init":
-        return _conf_init(args)
+        from ami_bridge.kit import command as kit_command
+
+        return kit_command.run(args)
     cfg = _load(args.config)
     if cfg is None:
         return 2

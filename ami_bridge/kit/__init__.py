@@ -12,7 +12,7 @@ lines an operator appends to extensions.conf (`[globals]` AB_AGI_URL with that s
 and the include of the rendered fragments). :func:`write` refuses to overwrite any
 existing file unless `force` (checked for all files before the first is written) and
 returns the paths written. Randomness comes from the `token` argument, so tests pass
-their own.
+their own. The command line (`conf init`) is ami_bridge.kit.command.
 """
 
 from __future__ import annotations
