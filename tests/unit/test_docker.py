@@ -80,22 +80,27 @@ def test_what_the_docker_files_name_exists_and_agrees() -> None:
 
 
 def test_the_init_script_prepares_a_config_the_bridge_loads(tmp_path: Path) -> None:
-    etc, conf = tmp_path / "etc-ami-bridge", tmp_path / "etc-asterisk"
-    (conf / "ami-bridge").mkdir(parents=True)
+    etc = tmp_path / "etc-ami-bridge"
     bin_dir = Path(sys.executable).parent  # this interpreter's ami-bridge
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "AMI_BRIDGE_ETC": str(etc), "ASTERISK_ETC": str(conf),
-           "AMI_BRIDGE_OWNER": f"{os.getuid()}:{os.getgid()}"}
+           "AMI_BRIDGE_ETC": str(etc), "AMI_BRIDGE_OWNER": f"{os.getuid()}:{os.getgid()}"}
     script = str(DOCKER / "bridge-init.sh")
     for _ in range(2):  # the second `up` keeps the config (and its secrets)
         done = subprocess.run(["sh", script], capture_output=True, text=True,
                               timeout=60, check=False, env=env)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, done.stdout + done.stderr
     cfg = config_mod.load(etc / "bridge.toml")
-    assert cfg.asterisk_conf_dir == conf.resolve()
+    view = etc / "asterisk-view"
+    assert cfg.asterisk_conf_dir == view.resolve()
     assert {v.confinement.mode for v in cfg.vts.values()} == {"off"}
-    assert (conf / "ami-bridge" / "extensions.conf").is_file()
+    assert (view / "ami-bridge" / "extensions.conf").is_file()
+    assert (view / "extensions.conf").read_text() == (
+        etc / "asterisk" / "extensions-include.conf").read_text()
     assert cfg.agi_secret == (etc / "agi.secret").read_text().strip()
+    # The compose file mounts the fragments where asterisk_conf_dir expects them.
+    compose = COMPOSE.read_text()
+    assert compose.count("- fragments:/etc/ami-bridge/asterisk-view/ami-bridge\n") == 2
+    assert "- fragments:/etc/asterisk/ami-bridge\n" in compose
 
 
 def test_the_asterisk_entrypoint_adds_the_bridge_once(tmp_path: Path) -> None:
