@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint sandbox postgres browser bench test-faults clean
+.PHONY: demo test unit lint sandbox postgres browser docker-compose bench test-faults clean
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed.
 $(STAMP): pyproject.toml
@@ -43,11 +43,17 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		apt-get update -q && apt-get install -y -q chromium chromium-driver; }
 
+# Debian's docker-compose (v1), only to check docker/compose.yaml (`config -q` needs no
+# Docker engine; tests/unit/test_docker.py). A no-op once it is there.
+docker-compose:
+	@command -v docker-compose >/dev/null || { \
+		apt-get update -q && apt-get install -y -q docker-compose; }
+
 # Unit and loopback tests only: no sandbox, no root, seconds.
-unit: $(STAMP) postgres
+unit: $(STAMP) postgres docker-compose
 	$(BIN)/pytest -m "not asterisk"
 
-test: $(STAMP) sandbox postgres browser lint
+test: $(STAMP) sandbox postgres browser docker-compose lint
 	$(BIN)/pytest
 
 demo: $(STAMP) sandbox

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                            "or the error (file, key, bad value) with exit status 2.")
     _config_option(check)
     conf = sub.add_parser("conf", help="tenant dialplan fragments: render, check; the "
-                          "effective config: show",
+                          "effective config: show; the operator's drop-in files: init",
                           description="Render the tenants' dialplan fragments from the "
                           "config, lint fragments (rendered and hand-written), or show the "
                           "effective config.")
@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="Asterisk's config directory (files go to OUT/ami-bridge/)")
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the rendered files differ from OUT")
+    from ami_bridge.kit import command as kit_command  # conf init
+
+    kit_command.add_parser(conf_sub)
     check = conf_sub.add_parser(
         "check", help="lint dialplan files (rendered and hand-written) for tenant isolation",
         description="Lint dialplan files and their #includes (and queues.conf): every "
@@ -406,6 +409,10 @@ def _conf(args: argparse.Namespace) -> int:
         return _conf_check(args)
     if args.conf_command == "show":
         return _conf_show(args)
+    if args.conf_command == "init":
+        from ami_bridge.kit import command as kit_command
+
+        return kit_command.run(args)
     cfg = _load(args)
     if cfg is None:
         return 2

@@ -1,0 +1,1 @@
+../../../../asterisk-conf/manager.d
