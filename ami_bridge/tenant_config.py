@@ -49,6 +49,11 @@ DIAL_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_.@+-]{1,80}")  # 
 OUTBOUND_RE = re.compile(r"(PJSIP|SIP|IAX2|DAHDI)/[A-Za-z0-9_.@+-]*\{number\}[A-Za-z0-9_.@+-]*")
 DEFAULT_RING_TIME = 20
 MAX_RING_TIME = 300
+# How a venue's calls reach the bridge (docs/drivers.md): FastAGI (a TCP connection from
+# Asterisk per call), AsyncAGI (AGI over the bridge's own AMI session) or ARI (a Stasis
+# application over the bridge's ARI WebSocket). The routing core is the same for all.
+DRIVERS = ("fastagi", "asyncagi", "ari")
+DEFAULT_DRIVER = "fastagi"
 QUEUE_STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear")
 
 
@@ -63,6 +68,7 @@ class VenueConfig:
     # A personal venue (the tenant's [personal] context): calls to users' numbers, routed
     # by each user's own rules (ami_bridge.tenants.personal) in the tenant's VTS.
     personal: bool = False
+    driver: str = DEFAULT_DRIVER  # one of DRIVERS: how the venue asks the bridge
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class PersonalConfig:
     vts: str
     voicemail_context: str
     ring_time: int = DEFAULT_RING_TIME  # seconds "ring my phones" rings by default
+    driver: str = DEFAULT_DRIVER  # DRIVERS: how the personal venue asks the bridge
     numbers: Mapping[str, str] = field(default_factory=dict)  # number -> home extension
     # pickup group -> its members' user ids: an `ask` rule naming the group pops the
     # call up on every member's workstation (the dialled user must be a member)
@@ -186,7 +193,7 @@ def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str]
     key = join(prefix, "personal")
     praw = table(raw, "personal", fail, prefix)
     no_unknown(praw, {"context", "vts", "router_timeout", "ring_time", "voicemail_context",
-                      "numbers", "pickup_groups"}, key, fail)
+                      "numbers", "pickup_groups", "driver"}, key, fail)
     context = string(praw, "context", "", CONTEXT_RE, key, fail, what="a context name")
     if not context or not CONTEXT_RE.fullmatch(context):
         raise fail(join(key, "context"), f"must be a context name, got {context!r}")
@@ -215,7 +222,7 @@ def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str]
     venue = VenueConfig(
         context=context, tenant=tenant, vts=vts_name,
         router_timeout=positive(praw, "router_timeout", router_timeout, key, fail),
-        redirect_limit=redirect_limit, personal=True)
+        redirect_limit=redirect_limit, personal=True, driver=_driver(praw, key, fail))
     groups = {}
     pickup = table(praw, "pickup_groups", fail, key)
     for group in pickup:
@@ -226,6 +233,7 @@ def _personal(tenant: str, raw: Mapping[str, Any], extensions: Mapping[str, str]
                                     fail))
     return PersonalConfig(context=context, vts=vts_name, voicemail_context=voicemail,
                           ring_time=ring_time, numbers=dict(sorted(numbers.items())),
+                          driver=venue.driver,
                           pickup_groups=groups), venue
 
 
@@ -296,7 +304,8 @@ def _venue(tenant: str, context: str, raw: Any, key: str, targets: set[str],
         raise fail(key, f"{context!r} is not a safe dialplan context name")
     if not isinstance(raw, Mapping):
         raise fail(key, "must be a table")
-    no_unknown(raw, {"vts", "router_timeout", "default_targets", "redirect_limit"}, key, fail)
+    no_unknown(raw, {"vts", "router_timeout", "default_targets", "redirect_limit", "driver"},
+               key, fail)
     vts_name = raw.get("vts")
     if not isinstance(vts_name, str):
         raise fail(f"{key}.vts", f"must name a [vts.NAME] section, got {vts_name!r}")
@@ -311,4 +320,13 @@ def _venue(tenant: str, context: str, raw: Any, key: str, targets: set[str],
         router_timeout=positive(raw, "router_timeout", router_timeout, key, fail),
         default_targets=tuple(defaults),
         redirect_limit=count_value(raw, "redirect_limit", redirect_limit, key, fail),
+        driver=_driver(raw, key, fail),
     )
+
+
+def _driver(raw: Mapping[str, Any], key: str, fail: Fail) -> str:
+    driver = raw.get("driver", DEFAULT_DRIVER)
+    if driver not in DRIVERS:
+        raise fail(join(key, "driver"), f"must be one of {', '.join(map(repr, DRIVERS))}, "
+                   f"got {driver!r}")
+    return str(driver)

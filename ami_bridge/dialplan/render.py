@@ -70,6 +70,17 @@ def var(name: str) -> str:
     return "${" + name + "}"
 
 
+def route_request(context: str, driver: str) -> tuple[str, str]:
+    """How the venue asks the bridge, by its driver: the dialplan application line (after
+    `same => n,`) and the condition that holds when the bridge answered (else the venue
+    takes its fallback). One place per driver; the rest of the venue is the same."""
+    args = ",".join(map(var, ROUTE_ARGS))
+    if driver == "fastagi":
+        return (f"AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{args})",
+                f'"{var(AGISTATUS)}" = "SUCCESS"')
+    raise ValueError(f"venue {context}: driver {driver!r} cannot be rendered yet")
+
+
 def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     """The venue context. Every priority costs Asterisk work on every call (and, with an
     AMI session connected, a channel snapshot update for the manager), so the happy
@@ -79,7 +90,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in KIND_CONTEXT.items())
     # `<tenant>-${AB_CTX_${AB_KIND}}`: the literal prefix pins the jump to this tenant.
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
-    bridge_ok = f'"{var(AGISTATUS)}" = "SUCCESS"'
+    ask, bridge_ok = route_request(venue.context, venue.driver)
     lines = [
         f"; venue {venue.context} of tenant {t}",
         f"[{venue.context}]",
@@ -105,7 +116,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     lines += [
         f" same => n,MSet({AB_LAST}=,{kind_map})",
         f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
-        f" same => n,AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{','.join(map(var, ROUTE_ARGS))})",
+        f" same => n,{ask}",
         f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
         f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]?:fallback)",
         f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
@@ -143,7 +154,7 @@ def render_personal(tenant: TenantConfig) -> list[str]:
     t = tenant.name
     kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in PERSONAL_KIND_CONTEXT.items())
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
-    bridge_ok = f'"{var(AGISTATUS)}" = "SUCCESS"'
+    ask, bridge_ok = route_request(personal.context, personal.driver)
     lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
              "numbers", f"[{personal.context}]"]
     for number, home in personal.numbers.items():
@@ -152,7 +163,7 @@ def render_personal(tenant: TenantConfig) -> list[str]:
             f" same => n,MSet({AB_LAST}=,{kind_map})",
             f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL}=,"
             f"{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
-            f" same => n,AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{','.join(map(var, ROUTE_ARGS))})",
+            f" same => n,{ask}",
             f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
             f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
             f' same => n,GotoIf($["{var(AB_KIND)}" = "{PHONES_KIND}"]?phones)',

@@ -584,3 +584,17 @@ def test_holidays_that_are_not_a_list_are_a_config_error(holidays: object) -> No
     raw = example()
     raw["tenants"]["acme"]["holidays"] = holidays
     config_error(raw, "tenants.acme.holidays: must be a list of ISO dates")
+
+
+# -- the venue's driver --------------------------------------------------------------------
+
+def test_venue_driver_defaults_to_fastagi_and_names_a_bad_one() -> None:
+    cfg = parse(example(), path=PATH)
+    assert {v.driver for v in cfg.venues.values()} == {"fastagi"}
+    raw = example()
+    raw["tenants"]["acme"]["venues"]["acme-venue"]["driver"] = "sip-info"
+    config_error(raw, "tenants.acme.venues.acme-venue.driver",
+                 "must be one of 'fastagi', 'asyncagi', 'ari'", "'sip-info'")
+    raw = example()
+    raw["tenants"]["acme"]["personal"]["driver"] = 7
+    config_error(raw, "tenants.acme.personal.driver", "got 7")
