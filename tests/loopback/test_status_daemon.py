@@ -22,18 +22,8 @@ from ami_bridge import config as config_mod
 from ami_bridge import status as status_mod
 from ami_bridge.cli import main
 from ami_bridge.daemon import Bridge
-from ami_bridge.sdnotify import Notifier
 from tests.loopback.test_bridge import ROUTE_1001, agi_call, free_port, write
-
-
-class Recorder(Notifier):
-    def __init__(self) -> None:
-        super().__init__("")
-        self.sent: list[dict[str, str]] = []
-
-    def notify(self, **fields: str) -> bool:
-        self.sent.append(fields)
-        return True
+from tests.unit.test_lifecycle import Recorder
 
 
 async def started(path: Path, **kwargs: Any) -> Bridge:
