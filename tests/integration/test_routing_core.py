@@ -5,7 +5,8 @@ fixture renders the sandbox's venues for it; ids `[fastagi]`, ...), the bridge c
 naming the same driver on both venues. Each test runs the bridge with its own config:
 the shipped VTS runtime with a fault behaviour where needed (silent, late,
 foreign-target), recording on the VTS side every message it receives (`--record`), so
-assertions about what a VTS was told are made where the VTS is. Where a call ended is read at the SIPp UASes and in SIPp's own counters.
+assertions about what a VTS was told are made where the VTS is. Where a call ended is
+read at the SIPp UASes and in SIPp's own counters.
 """
 
 from __future__ import annotations
