@@ -1,9 +1,9 @@
 """Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
 
-Runs agi-load, e2e-cps, tenants-scale, personal and pops in that order (each can be picked with
-`--only`), prints one JSON object per result line on stdout, a progress bar on stderr,
-and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
-Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
+Runs agi-load, e2e-cps, drivers, tenants-scale, personal and pops in that order (each
+can be picked with `--only`), prints one JSON object per result line on stdout, a progress
+bar on stderr, and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under
+bench/results/. Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 from bench.common import REPO, RESULTS
 
-ALL = ("agi-load", "e2e-cps", "tenants-scale", "personal", "pops")
+ALL = ("agi-load", "e2e-cps", "drivers", "tenants-scale", "personal", "pops")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="e2e-cps variants, interleaved: static, routed, routed-noami")
     p.add_argument("--e2e-ramp", default=None,
                    help="e2e-cps ramp START,STEP,STOP calls/s (default 120,40,640)")
+    p.add_argument("--drivers-variants", default=None,
+                   help="drivers: static and/or registry drivers, comma-separated "
+                   "(default: static and every driver of tests/integration/drivers.py)")
+    p.add_argument("--drivers-reps", type=int, default=None,
+                   help="drivers: repetitions in rotated order (default 3, the minimum)")
+    p.add_argument("--drivers-step-s", type=float, default=None,
+                   help="drivers: seconds per SIPp step (default 4, quick 3)")
+    p.add_argument("--drivers-grid", default=None,
+                   help="drivers: knee search LO,HI,RES calls/s (default 100,420,40)")
+    p.add_argument("--drivers-cpu-rate", type=int, default=None,
+                   help="drivers: calls/s of the CPU-per-call step (default 100)")
     p.add_argument("--personal-users", type=int, default=10_000,
                    help="personal: users in the store (default 10000)")
     p.add_argument("--personal-changes", type=int, default=200,
@@ -74,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
             e2e_cps.run(workdir=workdir / "e2e-cps", quick=args.quick,
                         step_s=args.e2e_step_s, variants=e2e_variants, sink=sink,
                         **dict(zip(("start", "step", "stop"), ramp, strict=False)))
+        if "drivers" in chosen:
+            from bench import drivers
+            grid = [int(x) for x in args.drivers_grid.split(",")] if args.drivers_grid else []
+            try:
+                drivers.run(
+                    workdir=workdir / "drivers",
+                    variants=tuple(v for v in (args.drivers_variants or "").split(",") if v)
+                    or None,
+                    reps=args.drivers_reps or drivers.REPS,
+                    step_s=args.drivers_step_s or (3.0 if args.quick else drivers.STEP_S),
+                    cpu_rate=args.drivers_cpu_rate or drivers.CPU_RATE, sink=sink,
+                    **dict(zip(("lo", "hi", "res"), grid, strict=False)))
+            except ValueError as exc:
+                p.error(str(exc))
         if "tenants-scale" in chosen:
             from bench import tenants_scale
             tenants_scale.run(sizes=[int(x) for x in args.venues.split(",")],

@@ -4,8 +4,10 @@ Policy: a test marked `asterisk` FAILS (never skips) when the sandbox is missing
 run lacks root, so a broken environment cannot pass as green; `make test` provisions the
 sandbox first. `asterisk` is one Asterisk per test module whose venues ask the FastAGI
 server at 127.0.0.1:`AGI_PORT` (4573, as in examples/bridge.toml; a test that wants a
-bridge listens on `asterisk.agi_port`). `uas` gives each test four fresh SIPp UASes, so
-their counters are per test.
+bridge listens on `asterisk.agi_port`). `driver` runs a module's tests once per routing
+driver of tests/integration/drivers.py (ids `[fastagi]`, ...): that module's Asterisk
+gets the example venues rendered for the driver once, not per test. `uas` gives each
+test four fresh SIPp UASes, so their counters are per test.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from harness.asterisk import DEFAULT_CONF_SRC, Asterisk, sandbox_ready, sandbox_root
 from harness.bridge import BridgeProcess
 from harness.sipp import SippUas
+from tests.integration.drivers import DRIVERS, Driver, use_driver
 
 AGI_PORT = 4573
 # Destination name -> SIPp UAS port, as in asterisk-conf/pjsip.conf.
@@ -58,6 +61,14 @@ def asterisk(request: pytest.FixtureRequest) -> Iterator[Asterisk]:
     name = "it-" + request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
     with Asterisk(conf_src=DEFAULT_CONF_SRC, name=name, agi_port=AGI_PORT) as ast:
         yield ast
+
+
+@pytest.fixture(scope="module", params=DRIVERS, ids=str)
+def driver(request: pytest.FixtureRequest, asterisk: Asterisk) -> Iterator[Driver]:
+    """Each driver in turn; pytest groups a module's tests by it, so the re-render and
+    `dialplan reload` happen once per driver (and the shipped fragments come back)."""
+    with use_driver(asterisk, request.param) as chosen:
+        yield chosen
 
 
 @pytest.fixture

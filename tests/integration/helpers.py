@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.sipp import SippUas
+from tests.integration.drivers import FASTAGI, Driver
 
 AMI_SECTION = """
 [ami]
@@ -48,7 +49,10 @@ targets = ["1001"]
 
 
 def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
-                 acme_rules: str = "", acme_extra: str = "", ami: bool = False) -> Path:
+                 acme_rules: str = "", acme_extra: str = "", ami: bool = False,
+                 driver: Driver = FASTAGI) -> Path:
+    """The bridge config of the two test tenants; both venues ask over `driver`
+    (tests/integration/drivers.py), whose needs (`[ami]`, its sections) it adds."""
     acme_record, globex_record = tmp_path / "acme.jsonl", tmp_path / "globex.jsonl"
     acme_rules = acme_rules or DEFAULT_ACME_RULES
     text = f"""
@@ -56,7 +60,8 @@ def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
 agi_listen = "127.0.0.1:4573"
 router_timeout = 2.0
 control_socket = "{tmp_path}/control.sock"
-{AMI_SECTION if ami else ""}
+{AMI_SECTION if ami or driver.needs_ami else ""}
+{driver.sections(tmp_path)}
 
 [vts.acme]
 command = {acme_vts or vts_command("acme", acme_record)}
@@ -75,6 +80,7 @@ queues = ["sales"]
 
 [tenants.acme.venues.acme-venue]
 vts = "acme"
+{driver.venue_line()}
 {acme_venue}
 
 {acme_rules}
@@ -85,6 +91,7 @@ targets = ["2001", "operator"]
 
 [tenants.globex.venues.globex-venue]
 vts = "globex"
+{driver.venue_line()}
 
 [[tenants.globex.rules]]
 name = "support"

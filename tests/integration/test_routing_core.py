@@ -1,9 +1,12 @@
 """Routing-core semantics on the real Asterisk 22 with SIPp (issue: routing core).
 
-Each test runs the bridge with its own config: the shipped VTS runtime with a fault
-behaviour where needed (silent, late, foreign-target), recording on the VTS side every
-message it receives (`--record`), so assertions about what a VTS was told are made where
-the VTS is. Where a call ended is read at the SIPp UASes and in SIPp's own counters.
+Every scenario runs once per routing driver (tests/integration/drivers.py: the `driver`
+fixture renders the sandbox's venues for it; ids `[fastagi]`, ...), the bridge config
+naming the same driver on both venues. Each test runs the bridge with its own config:
+the shipped VTS runtime with a fault behaviour where needed (silent, late,
+foreign-target), recording on the VTS side every message it receives (`--record`), so
+assertions about what a VTS was told are made where the VTS is. Where a call ended is
+read at the SIPp UASes and in SIPp's own counters.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import pytest
 
 from harness.asterisk import Asterisk
 from harness.sipp import SippUas, run_uac, start_uac
+from tests.integration.drivers import Driver
 from tests.integration.helpers import arrived, of_type, records, vts_command, write_config
 
 pytestmark = pytest.mark.asterisk
 
 
 def test_silent_vts_default_target_within_router_timeout(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     config = write_config(
-        tmp_path, acme_vts=vts_command("acme", tmp_path / "acme.jsonl", "--behaviour", "silent"),
+        tmp_path, driver=driver,
+        acme_vts=vts_command("acme", tmp_path / "acme.jsonl", "--behaviour", "silent"),
         acme_venue='router_timeout = 0.5\ndefault_targets = ["operator"]')
     run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=2)
@@ -43,10 +49,11 @@ def test_silent_vts_default_target_within_router_timeout(
 
 
 def test_no_vts_connected_defaults_at_once(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     # acme's VTS program exits at once and never connects (supervisor keeps retrying).
-    config = write_config(tmp_path, acme_vts='["/bin/false"]',
+    config = write_config(tmp_path, driver=driver, acme_vts='["/bin/false"]',
                           acme_venue='router_timeout = 3.0\ndefault_targets = ["operator"]')
     bridge = run_bridge(config, wait_for=["globex"])
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=5)
@@ -57,11 +64,13 @@ def test_no_vts_connected_defaults_at_once(
 
 
 def test_reply_after_default_is_refused_and_not_acted_on(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     record = tmp_path / "acme.jsonl"
     config = write_config(
-        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "late", "--late-by", "0.8"),
+        tmp_path, driver=driver,
+        acme_vts=vts_command("acme", record, "--behaviour", "late", "--late-by", "0.8"),
         acme_venue='router_timeout = 0.3\ndefault_targets = ["operator"]')
     run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2, hold_ms=1500)
@@ -75,11 +84,13 @@ def test_reply_after_default_is_refused_and_not_acted_on(
 
 
 def test_abandon_while_pending(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     record = tmp_path / "acme.jsonl"
     config = write_config(
-        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "silent"),
+        tmp_path, driver=driver,
+        acme_vts=vts_command("acme", record, "--behaviour", "silent"),
         acme_venue='router_timeout = 4.0\ndefault_targets = ["operator"]')
     bridge = run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=3, hold_ms=800,
@@ -97,7 +108,8 @@ def test_abandon_while_pending(
 
 
 def test_treatment_collects_digits_then_routes(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     rules = """
 [[tenants.acme.rules]]
@@ -117,7 +129,8 @@ name = "else"
 action = "default"
 """
     record = tmp_path / "acme.jsonl"
-    config = write_config(tmp_path, acme_venue="router_timeout = 10.0", acme_rules=rules)
+    config = write_config(tmp_path, driver=driver, acme_venue="router_timeout = 10.0",
+                          acme_rules=rules)
     run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, dtmf="1002",
                     hold_ms=500, timeout_s=30)
@@ -129,10 +142,11 @@ action = "default"
 
 
 def test_default_list_exhausted_ends_in_reject(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     rules = '[[tenants.acme.rules]]\nname = "always-default"\naction = "default"'
-    config = write_config(tmp_path, acme_rules=rules,
+    config = write_config(tmp_path, driver=driver, acme_rules=rules,
                           acme_venue='default_targets = ["91", "92"]')
     bridge = run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
@@ -145,11 +159,12 @@ def test_default_list_exhausted_ends_in_reject(
 
 
 def test_rule_reject_is_busy_here(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     rules = '[[tenants.acme.rules]]\nname = "closed"\naction = "reject"\ncause = "busy"'
     record = tmp_path / "acme.jsonl"
-    run_bridge(write_config(tmp_path, acme_rules=rules))
+    run_bridge(write_config(tmp_path, driver=driver, acme_rules=rules))
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
                     scenario="uac_reject.xml")
     assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
@@ -160,10 +175,11 @@ def test_rule_reject_is_busy_here(
 
 
 def test_redirection_loop_is_capped(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     rules = '[[tenants.acme.rules]]\nname = "always-default"\naction = "default"'
-    config = write_config(tmp_path, acme_rules=rules, acme_venue=(
+    config = write_config(tmp_path, driver=driver, acme_rules=rules, acme_venue=(
         'default_targets = ["91", "92", "93", "94", "95"]\nredirect_limit = 3'))
     bridge = run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1,
@@ -176,12 +192,14 @@ def test_redirection_loop_is_capped(
 
 
 def test_foreign_target_refused_and_default_routed(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     record = tmp_path / "acme.jsonl"
     config = write_config(
-        tmp_path, acme_vts=vts_command("acme", record, "--behaviour", "foreign-target",
-                                       "--foreign-target", "2001"),
+        tmp_path, driver=driver,
+        acme_vts=vts_command("acme", record, "--behaviour", "foreign-target",
+                             "--foreign-target", "2001"),
         acme_venue='default_targets = ["operator"]')
     bridge = run_bridge(config)
     stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2)
@@ -197,14 +215,15 @@ def test_foreign_target_refused_and_default_routed(
 
 
 def test_sigkill_one_vts_under_load(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     """50 calls/s for 60 s (25 per tenant); acme's VTS is SIGKILLed 20 s in.
 
     acme's VTS answers after 0.3 s, so several acme calls are always pending when it dies.
     """
     config = write_config(
-        tmp_path,
+        tmp_path, driver=driver,
         acme_vts=vts_command("acme", tmp_path / "acme.jsonl", "--behaviour", "late",
                              "--late-by", "0.3"),
         acme_venue='router_timeout = 1.5\ndefault_targets = ["operator"]')
@@ -235,7 +254,8 @@ def test_sigkill_one_vts_under_load(
 
 
 def test_acting_on_another_tenants_handle_is_refused(
-    asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any, tmp_path: Path
+    asterisk: Asterisk, driver: Driver, uas: dict[str, SippUas], run_bridge: Any,
+    tmp_path: Path,
 ) -> None:
     """acme's VTS, a stand-alone program written from the protocol document, tries to
     route a pending globex call it learnt the handle of; the bridge refuses, logs both
@@ -247,7 +267,7 @@ def test_acting_on_another_tenants_handle_is_refused(
     script = Path(__file__).with_name("scripted_vts.py")
     acme_vts = json.dumps([sys.executable, str(script), str(acme_record), str(steal), "1001"])
     globex_vts = vts_command("globex", tmp_path / "globex.jsonl", "--behaviour", "silent")
-    config = write_config(tmp_path, acme_vts=acme_vts)
+    config = write_config(tmp_path, driver=driver, acme_vts=acme_vts)
     text = config.read_text().replace(
         f'command = {vts_command("globex", tmp_path / "globex.jsonl")}',
         f"command = {globex_vts}")
