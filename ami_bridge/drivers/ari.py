@@ -79,6 +79,7 @@ class AriDriver:
         self._base = f"{settings.url}/ari"
         self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[str, AriResponder] = {}  # channel id -> its pending call
         self._leaving: set[str] = set()  # disposed, variables/continue still in flight
@@ -97,10 +98,11 @@ class AriDriver:
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        for task in (self._runner, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
         for task in set(self._tasks):
@@ -141,12 +143,15 @@ class AriDriver:
             self._seen = set()
             log.info("ARI WebSocket connected to %s, application %s", self._base,
                      self.settings.app)
-            self.spawn(self._sweep())
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    self.on_message(message.data)
-                elif message.type == aiohttp.WSMsgType.ERROR:
-                    break
+            self._sweeper = self.spawn(self._sweep())
+            try:
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        self.on_message(message.data)
+                    elif message.type == aiohttp.WSMsgType.ERROR:
+                        break
+            finally:
+                self._sweeper.cancel()  # the next connection sweeps afresh
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -156,6 +161,8 @@ class AriDriver:
 
     # -- events ---------------------------------------------------------------------
     def on_message(self, data: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ARI <- %s", data[:500])
         event = ev.parse(data)
         if isinstance(event, ev.StasisStart):
             self._seen.add(event.channel_id)
@@ -190,6 +197,9 @@ class AriDriver:
         if not isinstance(listed, list):
             return
         present = {c for c in listed if ev.is_safe_id(c)}
+        # Known now: waiting here, or leaving (variables and continue in flight). A call
+        # that leaves during the grace must not be continued a second time.
+        known = set(self._calls) | self._leaving
         for cid, call in list(self._calls.items()):
             if cid not in present and cid not in self._seen:
                 del self._calls[cid]
@@ -197,7 +207,7 @@ class AriDriver:
                 self.abandoned_unseen += 1
                 self._intermediary.abandon(call.handle)
         await asyncio.sleep(SWEEP_GRACE_S)
-        left = sorted(present - self._seen - set(self._calls) - self._leaving)
+        left = sorted(present - known - self._seen - set(self._calls) - self._leaving)
         if left:
             log.warning("ARI: %d channel(s) waited in Stasis(%s) unseen (bridge or "
                         "WebSocket restarted): continued into their venue's fallback",
@@ -227,6 +237,8 @@ class AriDriver:
         if self._session is None:
             return False
         self.requests += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ARI -> %s %s %s", method, path, params or "")
         try:
             async with self._session.request(
                     method, f"{self._base}{path}", params=params,
@@ -336,10 +348,15 @@ class AriResponder:
 
     # -- requests -------------------------------------------------------------------
     def _stop_playback(self) -> None:
+        playback = self._take_playback()
+        if playback is not None:
+            self._driver.spawn(self._driver.request("DELETE", f"/playbacks/{playback}"))
+
+    def _take_playback(self) -> str | None:
         playback, self._playback = self._playback, None
         if playback is not None:
             self._driver.unwatch_playback(playback)
-            self._driver.spawn(self._driver.request("DELETE", f"/playbacks/{playback}"))
+        return playback
 
     async def _dispose(self, pairs: list[tuple[str, str]],
                        running: asyncio.Task[None] | None) -> None:
@@ -348,7 +365,9 @@ class AriResponder:
             if running is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
-            self._stop_playback()
+            playback = self._take_playback()
+            if playback is not None:  # stopped before the call leaves, not after
+                await driver.request("DELETE", f"/playbacks/{playback}")
             if self._moh:
                 await driver.request("DELETE", f"{self._path}/moh")
             for name, value in pairs:

@@ -233,6 +233,11 @@ def test_a_dropped_websocket_reconnects_and_sweeps_the_channels_left_waiting(
         await ari.send(channel_event("ChannelHangupRequest", "c.7"))
         await until(lambda: bridge.intermediary is not None
                     and bridge.intermediary.counters.abandoned == 1, "abandon")
+        # A call kept pending by its treatment (the prompt never ends), hung up while
+        # the socket is down: the reconnection finds it gone.
+        await ari.send(stasis_start("c.p", number="777"))
+        await until(lambda: any(w.startswith("play/") for _, w, _ in ari.of("c.p")),
+                    "the prompt")
         ari.connected.clear()
         ari.channels = ["left.1"]
         await ari.sockets[-1].close()
@@ -242,8 +247,28 @@ def test_a_dropped_websocket_reconnects_and_sweeps_the_channels_left_waiting(
                     timeout=8)
         assert bridge.ari.status()["connects"] == 2
         assert bridge.ari.status()["swept"] == 1
+        assert bridge.ari.status()["abandoned_unseen"] == 1
+        assert bridge.intermediary.counters.abandoned == 2
+        assert ("POST", "continue", {}) not in ari.of("c.p")
         # Routing goes on over the new connection.
         await ari.send(stasis_start("c.8"))
         await until(lambda: ari.of("c.8") == ROUTED_1001, "routed after the reconnect")
+
+    run(tmp_path, body)
+
+
+def test_the_router_timeout_stops_a_running_prompt_before_the_default_route(
+        tmp_path: Path) -> None:
+    async def body(bridge: Bridge, ari: ScriptedAri) -> None:
+        await ari.send(stasis_start("c.t", number="777"))  # the prompt never ends
+        await until(lambda: ari.of("c.t")[-1:] == [("POST", "continue", {})],
+                    "the default route after the 3 s router timeout", timeout=8)
+        playback = next(w for _, w, _ in ari.of("c.t") if w.startswith("play/"))[5:]
+        stop = ari.requests.index(("DELETE", playback, "delete", {}))
+        first_write = next(i for i, r in enumerate(ari.requests)
+                           if r[1] == "c.t" and r[2] == "variable")
+        assert stop < first_write  # the prompt stops before the call leaves
+        assert ari.of("c.t")[-2] == ("POST", "variable",
+                                     {"variable": "AB_ACTION", "value": "default"})
 
     run(tmp_path, body)
