@@ -21,6 +21,7 @@ from ami_bridge.dialplan.parser import OverlaySource
 from ami_bridge.dialplan.render import render_tree, route_request
 from ami_bridge.drivers import ari_events as ev
 from ami_bridge.drivers.ari_settings import DEFAULT_URL
+from ami_bridge.status import degraded, render
 from ami_bridge.tenants.messages import Target
 
 HOSTILE_NAMES = ["Eve\nAGI: x", 'Eve "the" \\ quote', "Eve\r\n\r\nEXEC System rm", "x" * 10_240,
@@ -219,3 +220,13 @@ def test_stasis_without_a_status_check_is_a_venue_without_fallback() -> None:
     ok = lint("[acme-v]\nexten => _X.,1,Stasis(ami-bridge,,)\n"
               ' same => n,GotoIf($["${STASISSTATUS}" = "SUCCESS"]?:f)\n same => n(f),Hangup()\n')
     assert ok == []
+
+
+def test_status_shows_the_ari_websocket() -> None:
+    base: dict[str, Any] = {"version": "1", "pid": 1, "uptime_s": 5.0}
+    assert "ARI" not in render(base) and degraded(base) == []
+    up = {**base, "ari": {"connected": True, "reconnects": 2, "calls": 7, "requests": 29}}
+    assert "ARI      connected, 2 reconnects, 7 calls, 29 requests" in render(up)
+    down = {**base, "ari": {"connected": False}}
+    assert "ARI      NOT CONNECTED" in render(down)
+    assert degraded(down) == ["ARI WebSocket not connected (ari venues take their fallback)"]
