@@ -6,6 +6,7 @@ refuses a tenant's Stasis() to any other application (S605)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ami_bridge.config import ConfigError, load
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.lint import check
 from ami_bridge.dialplan.parser import OverlaySource
-from ami_bridge.dialplan.render import render_tree, route_request
+from ami_bridge.dialplan.render import render_tenant, render_tree, route_request
 from ami_bridge.drivers import ari_events as ev
 from ami_bridge.drivers.ari_settings import DEFAULT_URL
 from ami_bridge.status import degraded, render
@@ -230,3 +231,17 @@ def test_status_shows_the_ari_websocket() -> None:
     down = {**base, "ari": {"connected": False}}
     assert "ARI      NOT CONNECTED" in render(down)
     assert degraded(down) == ["ARI WebSocket not connected (ari venues take their fallback)"]
+
+
+def test_a_personal_venue_on_ari_renders_stasis_and_lints_clean() -> None:
+    example = load(Path(__file__).resolve().parents[2] / "examples" / "bridge.toml")
+    acme = example.tenants["acme"]
+    assert acme.personal is not None
+    acme = replace(acme, personal=replace(acme.personal, driver="ari"))
+    venues = [v for v in example.venues.values() if v.tenant == "acme"]
+    text = render_tenant(acme, venues)
+    personal = text[text.index(f"[{acme.personal.context}]"):]
+    assert "Stasis(ami-bridge,${AB_LAST},${DIALSTATUS})" in personal
+    assert '"${STASISSTATUS}" = "SUCCESS"' in personal and "AGI(" not in personal
+    found = lint(text)
+    assert not [c for _, c in found if c in (codes.NO_AGISTATUS, codes.FOREIGN_STASIS)]
