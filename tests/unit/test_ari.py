@@ -24,6 +24,7 @@ from ami_bridge.drivers import ari_events as ev
 from ami_bridge.drivers.ari_settings import DEFAULT_URL
 from ami_bridge.status import degraded, render
 from ami_bridge.tenants.messages import Target
+from harness.bridge import ready_problem
 
 HOSTILE_NAMES = ["Eve\nAGI: x", 'Eve "the" \\ quote', "Eve\r\n\r\nEXEC System rm", "x" * 10_240,
                  "Ève ☎ \x00 nul"]
@@ -245,3 +246,12 @@ def test_a_personal_venue_on_ari_renders_stasis_and_lints_clean() -> None:
     assert '"${STASISSTATUS}" = "SUCCESS"' in personal and "AGI(" not in personal
     found = lint(text)
     assert not [c for _, c in found if c in (codes.NO_AGISTATUS, codes.FOREIGN_STASIS)]
+
+
+def test_the_harness_waits_for_the_ari_websocket() -> None:
+    status: dict[str, Any] = {"vts": {"acme": {"connected": True}}}
+    assert ready_problem(status, vts=["acme"], ami=False) is None
+    assert "ARI WebSocket not connected" in (ready_problem(status, vts=["acme"], ami=False,
+                                                           ari=True) or "")
+    status["ari"] = {"connected": True}
+    assert ready_problem(status, vts=["acme"], ami=False, ari=True) is None
