@@ -59,6 +59,11 @@ WRITABLE_VARIABLES = frozenset({AB_ACTION, AB_TARGET, AB_CAUSE, AB_KIND, AB_DIAL
 AB_LAST = "AB_LAST"
 DIALSTATUS = "DIALSTATUS"
 AGISTATUS = "AGISTATUS"  # Asterisk's: SUCCESS only when the bridge answered
+# The ARI driver's venues: Stasis(STASIS_APP,...) sets STASISSTATUS to SUCCESS only when
+# the bridge's ARI application took the call and continued it (FAILED at once when the
+# application is not registered: the bridge is down or its WebSocket is, docs/drivers.md).
+STASISSTATUS = "STASISSTATUS"
+DEFAULT_STASIS_APP = "ami-bridge"  # [ari] app's default
 ROUTE_ARGS = (AB_LAST, DIALSTATUS)  # the route script's arguments, in order
 
 

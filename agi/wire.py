@@ -70,18 +70,25 @@ _MSET_VALUE_RE = re.compile(r"[A-Za-z0-9_+*#:/.@&-]{0,512}")  # fullmatch
 APP_MSET = "MSet"
 
 
-def set_variables(pairs: list[tuple[str, str]]) -> bytes:
-    """Set several whitelisted channel variables in one round trip, in order:
-    `EXEC MSet "A=1,B=2"`. Values outside a strict alphabet are refused."""
-    parts = []
+def check_variables(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`pairs` unchanged if every name is whitelisted and every value keeps to the strict
+    alphabet above, else `UnsafeValueError`. The door for every driver: FastAGI's and
+    AsyncAGI's MSet below, and ARI's one request per variable, which needs no quoting
+    but keeps the same values so that the dialplan sees the same contract."""
     for name, value in pairs:
         if name not in WRITABLE_VARIABLES:
             raise UnsafeValueError(f"channel variable {name!r} is not on the whitelist")
         if not isinstance(value, str) or not _MSET_VALUE_RE.fullmatch(value):
             raise UnsafeValueError(f"value {value!r} for {name} is not safe to set with MSet")
-        parts.append(f"{name}={value}")
-    if not parts:
+    if not pairs:
         raise UnsafeValueError("set_variables needs at least one variable")
+    return pairs
+
+
+def set_variables(pairs: list[tuple[str, str]]) -> bytes:
+    """Set several whitelisted channel variables in one round trip, in order:
+    `EXEC MSet "A=1,B=2"`. Values outside a strict alphabet are refused."""
+    parts = [f"{name}={value}" for name, value in check_variables(pairs)]
     return _line("EXEC", APP_MSET, quote(",".join(parts)))
 
 

@@ -3,7 +3,8 @@
 `RouteHandler` turns an AGI session for the `route` script into a route request, and
 `AgiResponder` turns the intermediary's answers into AGI commands: a disposition into
 one `MSet` of the dialplan contract's variables (`ami_bridge.agi.variables`; a route
-target as AB_KIND and AB_TARGET; `commands_for`, the only place that does so) and a treatment into
+target as AB_KIND and AB_TARGET; `disposition_pairs`, the only place that chooses them
+for every driver, and `commands_for`) and a treatment into
 `ANSWER` + `EXEC Playback` / `GET DATA` / `EXEC StartMusicOnHold`, keeping the session
 open. When the operator set a route-request secret (`[bridge] agi_secret_file`), the
 script must be `SECRET/route` (the venue's `AGI(${AB_AGI_URL}/route)` with
@@ -41,10 +42,11 @@ from ami_bridge.ratelimit import RateLimitedLog
 log = logging.getLogger(__name__)
 
 
-def commands_for(disposition: Disposition) -> list[bytes]:
-    """One AGI command for the whole disposition: every variable in one MSet (one round
-    trip instead of one per variable; the benchmark showed the round trips dominate),
-    AB_ACTION last."""
+def disposition_pairs(disposition: Disposition) -> list[tuple[str, str]]:
+    """The dialplan contract's variables for a disposition, in the order they are
+    written, AB_ACTION last, each checked by the wire's one door (`wire.check_variables`);
+    a value it refuses gives the default route's pairs instead. Every driver writes
+    exactly these (FastAGI and AsyncAGI in one MSet, ARI one request each)."""
     pairs = []
     if disposition.target is not None:
         pairs += [(AB_KIND, disposition.target.kind), (AB_TARGET, disposition.target.value)]
@@ -56,10 +58,17 @@ def commands_for(disposition: Disposition) -> list[bytes]:
         pairs.append((AB_CAUSE, disposition.cause))
     pairs.append((AB_ACTION, disposition.action))
     try:
-        return [wire.set_variables(pairs)]
+        return wire.check_variables(pairs)
     except wire.UnsafeValueError as exc:
-        log.error("disposition %r refused at the AGI wire: %s; default route", disposition, exc)
-        return [wire.set_variables([(AB_CAUSE, "unsafe-value"), (AB_ACTION, ACTION_DEFAULT)])]
+        log.error("disposition %r refused at the wire: %s; default route", disposition, exc)
+        return [(AB_CAUSE, "unsafe-value"), (AB_ACTION, ACTION_DEFAULT)]
+
+
+def commands_for(disposition: Disposition) -> list[bytes]:
+    """One AGI command for the whole disposition: every variable in one MSet (one round
+    trip instead of one per variable; the benchmark showed the round trips dominate),
+    AB_ACTION last."""
+    return [wire.set_variables(disposition_pairs(disposition))]
 
 
 class AgiResponder:

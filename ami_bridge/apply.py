@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ami_bridge.agi.variables import DEFAULT_STASIS_APP
 from ami_bridge.ami.admin import ReloadError
 from ami_bridge.config import BridgeConfig
 from ami_bridge.dialplan.lint import BridgeAgi, check
@@ -108,6 +109,11 @@ def bridge_agi(config: BridgeConfig) -> BridgeAgi:
     return BridgeAgi(agi_addresses(config), config.agi_secret)
 
 
+def stasis_app(config: BridgeConfig) -> str:
+    """The only ARI application a venue may enter: the bridge's own (the S605 rule)."""
+    return config.ari.app if config.ari is not None else DEFAULT_STASIS_APP
+
+
 def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[str]:
     """Findings for the rendered text as Asterisk would load it with the files on disk,
     and for the rendered queues; empty: safe to write."""
@@ -122,7 +128,8 @@ def lint(files: dict[str, str], conf_dir: Path, config: BridgeConfig) -> list[st
             [entry], tenants=sorted(config.tenants), source=overlay, config_dir=conf_dir,
             owners=dict(config.owners.contexts), shared=config.owners.shared_contexts,
             operator=config.owners.operator_contexts, bridge_agi=bridge_agi(config),
-            allow=config.dialplan_allow, agi_addresses=agi_addresses(config))]
+            allow=config.dialplan_allow, agi_addresses=agi_addresses(config),
+            stasis_app=stasis_app(config))]
     except DialplanReadError as exc:
         found.append(f"{exc}")
     return found

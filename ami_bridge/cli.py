@@ -458,7 +458,8 @@ def _conf_check(args: argparse.Namespace) -> int:
         operator |= cfg.owners.operator_contexts  # [operator] contexts
         owners = dict(cfg.owners.contexts)  # [owners.TENANT] contexts
         extra = {"allow": cfg.dialplan_allow, "agi_addresses": apply_mod.agi_addresses(cfg),
-                 "bridge_agi": apply_mod.bridge_agi(cfg)}
+                 "bridge_agi": apply_mod.bridge_agi(cfg),
+                 "stasis_app": apply_mod.stasis_app(cfg)}
     files = list(args.files) or ([conf_dir / "extensions.conf"] if conf_dir else [])
     return run_check(files, tenants=sorted(set(tenants)), shared=frozenset(shared),
                      operator=frozenset(operator), owners=owners, out=sys.stdout,

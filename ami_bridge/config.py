@@ -23,6 +23,8 @@ Layout (see examples/bridge.toml, docs/configuration.md):
     [shared]          contexts, endpoints, trunks every tenant may use (operator's)
     [operator]        contexts the operator's own dialplan holds (no tenant may reach them)
     [owners.NAME]     contexts, endpoints granted to one tenant besides its `NAME-` ones
+    [ari]             url, username, password_file, app: the ARI driver's connection
+                      (ami_bridge.drivers.ari_settings)
 
 Every context, endpoint, trunk, queue member and prompt directory a tenant names must be
 its own or shared (ami_bridge.ownership); the check runs here, in the one loader that
@@ -42,6 +44,7 @@ from typing import Any
 from ami_bridge import conffiles
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
+from ami_bridge.drivers.ari_settings import AriConfig, parse_ari
 from ami_bridge.metrics.settings import MetricsConfig, parse_metrics
 from ami_bridge.namespace import TENANT_NAME_RE as NAME_RE
 from ami_bridge.ownership import (
@@ -138,6 +141,7 @@ class BridgeConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     fragments: tuple[Path, ...] = ()  # the conf.d/*.toml merged into `path`, in order
     metrics: MetricsConfig | None = None  # [metrics]: None, no endpoint (ami_bridge.metrics)
+    ari: AriConfig | None = None  # [ari]: None, no ARI connection (ami_bridge.drivers.ari)
 
     @property
     def personal(self) -> bool:
@@ -157,7 +161,7 @@ def parse(raw: Mapping[str, Any], *, path: Path,
     the file that wrote the key."""
     fail = files.failer() if files is not None else failer(path)
     no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
-                     "operator", "metrics"}, "", fail)
+                     "operator", "metrics", "ari"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -202,6 +206,12 @@ def parse(raw: Mapping[str, Any], *, path: Path,
                             + ("" if tfail is fail else f" in {path}"))
             venues[context] = venue
 
+    ari = parse_ari(raw, path, fail)
+    asks_ari = sorted(c for c, v in venues.items() if v.driver == "ari")
+    if asks_ari and ari is None:
+        raise fail("ari", f"venue {asks_ari[0]} has driver = \"ari\" but the bridge config "
+                   "has no [ari] section (url, username, password_file): its calls would "
+                   "all take the venue's fallback")
     return BridgeConfig(
         path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
         max_pending_per_vts=count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS,
@@ -222,6 +232,7 @@ def parse(raw: Mapping[str, Any], *, path: Path,
         api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
         fragments=files.fragments if files is not None else (),
         metrics=parse_metrics(raw, fail),
+        ari=ari,
     )
 
 

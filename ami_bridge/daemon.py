@@ -38,6 +38,7 @@ from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
+from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
 from ami_bridge.personal.service import PersonalService
@@ -65,6 +66,7 @@ class Bridge:
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None
+        self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
         self.metrics: metrics.Metrics | None = None
         self._apply_lock = asyncio.Lock()
@@ -106,6 +108,9 @@ class Bridge:
                                intermediary=self.intermediary,
                                on_channel=self.metrics.stats.entered)
             self.ami.start()
+        if self.config.ari is not None:  # read at start only: a change needs a restart
+            self.ari = AriDriver(settings=self.config.ari, intermediary=self.intermediary)
+            self.ari.start()
         self._control_path = self.config.control_socket  # stays here if a reload renames it
         self._control = await control.serve(self._control_path, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
@@ -155,6 +160,8 @@ class Bridge:
                                  # every session after the first is a reconnect
                                  "reconnects": max(0, self.ami.resyncs - 1),
                                  "calls": len(self.ami.tracker.calls())}
+            if self.ari is not None:
+                status["ari"] = self.ari.status()
             if self.personal is not None:
                 status["personal"] = self.personal.status()
             # For leak checks (the fault run, docs/reliability.md): tasks that outlive
@@ -239,6 +246,8 @@ class Bridge:
             await lifecycle.drain(self.intermediary, bound=lifecycle.drain_bound(self.config),
                                   open_sessions=self._listener.sessions.total,
                                   clock=loop.time, notifier=self.notifier)
+        if self.ari is not None:  # after the drain: its dispositions go out over ARI
+            await self.ari.stop()
         if self.ami is not None:
             await self.ami.stop()
         if self._control is not None:

@@ -108,6 +108,11 @@ def render(status: Mapping[str, Any]) -> str:
         state = "connected" if ami.get("connected") else "NOT CONNECTED"
         lines.append(f"AMI      {state}, {ami.get('reconnects', 0)} reconnects, "
                      f"{ami.get('calls', 0)} calls tracked")
+    ari = status.get("ari")
+    if ari is not None:  # only with [ari]: the ARI driver's WebSocket
+        state = "connected" if ari.get("connected") else "NOT CONNECTED"
+        lines.append(f"ARI      {state}, {ari.get('reconnects', 0)} reconnects, "
+                     f"{ari.get('calls', 0)} calls, {ari.get('requests', 0)} requests")
     tenants = status.get("tenants") or {}
     lines.append(f"tenants  {', '.join(sorted(tenants)) or '-'}")
     pending = status.get("pending") or {}
@@ -134,11 +139,15 @@ def render(status: Mapping[str, Any]) -> str:
 
 
 def degraded(status: Mapping[str, Any]) -> list[str]:
-    """What is not as it should be: AMI down, a VTS not connected or flapping, stopping."""
+    """What is not as it should be: AMI or ARI down, a VTS not connected or flapping,
+    stopping."""
     problems = []
     ami = status.get("ami")
     if ami is not None and not ami.get("connected"):
         problems.append("AMI session not connected")
+    ari = status.get("ari")
+    if ari is not None and not ari.get("connected"):
+        problems.append("ARI WebSocket not connected (ari venues take their fallback)")
     for name, p in sorted((status.get("vts") or {}).items()):
         if not p.get("connected"):
             problems.append(f"VTS {name} not connected")

@@ -5,7 +5,8 @@ wrapper's argv) as a harness child (:func:`harness.procs.spawn`: it and its VTS 
 die with the harness) from the repository root, so test VTS programs such as
 `python -m harness.fault_vts` import. It is ready when its control socket answers
 `status` (what `ami-bridge ctl status` prints) with every awaited VTS connected and, when
-the config has an `[ami]` section, the AMI session connected and resynced. The control
+the config has an `[ami]` section, the AMI session connected and resynced (and with
+`[ari]`, the ARI WebSocket connected). The control
 socket opens only after the FastAGI listener, so ready also means listening. Nothing here
 reads the log to decide readiness; `log()` is for tests that assert what the bridge said.
 `stop()` sends SIGTERM (SIGKILL after a grace period) and leaves no VTS process behind.
@@ -46,7 +47,8 @@ class BridgeError(RuntimeError):
     """The bridge did not start, answer or stop as the harness needed."""
 
 
-def ready_problem(status: Status, *, vts: Sequence[str], ami: bool) -> str | None:
+def ready_problem(status: Status, *, vts: Sequence[str], ami: bool,
+                  ari: bool = False) -> str | None:
     """Why a `ctl status` answer is not ready yet (None when it is)."""
     states = status.get("vts", {})
     waiting = [name for name in vts if not states.get(name, {}).get("connected")]
@@ -56,6 +58,9 @@ def ready_problem(status: Status, *, vts: Sequence[str], ami: bool) -> str | Non
         session = status.get("ami") or {}
         if not session.get("connected") or not session.get("resyncs"):
             return f"AMI session not connected and resynced: {session}"
+    if ari and not (status.get("ari") or {}).get("connected"):
+        # Until then Stasis() fails and every call of an ari venue takes its fallback.
+        return f"ARI WebSocket not connected: {status.get('ari')}"
     return None
 
 
@@ -118,7 +123,8 @@ class BridgeProcess:
                                   f"starting ({problem}):\n{self.log()[-3000:]}")
             status = self._try_status()
             if status is not None:
-                problem = ready_problem(status, vts=self.wait_for, ami=self.wait_ami) or ""
+                problem = ready_problem(status, vts=self.wait_for, ami=self.wait_ami,
+                                        ari=self.config.ari is not None) or ""
                 if not problem:
                     return
             if time.monotonic() > deadline:

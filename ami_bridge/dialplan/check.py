@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TextIO
 
+from ami_bridge.agi.variables import DEFAULT_STASIS_APP
 from ami_bridge.dialplan.allow import Allowance
 from ami_bridge.dialplan.escapes import DEFAULT_AGI_ADDRESSES
 from ami_bridge.dialplan.globs import PATTERN_RE
@@ -42,7 +43,8 @@ def run_check(paths: Sequence[Path], *, tenants: Sequence[str],
               allow: Iterable[Allowance] = (),
               agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
               operator: frozenset[str] = frozenset(),
-              bridge_agi: BridgeAgi | None = None) -> int:
+              bridge_agi: BridgeAgi | None = None,
+              stasis_app: str = DEFAULT_STASIS_APP) -> int:
     """Lint `paths` for `tenants`; print findings and a summary to `out`; exit code."""
     allow = tuple(allow)
     problem = _usage_problem(paths, tenants, owners, file_owners) or next(
@@ -61,7 +63,7 @@ def run_check(paths: Sequence[Path], *, tenants: Sequence[str],
         found = check(paths, owners=owners, shared=shared, tenants=tenants,
                       file_owners=file_owners or None, source=source, config_dir=config_dir,
                       allow=allow, agi_addresses=agi_addresses, operator=operator,
-                      bridge_agi=bridge_agi)
+                      bridge_agi=bridge_agi, stasis_app=stasis_app)
     except DialplanReadError as exc:
         out.write(f"conf check: error: {exc}\n")
         return EXIT_ERROR

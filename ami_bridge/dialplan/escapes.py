@@ -14,8 +14,10 @@ channel limits count groups); a host command or host file (S603): `System`,
 `MixMonitor`'s post-command, an application chosen at run time; an AGI server other
 than the bridge's own (S604): `AGI`/`EAGI`/Queue's AGI argument to anything but
 `${AB_AGI_URL}` or `agi://` at one of the bridge's addresses, and any assignment of
-`AB_AGI_URL` itself. `setting_escape` refuses `[general]`/`[globals]` settings written
-in a tenant's file (they hold for every tenant). The caller filters by the allow-list.
+`AB_AGI_URL` itself; an ARI application other than the bridge's own (S605): `Stasis()`
+to any name but `[ari] app`, or to a name chosen at run time. `setting_escape` refuses
+`[general]`/`[globals]` settings written in a tenant's file (they hold for every
+tenant). The caller filters by the allow-list.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ami_bridge.agi.variables import AB_DIAL
+from ami_bridge.agi.variables import AB_DIAL, DEFAULT_STASIS_APP
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.channels import Bounds, Channel, channel_list, unbounded
 from ami_bridge.dialplan.ownership import Ownership
@@ -67,6 +69,7 @@ class Where:
     ownership: Ownership
     bounds: Bounds
     agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES
+    stasis_app: str = DEFAULT_STASIS_APP  # the bridge's ARI application ([ari] app)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def step_escapes(step: Step, where: Where) -> list[Escape]:
         if call.name == "dbdeltree" and not _own_family(call.arg(0), where):
             found.append(_db(call, f"DBdeltree({call.arg(0)})", where))
         found += _agi(call, where)
+        found += _stasis(call, where)
     return found
 
 
@@ -297,6 +301,20 @@ def _agi(call: Call, where: Where) -> list[Escape]:
                    f"'{call.text}' hands the call to AGI '{url}', not the bridge's own "
                    "FastAGI server (${AB_AGI_URL}): that program can read the call and "
                    "send it anywhere")]
+
+
+def _stasis(call: Call, where: Where) -> list[Escape]:
+    """Stasis() hands the call, and ARI's control of it, to whichever program registered
+    that application: only the bridge's own, named literally, is the bridge."""
+    if call.name != "stasis":
+        return []
+    app = call.arg(0).strip()
+    if app == where.stasis_app:
+        return []
+    return [Escape(codes.FOREIGN_STASIS, app,
+                   f"'{call.text}' hands the call to ARI application '{app}', not the "
+                   f"bridge's own ('{where.stasis_app}', [ari] app): the program that "
+                   "registered it can read the call and send it anywhere")]
 
 
 def own_agi(url: str, addresses: frozenset[tuple[str, int]]) -> bool:

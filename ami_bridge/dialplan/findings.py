@@ -47,6 +47,7 @@ DYNAMIC_CHANNEL = "S601"
 SHARED_STATE = "S602"
 HOST_COMMAND = "S603"
 FOREIGN_AGI = "S604"
+FOREIGN_STASIS = "S605"
 # queues.conf.
 CROSS_MEMBER = "Q701"
 DYNAMIC_MEMBER = "Q702"
@@ -80,6 +81,7 @@ CODES: dict[str, str] = {
     HOST_COMMAND: "runs a host command or touches host files (System, SHELL, EVAL, FILE, "
                   "...)",
     FOREIGN_AGI: "AGI to anything but the bridge's own FastAGI server",
+    FOREIGN_STASIS: "Stasis() to any ARI application but the bridge's own ([ari] app)",
     CROSS_MEMBER: "queue member outside the queue's tenant",
     DYNAMIC_MEMBER: "queue member chosen at run time",
     QUEUE_CONTEXT: "queue context or member gosub outside the queue's tenant",
@@ -87,7 +89,7 @@ CODES: dict[str, str] = {
 # What an operator may allow explicitly (allow.Allowance); the rest has other remedies
 # (declare a context shared, name an owner, fix the file).
 ESCAPE_CODES = frozenset({CROSS_ENDPOINT, DYNAMIC_CHANNEL, SHARED_STATE, HOST_COMMAND,
-                          FOREIGN_AGI, CROSS_MEMBER, DYNAMIC_MEMBER, QUEUE_CONTEXT})
+                          FOREIGN_AGI, FOREIGN_STASIS, CROSS_MEMBER, DYNAMIC_MEMBER, QUEUE_CONTEXT})
 
 
 @dataclass(frozen=True, order=True)

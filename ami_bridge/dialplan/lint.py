@@ -17,12 +17,13 @@ the same tenant (X304); a shared context may lead only into shared ones; the
 operator's contexts are trusted and may reach anything (they route DIDs into venues),
 so the crossing, taint and escape rules skip them; caller data reaches no dial string
 unfiltered (T401, see `taint`); a venue that asks the bridge for a route tests AGISTATUS
-afterwards (V501), and when venues ask `${AB_AGI_URL}/route`, a `[globals]` section of the
-loaded files sets it (V502; the last one read wins, as Asterisk sets them in order) to
-the bridge's own listener and secret when the caller knows them (`BridgeAgi`, V503);
-nothing in a tenant's context does at run time what the linter cannot prove stays
-inside the tenant (X306, S601-S604, see `escapes`) unless `allow` allows it; a dial
-string already reported as T401, X303 or X304 on a line gets no S601 besides.
+afterwards (V501; STASISSTATUS after Stasis() to the bridge's ARI application), and
+when venues ask `${AB_AGI_URL}/route`, a `[globals]` section of the loaded files sets
+it (V502; the last one read wins, as Asterisk sets them in order) to the bridge's own
+listener and secret when the caller knows them (`BridgeAgi`, V503); nothing in a
+tenant's context does at run time what the linter cannot prove stays inside the tenant
+(X306, S601-S605, see `escapes`) unless `allow` allows it; a dial string already
+reported as T401, X303 or X304 on a line gets no S601 besides.
 Statements inherited from a template are checked in each inheriting context and
 reported where the template writes them.
 """
@@ -34,7 +35,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ROUTE_SCRIPT
+from ami_bridge.agi.variables import (
+    AB_AGI_URL,
+    AGISTATUS,
+    DEFAULT_STASIS_APP,
+    ROUTE_SCRIPT,
+    STASISSTATUS,
+)
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.allow import Allowance, allowed
 from ami_bridge.dialplan.channels import Bounds, bounded_variables, bridge_dial_only
@@ -92,6 +99,7 @@ class Policy:
     allow: tuple[Allowance, ...] = ()
     agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES
     bridge_agi: BridgeAgi | None = None
+    stasis_app: str = DEFAULT_STASIS_APP  # the bridge's ARI application (S605, V501)
 
 
 def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
@@ -100,18 +108,20 @@ def check(files: Sequence[Path], *, owners: OwnerLookup = NO_OWNERS,
           config_dir: Path | None = None, allow: Iterable[Allowance] = (),
           agi_addresses: frozenset[tuple[str, int]] = DEFAULT_AGI_ADDRESSES,
           operator: frozenset[str] = frozenset(),
-          bridge_agi: BridgeAgi | None = None) -> list[Finding]:
+          bridge_agi: BridgeAgi | None = None,
+          stasis_app: str = DEFAULT_STASIS_APP) -> list[Finding]:
     """Lint `files` (and their #includes). Raises parser.DialplanReadError on I/O errors.
 
     `allow`: the escapes the operator allows (default: none). `agi_addresses`: where
     the bridge's FastAGI server listens (host, port), for the S604 rule. `shared` and
     `operator`: context names or fnmatch patterns (see `globs`); the caller has refused
     `ownership.conflicts` between them and the tenants. `bridge_agi`: the bridge's
-    listener as its config says, for V503 (None: not known, V502 only).
+    listener as its config says, for V503 (None: not known, V502 only). `stasis_app`:
+    the bridge's ARI application (`[ari] app`), the only one a tenant may enter (S605).
     """
     known = set(tenants) | (set(owners.values()) if isinstance(owners, Mapping) else set())
     ownership = Ownership(frozenset(known), owners, shared, file_owners, operator)
-    policy = Policy(tuple(allow), frozenset(agi_addresses), bridge_agi)
+    policy = Policy(tuple(allow), frozenset(agi_addresses), bridge_agi, stasis_app)
     dialplan_files = [f for f in files if not is_queue_file(f)]
     found = check_dialplan(load(dialplan_files, source=source, config_dir=config_dir),
                            ownership, policy) if dialplan_files else []
@@ -143,7 +153,7 @@ def check_dialplan(dialplan: Dialplan, ownership: Ownership,
         found += _ownership(name, fragments, ownership)
         from_templates = inherited(fragments, headers, own, templates)
         statements = from_templates + own.get(name.lower(), [])
-        context_found = _context_rules(name, statements, ownership)
+        context_found = _context_rules(name, statements, ownership, policy.stasis_app)
         tenant = ownership.owner(name)
         if tenant is not None:
             context_found += _escapes(name, tenant, statements, ownership, policy,
@@ -238,7 +248,7 @@ def _escapes(context: str, tenant: str, statements: list[Statement],
             continue
         where = Where(tenant, ownership,
                       Bounds(pattern_is_safe(step.pattern), bounded, bridge_dial),
-                      policy.agi_addresses)
+                      policy.agi_addresses, policy.stasis_app)
         for escape in step_escapes(step, where):
             if escape.code == codes.DYNAMIC_CHANNEL and (step.file, step.line) in said:
                 continue
@@ -341,8 +351,8 @@ def _ownership(name: str, fragments: list[Section], ownership: Ownership) -> lis
     return found
 
 
-def _context_rules(name: str, statements: list[Statement],
-                   ownership: Ownership) -> list[Finding]:
+def _context_rules(name: str, statements: list[Statement], ownership: Ownership,
+                   stasis_app: str = DEFAULT_STASIS_APP) -> list[Finding]:
     tenant = ownership.owner(name)
     shared = ownership.is_shared(name)
     steps = [s for s in statements if isinstance(s, Step)]
@@ -350,7 +360,7 @@ def _context_rules(name: str, statements: list[Statement],
     if ownership.is_operator(name):
         # Trusted: it may reach anything and handle caller data as it likes; it is
         # still a venue if it asks the bridge for routes.
-        return _venue_contract(name, steps)
+        return _venue_contract(name, steps, stasis_app)
     if tenant is not None or shared:
         for statement in statements:
             for target in _statement_targets(statement):
@@ -367,7 +377,7 @@ def _context_rules(name: str, statements: list[Statement],
                                "'1&PJSIP/other' or '1,,U(x)' dials another channel or "
                                "adds options; wrap it in ${FILTER(0-9,...)} or use a "
                                "digits-only pattern such as _XXXX"))
-    found += _venue_contract(name, steps)
+    found += _venue_contract(name, steps, stasis_app)
     return found
 
 
@@ -438,31 +448,42 @@ def _crossing(statement: Statement, target: Target, context: str, tenant: str | 
                  f"[{where}] {reason}; declare it shared if that is intended")
 
 
-def _checks_agistatus(step: Step) -> bool:
+def _checks_status(step: Step, status: str) -> bool:
     return any((c.name in _CONDITIONAL_APPS or "IF(" in c.data.upper())
-               and AGISTATUS in c.data.upper() for c in calls(step))
+               and status in c.data.upper() for c in calls(step))
 
 
-def _venue_contract(context: str, steps: list[Step]) -> list[Finding]:
+def _route_status(step: Step, stasis_app: str) -> str | None:
+    """The status variable a route request sets (AGISTATUS for the FastAGI route script,
+    STASISSTATUS for Stasis() to the bridge's application); None: not a route request."""
+    first = step.args[0].strip() if step.args else ""
+    if step.app.lower() in ("agi", "eagi") and ROUTE_AGI_RE.match(first):
+        return AGISTATUS
+    if step.app.lower() == "stasis" and first == stasis_app:
+        return STASISSTATUS
+    return None
+
+
+def _venue_contract(context: str, steps: list[Step],
+                    stasis_app: str = DEFAULT_STASIS_APP) -> list[Finding]:
     found: list[Finding] = []
     for index, step in enumerate(steps):
-        if step.app.lower() not in ("agi", "eagi") or not ROUTE_AGI_RE.match(
-                step.args[0] if step.args else ""):
+        status = _route_status(step, stasis_app)
+        if status is None:
             continue
         checked = False
         for later in steps[index + 1:]:
             if later.pattern != step.pattern:
                 continue
-            if later.app.lower() in ("agi", "eagi") and ROUTE_AGI_RE.match(
-                    later.args[0] if later.args else ""):
+            if _route_status(later, stasis_app) is not None:
                 break
-            if _checks_agistatus(later):
+            if _checks_status(later, status):
                 checked = True
                 break
         if not checked:
             found.append(_here(step, context, codes.NO_AGISTATUS,
                                f"'{step.app}({step.data})' asks the bridge for a route but "
                                f"no later priority of extension '{step.pattern}' tests "
-                               "AGISTATUS: with the bridge down the call never takes the "
+                               f"{status}: with the bridge down the call never takes the "
                                "venue's default route"))
     return found

@@ -43,12 +43,14 @@ from ami_bridge.agi.variables import (
     ACTION_ROUTE,
     AGISTATUS,
     DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_STASIS_APP,
     DIALSTATUS,
     KIND_CONTEXT,
     PERSONAL_KIND_CONTEXT,
     PHONES_KIND,
     ROUTE_ARGS,
     ROUTE_SCRIPT,
+    STASISSTATUS,
     kind_variable,
     tenant_context,
 )
@@ -70,18 +72,26 @@ def var(name: str) -> str:
     return "${" + name + "}"
 
 
-def route_request(context: str, driver: str) -> tuple[str, str]:
+def route_request(context: str, driver: str, *,
+                  stasis_app: str = DEFAULT_STASIS_APP) -> tuple[str, str]:
     """How the venue asks the bridge, by its driver: the dialplan application line (after
     `same => n,`) and the condition that holds when the bridge answered (else the venue
-    takes its fallback). One place per driver; the rest of the venue is the same."""
+    takes its fallback). One place per driver; the rest of the venue is the same.
+    `stasis_app`: the bridge's ARI application (`[ari] app`), for ari venues."""
     args = ",".join(map(var, ROUTE_ARGS))
     if driver == "fastagi":
         return (f"AGI({var(AB_AGI_URL)}/{ROUTE_SCRIPT},{args})",
                 f'"{var(AGISTATUS)}" = "SUCCESS"')
+    if driver == "ari":
+        # The route arguments arrive as the StasisStart's `args`, in the same order.
+        # STASISSTATUS is FAILED at once when the application is not registered (bridge
+        # or its WebSocket down; measured, docs/drivers.md): the venue's fallback.
+        return (f"Stasis({stasis_app},{args})", f'"{var(STASISSTATUS)}" = "SUCCESS"')
     raise ValueError(f"venue {context}: driver {driver!r} cannot be rendered yet")
 
 
-def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
+def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
+                 stasis_app: str = DEFAULT_STASIS_APP) -> list[str]:
     """The venue context. Every priority costs Asterisk work on every call (and, with an
     AMI session connected, a channel snapshot update for the manager), so the happy
     path is kept short: variables are reset and set in one MSet each, and the route
@@ -90,7 +100,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in KIND_CONTEXT.items())
     # `<tenant>-${AB_CTX_${AB_KIND}}`: the literal prefix pins the jump to this tenant.
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
-    ask, bridge_ok = route_request(venue.context, venue.driver)
+    ask, bridge_ok = route_request(venue.context, venue.driver, stasis_app=stasis_app)
     lines = [
         f"; venue {venue.context} of tenant {t}",
         f"[{venue.context}]",
@@ -140,7 +150,8 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig) -> list[str]:
     return lines
 
 
-def render_personal(tenant: TenantConfig) -> list[str]:
+def render_personal(tenant: TenantConfig, *,
+                    stasis_app: str = DEFAULT_STASIS_APP) -> list[str]:
     """The personal venue: one extension per personal number, each asking the bridge like
     a venue does (the bridge adds the user's own rules; the tenant's VTS decides) and
     looping over the steps of the user's plan (ring my phones, forward, follow-me,
@@ -154,7 +165,8 @@ def render_personal(tenant: TenantConfig) -> list[str]:
     t = tenant.name
     kind_map = ",".join(f"{kind_variable(k)}={s}" for k, s in PERSONAL_KIND_CONTEXT.items())
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
-    ask, bridge_ok = route_request(personal.context, personal.driver)
+    ask, bridge_ok = route_request(personal.context, personal.driver,
+                                   stasis_app=stasis_app)
     lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
              "numbers", f"[{personal.context}]"]
     for number, home in personal.numbers.items():
@@ -244,12 +256,14 @@ def render_outbound(tenant: TenantConfig) -> list[str]:
     return lines
 
 
-def render_tenant(tenant: TenantConfig, venues: Iterable[VenueConfig]) -> str:
+def render_tenant(tenant: TenantConfig, venues: Iterable[VenueConfig], *,
+                  stasis_app: str = DEFAULT_STASIS_APP) -> str:
     blocks = [HEADER.format(source=_source(tenant)).rstrip("\n").split("\n")]
-    blocks += [render_venue(tenant, v) for v in sorted(venues, key=lambda v: v.context)
-               if not v.personal]
+    blocks += [render_venue(tenant, v, stasis_app=stasis_app)
+               for v in sorted(venues, key=lambda v: v.context) if not v.personal]
     blocks += [render_internal(tenant), render_queues(tenant), render_outbound(tenant)]
-    blocks += [b for b in (render_personal(tenant), render_voicemail(tenant)) if b]
+    blocks += [b for b in (render_personal(tenant, stasis_app=stasis_app),
+                           render_voicemail(tenant)) if b]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
 
 
@@ -281,7 +295,8 @@ def render_tree(config: BridgeConfig) -> dict[str, str]:
         files[f"{OUTPUT_DIR}/voicemail.conf"] = render_mailboxes(config)
     for name, tenant in config.tenants.items():
         venues = [v for v in config.venues.values() if v.tenant == name]
-        files[f"{OUTPUT_DIR}/tenants/{name}.conf"] = render_tenant(tenant, venues)
+        files[f"{OUTPUT_DIR}/tenants/{name}.conf"] = render_tenant(
+            tenant, venues, stasis_app=config.ari.app if config.ari else DEFAULT_STASIS_APP)
     return dict(sorted(files.items()))
 
 

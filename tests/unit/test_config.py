@@ -258,7 +258,7 @@ def test_unknown_top_level_key(key: str) -> None:
     raw = example()
     raw[key] = {}
     message = config_error(raw, f"{PATH}: {key}: unknown key")
-    assert ("(allowed: ami, api, bridge, metrics, operator, owners, shared, store, tenants, "
+    assert ("(allowed: ami, api, ari, bridge, metrics, operator, owners, shared, store, tenants, "
             "vts)") in message
 
 

@@ -1,0 +1,182 @@
+"""The ARI driver on the real Asterisk 22 (issue 15): acme's venue rendered with
+`driver = "ari"` into the sandbox Asterisk's config directory and `dialplan reload`ed;
+SIPp calls are routed through Stasis(ami-bridge) and the bridge's one ARI WebSocket;
+without the bridge Stasis() fails at once into the venue's fallback; the WebSocket
+killed under load (its TCP connection destroyed on Asterisk's side with `ss -K`, as a
+network fault would) loses no call, and the driver reconnects; a hostile caller name is
+answered safely; a treatment collects DTMF through ARI."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ami_bridge import config as config_mod
+from ami_bridge.dialplan.render import render_tenant
+from harness.asterisk import Asterisk
+from harness.bridge import BridgeProcess
+from harness.sipp import SippUas, run_uac, start_uac
+from tests.integration.helpers import arrived, of_type, records, write_config
+
+pytestmark = pytest.mark.asterisk
+ARI_PASSWORD = "ami-bridge-ari-secret"  # asterisk-conf/ari.conf's test-grade password
+ARI_PORT = 8089  # asterisk-conf/http.conf
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bridge.toml"
+
+
+def ari_config(tmp_path: Path, **kwargs: Any) -> Path:
+    """The integration tests' bridge config with acme's venue on the ARI driver."""
+    secret = tmp_path / "ari.secret"
+    secret.write_text(ARI_PASSWORD + "\n")
+    secret.chmod(0o600)
+    venue = 'driver = "ari"\n' + kwargs.pop("acme_venue", "")
+    path = write_config(tmp_path, acme_venue=venue, **kwargs)
+    path.write_text(path.read_text() + f"""
+[ari]
+url = "http://127.0.0.1:{ARI_PORT}"
+username = "ami-bridge"
+password_file = "{secret}"
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ari_asterisk(asterisk: Asterisk) -> Iterator[Asterisk]:
+    """The module's Asterisk with acme's venue rendered for the ARI driver: the shipped
+    fragment's tenant (examples/), its venue switched to `driver = "ari"`."""
+    example = config_mod.load(EXAMPLE)
+    venues = [replace(v, driver="ari") if v.context == "acme-venue" else v
+              for v in example.venues.values() if v.tenant == "acme"]
+    fragment = asterisk.instance_dir / "etc" / "ami-bridge" / "tenants" / "acme.conf"
+    fragment.write_text(render_tenant(example.tenants["acme"], venues))
+    asterisk.rx("dialplan reload")
+    shown = asterisk.rx("dialplan show acme-venue")
+    assert "Stasis(ami-bridge,${AB_LAST},${DIALSTATUS})" in shown, shown
+    yield asterisk
+
+
+def ari_status(bridge: BridgeProcess) -> dict[str, Any]:
+    ari: dict[str, Any] = bridge.status()["ari"]
+    return ari
+
+
+def wait_ari(bridge: BridgeProcess, connects: int = 1) -> None:
+    bridge.wait_status(lambda s: bool(s.get("ari", {}).get("connected"))
+                       and s["ari"]["connects"] >= connects, what="ARI WebSocket connected")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks
+
+
+def test_calls_are_routed_through_stasis(ari_asterisk: Asterisk, uas: dict[str, SippUas],
+                                         run_bridge: Any, tmp_path: Path) -> None:
+    bridge = run_bridge(ari_config(tmp_path))
+    wait_ari(bridge)
+    before, requests = cpu_s(bridge.pid), ari_status(bridge)["requests"]
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=40, rate=10)
+    assert (stats.successful, stats.failed) == (40, 0), stats.failure_reasons
+    assert arrived(uas) == {"acme-agent": 40, "globex-agent": 0, "acme-operator": 0,
+                            "globex-operator": 0}
+    ari = ari_status(bridge)
+    assert ari["calls"] == 40
+    # Three variables (AB_KIND, AB_TARGET, AB_ACTION) and one continue per routed call.
+    assert ari["requests"] - requests == 4 * 40
+    print(f"\nARI driver: {(cpu_s(bridge.pid) - before) / 40 * 1000:.2f} ms bridge CPU "
+          f"per routed call, {(ari['requests'] - requests) / 40:g} HTTP requests per call")
+    routes = of_type(records(tmp_path / "acme.jsonl"), "route_request")
+    assert len(routes) == 40 and routes[0]["venue"] == "acme-venue"
+
+
+def test_without_the_bridge_stasis_fails_at_once_into_the_fallback(
+        ari_asterisk: Asterisk, uas: dict[str, SippUas]) -> None:
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=3, rate=3)
+    assert (stats.successful, stats.failed) == (3, 0), stats.failure_reasons
+    assert stats.response_time_s < 0.5  # no waiting: STASISSTATUS=FAILED at once
+    assert arrived(uas)["acme-operator"] == 3
+    assert "Stasis app 'ami-bridge' doesn't exist" in ari_asterisk.messages_log()
+
+
+def test_websocket_killed_under_load_loses_no_call_and_reconnects(
+        ari_asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any,
+        tmp_path: Path) -> None:
+    bridge = run_bridge(ari_config(tmp_path))
+    wait_ari(bridge)
+    calls = 150
+    uac = start_uac(from_user="acme-trunk", dnis="100", calls=calls, rate=15, timeout_s=60)
+    time.sleep(3.0)
+    killed = []
+    for _ in range(2):  # twice, the second while the driver may be reconnecting
+        out = subprocess.run(["ss", "-K", "state", "established", f"( sport = :{ARI_PORT} )"],
+                             capture_output=True, text=True, check=False)
+        killed.append(out.stdout.count(f":{ARI_PORT}"))
+        time.sleep(2.0)
+    stats = uac.wait()
+    assert killed[0] >= 1, killed  # the WebSocket (and any keep-alive REST connection)
+    assert (stats.successful, stats.failed) == (calls, 0), stats.failure_reasons
+    got = arrived(uas)
+    # Every call left its venue: routed, or by the venue's fallback while ARI was down.
+    assert got["acme-agent"] + got["acme-operator"] == calls, got
+    wait_ari(bridge, connects=2)
+    ari = ari_status(bridge)
+    assert ari["pending"] == 0
+    print(f"\nWebSocket killed {killed}: {got['acme-agent']} routed, {got['acme-operator']} "
+          f"by fallback; ARI status {ari}")
+    assert "ARI WebSocket closed" in bridge.log()
+    assert ari_asterisk.channel_count() == 0
+
+
+def test_a_hostile_caller_name_is_answered_safely(
+        ari_asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any,
+        tmp_path: Path) -> None:
+    bridge = run_bridge(ari_config(tmp_path))
+    wait_ari(bridge)
+    # SIP carries no raw newline in a display name; quotes, separators, AGI-looking text
+    # and a 3 KB name do reach ARI (10 KB and newlines: tests/unit/test_ari.py).
+    name = '\\"Eve\\" ,;|\'AGI: EXEC System x ' + "N" * 3000
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=2, rate=2,
+                    substitutions={"From: <sip:": f'From: "{name}" <sip:'})
+    assert (stats.successful, stats.failed) == (2, 0), stats.failure_reasons
+    assert arrived(uas)["acme-agent"] == 2
+    routes = of_type(records(tmp_path / "acme.jsonl"), "route_request")
+    assert len(routes) == 2 and all("Eve" in r["call"]["ani_name"] for r in routes), routes
+    assert "Traceback" not in bridge.log()
+
+
+def test_a_treatment_collects_dtmf_through_ari(
+        ari_asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any,
+        tmp_path: Path) -> None:
+    rules = """
+[[tenants.acme.rules]]
+name = "menu"
+action = "treatment"
+prompt = "hello-world"
+collect_digits = 4
+timeout_ms = 4000
+
+[[tenants.acme.rules]]
+name = "by-digits"
+digits = "1002"
+targets = ["1002"]
+
+[[tenants.acme.rules]]
+name = "else"
+action = "default"
+"""
+    bridge = run_bridge(ari_config(tmp_path, acme_venue="router_timeout = 10.0",
+                                   acme_rules=rules))
+    wait_ari(bridge)
+    stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, dtmf="1002",
+                    hold_ms=500, timeout_s=30)
+    assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+    assert arrived(uas)["acme-agent"] == 1  # 1002 rings acme's agent phone
+    done = [m for m in of_type(records(tmp_path / "acme.jsonl"), "event")
+            if m["event"] == "treatment_done"]
+    assert [(d["ok"], d["digits"]) for d in done] == [(True, "1002")]
