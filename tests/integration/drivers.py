@@ -63,8 +63,19 @@ class Driver:
 
 FASTAGI = Driver("fastagi")
 
+
+def _ari_sections(workdir: Path) -> str:
+    """`[ari]` with the sandbox's ARI user (asterisk-conf/ari.conf) and its password file."""
+    secret = workdir / "ari.secret"
+    secret.write_text("ami-bridge-ari-secret\n", encoding="utf-8")
+    secret.chmod(0o600)
+    return f'[ari]\npassword_file = "{secret}"\n'
+
+
+ARI = Driver("ari", sections=_ari_sections)
+
 # The registry. asyncagi: Driver("asyncagi", needs_ami=True); ari: its [ari] section.
-DRIVERS: list[Driver] = [FASTAGI]
+DRIVERS: list[Driver] = [FASTAGI, ARI]
 
 
 def fragments(driver: Driver) -> dict[str, str]:
