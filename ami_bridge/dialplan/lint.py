@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ROUTE_SCRIPT
+from ami_bridge.agi.variables import AB_AGI_URL, AGISTATUS, ASYNC_AGI, ROUTE_SCRIPT
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.allow import Allowance, allowed
 from ami_bridge.dialplan.channels import Bounds, bounded_variables, bridge_dial_only
@@ -72,6 +72,9 @@ __all__ = ["Allowance", "BridgeAgi", "FileOwnerLookup", "OwnerLookup", "Ownershi
 # The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
 ROUTE_AGI_RE = re.compile(rf"(?:{re.escape('${' + AB_AGI_URL + '}')}|agis?://[^/\s]*)/"
                           f"{re.escape(ROUTE_SCRIPT)}", re.IGNORECASE)
+# Any venue's route request, FastAGI as above or AsyncAGI (`AGI(agi:async,...)`): V501.
+ROUTE_REQUEST_RE = re.compile(rf"{ROUTE_AGI_RE.pattern}|{re.escape(ASYNC_AGI)}(?:,|$)",
+                              re.IGNORECASE)
 _CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "while"})
 
 
@@ -446,14 +449,14 @@ def _checks_agistatus(step: Step) -> bool:
 def _venue_contract(context: str, steps: list[Step]) -> list[Finding]:
     found: list[Finding] = []
     for index, step in enumerate(steps):
-        if step.app.lower() not in ("agi", "eagi") or not ROUTE_AGI_RE.match(
+        if step.app.lower() not in ("agi", "eagi") or not ROUTE_REQUEST_RE.match(
                 step.args[0] if step.args else ""):
             continue
         checked = False
         for later in steps[index + 1:]:
             if later.pattern != step.pattern:
                 continue
-            if later.app.lower() in ("agi", "eagi") and ROUTE_AGI_RE.match(
+            if later.app.lower() in ("agi", "eagi") and ROUTE_REQUEST_RE.match(
                     later.args[0] if later.args else ""):
                 break
             if _checks_agistatus(later):

@@ -45,7 +45,7 @@ from ami_bridge.agi.protocol import (
     parse_environment,
     parse_reply,
 )
-from ami_bridge.agi.variables import AB_ACTION, AB_CAUSE, ACTION_DEFAULT
+from ami_bridge.agi.variables import AB_ACTION, AB_CAUSE, ACTION_DEFAULT, ASYNC_AGI
 from ami_bridge.agi_adapter import AgiResponder
 from ami_bridge.ami.protocol import MAX_ACTION_LINE_BYTES, Event
 from ami_bridge.calls import Responder
@@ -59,7 +59,7 @@ START, EXEC, END, HANGUP = "AsyncAGIStart", "AsyncAGIExec", "AsyncAGIEnd", "Hang
 EVENTS = frozenset({START, EXEC, END, HANGUP})
 # CoreShowChannel of a channel waiting in AsyncAGI: Application AGI, data `agi:async,...`.
 APPLICATION = "AGI"
-APPLICATION_DATA = "agi:async"
+APPLICATION_DATA = ASYNC_AGI
 # The URL-encoded environment: at most the FastAGI bound on the raw header
 # (MAX_HEADER_BYTES), each byte written as up to three characters (%XX).
 MAX_ENV_CHARS = 3 * MAX_HEADER_BYTES
