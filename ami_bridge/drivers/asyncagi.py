@@ -206,9 +206,13 @@ class AsyncAgiDriver:
         session = self.sessions.pop(channel, None)
         if session is None:
             return
+        # Its AGI run is over: a command sent now would wait for the channel's NEXT
+        # AGI(agi:async) and run there, so nothing more goes out for this session.
+        pending = not session.closing
+        session.closing = True
         for command_id in session.command_ids:
             self._replies.pop(command_id, None)
-        if session.handle is not None and not session.closing:
+        if pending and session.handle is not None:
             self._core.abandon(session.handle)
 
     def send(self, session: AsyncSession, command: bytes, on_reply: ReplyCallback | None) -> bool:
