@@ -91,7 +91,7 @@ def route_request(context: str, driver: str) -> tuple[str, str]:
 # bridge connected too (measured on Asterisk 22.10, docs/drivers.md): the venue bounds
 # the wait itself with TIMEOUT(absolute), the router timeout plus this grace (the bridge
 # default-routes at the router timeout; the bound only fires when it cannot answer).
-ASYNC_AGI_GRACE_S = 5
+ASYNC_AGI_GRACE_S = 3
 ABSOLUTE_TIMEOUT = "TIMEOUT(absolute)"
 AB_ASKED = "AB_ASKED"  # the personal number a call asked for (its `T` goes back there)
 
