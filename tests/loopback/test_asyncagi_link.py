@@ -112,6 +112,7 @@ class AsyncAsterisk:
 def make_link(port: int) -> tuple[AmiLink, Intermediary]:
     raw: dict[str, Any] = copy.deepcopy(RAW)
     raw["tenants"]["acme"]["venues"]["acme-venue"]["driver"] = "asyncagi"
+    raw["ami"] = {"host": "127.0.0.1", "port": port, "username": "u", "secret": "s"}
     cfg = config_mod.parse(raw, path=Path("test.toml"))
     core = Intermediary(config=cfg, clock=FakeClock())
     link = AmiLink(settings=AmiConfig(host="127.0.0.1", port=port, username="u", secret="s"),

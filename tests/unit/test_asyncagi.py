@@ -302,3 +302,13 @@ def test_with_the_intermediary_and_no_vts_a_hostile_name_gets_a_safe_default() -
     drv.on_event(start(env=env_header(name=name)))
     assert ami.commands() == ['EXEC MSet "AB_CAUSE=no-vts,AB_ACTION=default"', BREAK]
     assert core.counters.requests == 1
+
+
+def test_an_asyncagi_venue_without_an_ami_section_is_refused_with_its_key() -> None:
+    raw = copy.deepcopy(RAW)
+    raw["tenants"]["acme"]["venues"]["acme-venue"]["driver"] = "asyncagi"
+    with pytest.raises(config_mod.ConfigError,
+                       match=r"tenants\.acme\.venues\.acme-venue\.driver.*\[ami\]"):
+        config_mod.parse(raw, path=Path("test.toml"))
+    raw["ami"] = {"host": "127.0.0.1", "port": 5038, "username": "u", "secret": "s"}
+    assert config_mod.parse(raw, path=Path("test.toml")).venues[VENUE].driver == "asyncagi"
