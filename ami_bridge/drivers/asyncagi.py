@@ -26,7 +26,8 @@ down is delivered then, and a held session whose channel is no longer in AsyncAG
 dropped (an abandon when it was pending). The venue's own `TIMEOUT(absolute)` and `T`
 extension cover a bridge that never comes back.
 
-No asyncio and no sockets: the AMI side is the `SendAgi` callable passed in.
+It does no I/O of its own and needs no event loop: the AMI side is the `SendAgi`
+callable passed in (`AmiLink` writes with `AmiClient.send_nowait`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from ami_bridge.agi.protocol import (
     parse_environment,
     parse_reply,
 )
-from ami_bridge.agi.variables import AB_ACTION, AB_CAUSE, ACTION_DEFAULT, ASYNC_AGI
+from ami_bridge.agi.server import DEFAULT_ANSWER as REFUSED_ANSWER
+from ami_bridge.agi.variables import ASYNC_AGI
 from ami_bridge.agi_adapter import AgiResponder
 from ami_bridge.ami.protocol import MAX_ACTION_LINE_BYTES, Event
 from ami_bridge.calls import Responder
@@ -67,10 +69,8 @@ MAX_ENV_CHARS = 3 * MAX_HEADER_BYTES
 # 1025-byte buffer (MAX_ACTION_LINE_BYTES, ami_bridge.ami.protocol): a longer command
 # would be cut there; refuse it first ("Command: " and CRLF take 11 bytes).
 MAX_COMMAND_BYTES = MAX_ACTION_LINE_BYTES - len("Command: ") - 2
-# What an environment that cannot be read one way gets, as on the FastAGI side.
-CAUSE_REFUSED_ENVIRONMENT = "refused-environment"
-DEFAULT_ANSWER = [wire.set_variables([(AB_CAUSE, CAUSE_REFUSED_ENVIRONMENT),
-                                      (AB_ACTION, ACTION_DEFAULT)])]
+# What an environment that cannot be read one way gets: the FastAGI side's answer.
+DEFAULT_ANSWER = [REFUSED_ANSWER]
 
 # (channel, AGI command line without its newline, CommandID) -> True when written on
 # the AMI session, False when there is none (nothing is queued or resent).
