@@ -2,7 +2,8 @@
 
 acme's venue is rendered with `driver = "asyncagi"` into this module's Asterisk (globex
 stays on FastAGI): calls are routed over the bridge's one AMI session; with no bridge
-at all they leave the venue by its fallback once the venue's wait bound runs out; the
+at all they leave the venue by its fallback once the venue's wait bound runs out (a
+personal number's too: its home phone rings); the
 AMI session is kicked while SIPp load flows and every call still leaves the venue
 (routed, or by the fallback), no SIPp call fails, and the driver reconnects and routes
 again; hostile caller names (quotes, 10 KB) are answered safely.
@@ -36,11 +37,13 @@ FROM = "From: <sip:[$from_user]@"
 
 
 def rendered_with_asyncagi(tmp: Path) -> tuple[dict[str, str], float]:
-    """The example tenants with acme's venue on AsyncAGI, rendered; and its wait bound."""
+    """The example tenants with acme's venue and personal venue on AsyncAGI, rendered;
+    and the venue's wait bound."""
     shutil.copytree(ROOT / "examples", tmp / "examples")
     tenant = tmp / "examples/tenants.d/acme/tenant.toml"
-    tenant.write_text(tenant.read_text().replace("[venues.acme-venue]\n",
-                                                 f"[venues.acme-venue]\n{ASYNC}\n"))
+    tenant.write_text(tenant.read_text()
+                      .replace("[venues.acme-venue]\n", f"[venues.acme-venue]\n{ASYNC}\n")
+                      .replace("[personal]\n", f"[personal]\n{ASYNC}\n"))
     config = config_mod.load(tmp / "examples/bridge.toml")
     bound = math.ceil(config.venues["acme-venue"].router_timeout) + ASYNC_AGI_GRACE_S
     return render_tree(config), bound
@@ -92,6 +95,19 @@ def test_no_bridge_falls_back_once_the_wait_bound_runs_out(
     print(f"no bridge: both calls reached the operator in {took:.1f} s (bound {bound} s)")
     assert took >= bound
     assert asterisk.channel_count() == 0
+
+
+def test_no_bridge_a_personal_number_rings_its_home_phone_after_the_bound(
+        asterisk: Asterisk, bound: float) -> None:
+    # The personal venue's `T` goes back to the asked number's own fallback: 2101's
+    # home extension 1011 (PJSIP/acme-desk1, a UAS on 5075).
+    with SippUas(5075, "acme-desk1") as desk:
+        started = time.monotonic()
+        stats = run_uac(from_user="acme-vip", dnis="2101", calls=1, rate=1)
+        took = time.monotonic() - started
+        answered = desk.stop().successful
+    assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
+    assert answered == 1 and took >= bound
 
 
 def test_ami_session_kicked_under_load_every_call_leaves_the_venue(
