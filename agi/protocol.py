@@ -161,6 +161,16 @@ def parse_environment(block: bytes) -> Environment | EnvironmentRefused:
     return Environment(variables)
 
 
+def parse_reply(line: str) -> Reply | None:
+    """The one parser of a one-line AGI reply (`200 result=1 (data)`), also for the
+    Result of AsyncAGI's AsyncAGIExec event; None when the line is not a reply."""
+    match = _REPLY_RE.match(line)
+    if match is None:
+        return None
+    code, result, data, _rest = match.groups()
+    return Reply(code=int(code), result=result or "", data=data or "", raw=line)
+
+
 def _decode(block: bytes) -> str | EnvironmentRefused:
     """UTF-8, strictly, except in the free-text keys. LF is ASCII and never part of a
     multi-byte sequence, so decoding the block at once equals decoding line by line."""
@@ -344,12 +354,11 @@ class AgiSession:
         if line.startswith("520-"):
             self._reply_lines.append(line)
             return None
-        match = _REPLY_RE.match(line)
-        if match is None:
+        reply = parse_reply(line)
+        if reply is None:
             raise RemoteProtocolError(f"malformed AGI reply: {line!r}")
-        code, result, data, _rest = match.groups()
         self._reply_lines = [line]
-        return self._finish_reply(int(code), result or "", data or "")
+        return self._finish_reply(reply.code, reply.result, reply.data)
 
     def _finish_reply(self, code: int, result: str, data: str) -> Reply:
         raw = "\n".join(self._reply_lines)

@@ -28,6 +28,9 @@ from ami_bridge.namespace import (
 # operator in [globals]; and the script name the venue asks for.
 AB_AGI_URL = "AB_AGI_URL"
 ROUTE_SCRIPT = "route"
+# A venue whose driver is AsyncAGI asks over the bridge's AMI session instead:
+# `AGI(agi:async,${AB_LAST},${DIALSTATUS})` (ami_bridge.drivers.asyncagi).
+ASYNC_AGI = "agi:async"
 
 # -- written by the bridge ----------------------------------------------------------------
 # The disposition: one of ACTIONS. Written last, so a session cut half way leaves it

@@ -111,6 +111,11 @@ def answer() -> bytes:
     return _line("ANSWER")
 
 
+def async_break() -> bytes:
+    """`ASYNCAGI BREAK`: ends an AsyncAGI session (AGI(agi:async)); the dialplan runs on."""
+    return _line("ASYNCAGI BREAK")
+
+
 def exec_app(app: str, argument: str = "") -> bytes:
     """`EXEC app "argument"` for one of the whitelisted applications."""
     if app not in _APPS:

@@ -21,6 +21,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ami_bridge.agi import wire
 from ami_bridge.agi.protocol import Environment, Reply
@@ -71,10 +72,21 @@ def commands_for(disposition: Disposition) -> list[bytes]:
     return [wire.set_variables(disposition_pairs(disposition))]
 
 
+class AgiCommands(Protocol):
+    """Where a responder's commands go: a FastAGI connection (`AgiConnection`) or an
+    AsyncAGI session over AMI (`ami_bridge.drivers.asyncagi`). `run` keeps the session
+    open and hands Asterisk's reply to `on_reply`; `finish` sends the last commands and
+    ends the session, so the dialplan runs on."""
+
+    def run(self, command: bytes, on_reply: Callable[[Reply], None] | None = None) -> None: ...
+
+    def finish(self, commands: list[bytes]) -> None: ...
+
+
 class AgiResponder:
     __slots__ = ("_answered", "_conn", "_moh")
 
-    def __init__(self, conn: AgiConnection) -> None:
+    def __init__(self, conn: AgiCommands) -> None:
         self._conn = conn
         self._answered = False
         self._moh = False

@@ -7,7 +7,10 @@ to the intermediary, which sends each to that venue's VTS and nobody else; the
 daemon hands `agent_snapshot` to the intermediary for a VTS that connects. After every
 (re)connect the client waits for FullyBooted and the link resyncs the tracker from
 `CoreShowChannels`, `DeviceStateList` and `QueueStatus`, so its view equals Asterisk's.
-VTS processes never see AMI: no credentials, no raw blocks.
+VTS processes never see AMI: no credentials, no raw blocks. The session also carries
+the AsyncAGI driver (`ami_bridge.drivers.asyncagi`): its events go to the driver, its
+AGI commands go out with `AmiClient.send_nowait` (written once, never resent), and the
+resync's CoreShowChannels tells it which channels still wait in AsyncAGI.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import os
 from collections.abc import Callable
 
 from ami_bridge.ami.client import DEFAULT_READ_PAUSE, AmiClient, AmiError
-from ami_bridge.ami.protocol import Event
+from ami_bridge.ami.protocol import Event, LocalProtocolError, Response
 from ami_bridge.ami.tracker import AgentState, CallTracker
 from ami_bridge.config import AmiConfig, BridgeConfig
+from ami_bridge.drivers import asyncagi
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.tenants import messages
 
@@ -47,6 +51,11 @@ def agent_message(agent: AgentState) -> messages.AgentState:
                                paused=agent.paused, idle_since=agent.last_call_end)
 
 
+def asyncagi_venues(config: BridgeConfig) -> list[str]:
+    """The contexts of the venues whose driver is AsyncAGI."""
+    return [v.context for v in config.venues.values() if v.driver == asyncagi.DRIVER]
+
+
 def devices_of(config: BridgeConfig) -> dict[str, str]:
     """Device -> its one owning tenant (the config loader's `devices`, ami_bridge.ownership):
     the channels tenants' extensions, devices and queue members dial; shared ones: none."""
@@ -69,6 +78,8 @@ class AmiLink:
             secret=settings.secret, on_event=self._on_event, on_connected=self._resync,
             on_disconnected=self._on_disconnected,
             read_pause=float(os.environ.get(READ_PAUSE_ENV, DEFAULT_READ_PAUSE)))
+        self.asyncagi = asyncagi.AsyncAgiDriver(intermediary, send=self._send_agi,
+                                                venues=asyncagi_venues(config))
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.resyncs = 0
@@ -91,6 +102,7 @@ class AmiLink:
         """New venues and devices; calls already tracked keep their venue."""
         self.tracker.set_mapping(devices=devices_of(config),
                                  venues={v.context: v.tenant for v in config.venues.values()})
+        self.asyncagi.set_venues(asyncagi_venues(config))
 
     def call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
         """A route request: bind the call to its venue. Needs no AMI session, so a call
@@ -114,10 +126,22 @@ class AmiLink:
     def _on_event(self, event: Event) -> None:
         if self._on_channel is not None and event.name == "Newchannel":
             self._on_channel(event.get("Context") or "")
+        if event.name in asyncagi.EVENTS:
+            self.asyncagi.on_event(event)
         for call_event in self.tracker.handle(event):
             self._intermediary.forward_call_event(call_event)
         if event.name in AGENT_EVENTS:
             self._send_agent_changes(self.tracker.changed_agents)
+
+    def _send_agi(self, channel: str, command: str, command_id: str) -> bool:
+        """One AsyncAGI command as an `AGI` action, written now or not at all."""
+        try:
+            return self.client.send_nowait(
+                "AGI", [("Channel", channel), ("Command", command), ("CommandID", command_id)],
+                on_response=lambda r: _agi_refused(channel, command, r))
+        except LocalProtocolError as exc:  # a channel name the AMI wire refuses
+            log.error("AsyncAGI command for %r not sent: %s", channel, exc)
+            return True
 
     def agent_snapshot(self, tenant: str) -> list[messages.AgentState]:
         return [agent_message(a) for a in self.tracker.agents_of(tenant)]
@@ -154,6 +178,7 @@ class AmiLink:
             _, members = await self.client.send_list_action("QueueStatus")
             ended = self.tracker.resync(channels, devices,
                                         [e for e in members if e.name == "QueueMember"])
+            self.asyncagi.resync(channels)
             self._unsynced_binds = 0
         except AmiError as exc:
             log.error("AMI resync failed: %s; the session will be re-established", exc)
@@ -174,3 +199,11 @@ class AmiLink:
             log.info("AMI session closed (the bridge is stopping)")
             return
         log.warning("AMI session lost: %s; reconnecting with backoff", reason)
+
+
+def _agi_refused(channel: str, command: str, response: Response | None) -> None:
+    """Asterisk refused an AGI action (the channel is gone, or not ours), or the session
+    dropped before its answer: the venue's fallback or its abandon covers the call."""
+    if response is not None and not response.success:
+        log.info("AsyncAGI %s: %r refused: %s", channel, command.partition(" ")[0],
+                 response.message)

@@ -205,6 +205,10 @@ def parse(raw: Mapping[str, Any], *, path: Path,
                 raise tfail(f"{vkey}.vts", f"no [vts.{venue.vts}] section"
                             + ("" if tfail is fail else f" in {path}"))
             venues[context] = venue
+            if venue.driver == "asyncagi" and "ami" not in raw:
+                # Its calls would wait out the venue's bound and all take the fallback.
+                raise tfail(f"{vkey}.driver", "'asyncagi' asks over the bridge's AMI session: "
+                            "add an [ami] section" + ("" if tfail is fail else f" to {path}"))
 
     ari = parse_ari(raw, path, fail)
     asks_ari = sorted(c for c, v in venues.items() if v.driver == "ari")

@@ -9,20 +9,21 @@ up. A session is: TCP connect, greeting, `Login` (a rejection raises nothing out
 only then `on_connected()` is awaited (the owner resyncs there; events are held
 meanwhile and delivered after it returns), a `Ping` every `ping_interval` must be
 answered within `ping_timeout` or the session is dropped, and `on_disconnected(reason)`
-follows its end. Events go through a bounded
-queue to `on_event` (a callback error is logged, never kills the session); the reader
-never waits on the consumer, so Asterisk never drops us as a slow reader; if the queue
-overflows the session is dropped on purpose, because a resync after reconnecting is the
-only way back to a true view. `send_action` / `send_list_action` give each action a
-fresh ActionID and a timeout; an action whose session drops before its response fails
-with `AmiDisconnected` and is never resent (a Redirect must not run twice), unless the
-caller marks it `retry=True` (read-only actions). Wire lines are logged at DEBUG with
-`>>` (to Asterisk) and `<<` (from Asterisk), secrets masked. After each read the reader
-stops reading the socket for `read_pause` seconds (default 5 ms) so the events Asterisk
-writes one by one arrive in batches: one wake-up of the event loop, of the dispatcher
-and of each VTS link per batch instead of per event (at 120 calls/s that is ~2,000
-events/s). Events are then up to `read_pause` late; the kernel's socket buffer holds far
-more than that, so Asterisk never sees a slow reader.
+follows its end. Events go through a bounded queue to `on_event` (a callback error is
+logged, never kills the session); the reader never waits on the consumer, so Asterisk
+never drops us as a slow reader; if the queue overflows the session is dropped on
+purpose, because a resync after reconnecting is the only way back to a true view.
+`send_action` / `send_list_action` give each action a fresh ActionID and a timeout; an
+action whose session drops before its response fails with `AmiDisconnected` and is never
+resent (a Redirect must not run twice), unless the caller marks it `retry=True`
+(read-only actions). `send_nowait` writes at once, or not at all when there is no
+session, and is never resent (AsyncAGI's `AGI` actions). Wire lines are logged at DEBUG
+with `>>` (to Asterisk) and `<<` (from Asterisk), secrets masked. After each read the
+reader stops reading the socket for `read_pause` seconds (default 5 ms) so the events
+Asterisk writes one by one arrive in batches: one wake-up of the event loop, of the
+dispatcher and of each VTS link per batch instead of per event (at 120 calls/s that is
+~2,000 events/s). Events are then up to `read_pause` late; the kernel's socket buffer
+holds far more than that, so Asterisk never sees a slow reader.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ DEFAULT_QUEUE_SIZE = 10_000
 EventCallback = Callable[[Event], None]
 ConnectedCallback = Callable[[], Awaitable[None]]
 DisconnectedCallback = Callable[[str], None]
+ResponseCallback = Callable[[Response | None], None]  # None: the session dropped first
 Fields = Mapping[str, str] | Iterable[tuple[str, str]]
 T = TypeVar("T")
 
@@ -98,6 +100,7 @@ class _Session:
         self.booted = asyncio.Event()
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending: dict[str, asyncio.Future[Response]] = {}
+        self.callbacks: dict[str, ResponseCallback] = {}  # send_nowait's
         self.lists: dict[str, tuple[ListCollector, asyncio.Future[None]]] = {}
 
     def end(self, reason: str) -> None:
@@ -196,6 +199,23 @@ class AmiClient:
                     raise
             finally:
                 session.pending.pop(action_id, None)
+
+    def send_nowait(self, name: str, fields: Fields = (),
+                    on_response: ResponseCallback | None = None) -> bool:
+        """Write one action now, without waiting: True when written, False when there is
+        no session (nothing is queued). `on_response` gets its Response, or None when the
+        session drops first. Never resent: the AsyncAGI driver's `AGI` actions, each a
+        command that would run twice on the call. Actions written by successive calls
+        reach Asterisk in that order."""
+        session = self._session
+        if session is None or not self._connected.is_set():
+            return False
+        action_id = self._next_id()
+        pairs = [*(fields.items() if isinstance(fields, Mapping) else fields)]
+        self._write(session, name, action_id, pairs)
+        if on_response is not None:
+            session.callbacks[action_id] = on_response
+        return True
 
     async def send_list_action(
         self, name: str, fields: Fields = (), *, timeout: float | None = None, **kw: str,
@@ -363,6 +383,8 @@ class AmiClient:
         future = session.pending.get(action_id)
         if future is not None and not future.done():
             future.set_result(msg)
+        elif action_id in session.callbacks:
+            self._call_back(session.callbacks.pop(action_id), msg)
         elif action_id in session.lists:
             collector, done = session.lists[action_id]
             if collector.feed(msg) and not done.done():
@@ -456,3 +478,13 @@ class AmiClient:
         for _, done in session.lists.values():
             if not done.done():
                 done.set_exception(error)
+        callbacks, session.callbacks = session.callbacks, {}
+        for callback in callbacks.values():
+            self._call_back(callback, None)
+
+    @staticmethod
+    def _call_back(callback: ResponseCallback, response: Response | None) -> None:
+        try:
+            callback(response)
+        except Exception:
+            log.exception("AMI response callback failed")

@@ -13,8 +13,9 @@ channel limits count groups); a host command or host file (S603): `System`,
 `TrySystem`, `SHELL()`, `EVAL()` of a run-time string, `FILE()`, `ExternalIVR`,
 `MixMonitor`'s post-command, an application chosen at run time; an AGI server other
 than the bridge's own (S604): `AGI`/`EAGI`/Queue's AGI argument to anything but
-`${AB_AGI_URL}` or `agi://` at one of the bridge's addresses, and any assignment of
-`AB_AGI_URL` itself; an ARI application other than the bridge's own (S605): `Stasis()`
+`${AB_AGI_URL}` or `agi://` at one of the bridge's addresses (or `AGI(agi:async...)`,
+an asyncagi venue's route request over the bridge's own AMI session), and any assignment
+of `AB_AGI_URL` itself; an ARI application other than the bridge's own (S605): `Stasis()`
 to any name but `[ari] app`, or to a name chosen at run time. `setting_escape` refuses
 `[general]`/`[globals]` settings written in a tenant's file (they hold for every
 tenant). The caller filters by the allow-list.
@@ -26,7 +27,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ami_bridge.agi.variables import AB_DIAL, DEFAULT_STASIS_APP
+from ami_bridge.agi.variables import AB_DIAL, ASYNC_AGI, DEFAULT_STASIS_APP
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.channels import Bounds, Channel, channel_list, unbounded
 from ami_bridge.dialplan.ownership import Ownership
@@ -296,6 +297,10 @@ def _agi(call: Call, where: Where) -> list[Escape]:
     else:
         return []
     if own_agi(url, where.agi_addresses):
+        return []
+    if call.name == "agi" and url.strip().lower() == ASYNC_AGI:
+        # AsyncAGI goes to the AMI session, which only the bridge holds (DESIGN.md 4.6;
+        # its manager user alone has the `agi` class): an asyncagi venue's route request.
         return []
     return [Escape(codes.FOREIGN_AGI, url,
                    f"'{call.text}' hands the call to AGI '{url}', not the bridge's own "

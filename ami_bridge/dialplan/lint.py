@@ -38,6 +38,7 @@ from pathlib import Path
 from ami_bridge.agi.variables import (
     AB_AGI_URL,
     AGISTATUS,
+    ASYNC_AGI,
     DEFAULT_STASIS_APP,
     ROUTE_SCRIPT,
     STASISSTATUS,
@@ -79,6 +80,9 @@ __all__ = ["Allowance", "BridgeAgi", "FileOwnerLookup", "OwnerLookup", "Ownershi
 # The venue's route request: AGI(${AB_AGI_URL}/route...) or AGI(agi://host:port/route...).
 ROUTE_AGI_RE = re.compile(rf"(?:{re.escape('${' + AB_AGI_URL + '}')}|agis?://[^/\s]*)/"
                           f"{re.escape(ROUTE_SCRIPT)}", re.IGNORECASE)
+# Any venue's route request, FastAGI as above or AsyncAGI (`AGI(agi:async,...)`): V501.
+ROUTE_REQUEST_RE = re.compile(rf"{ROUTE_AGI_RE.pattern}|{re.escape(ASYNC_AGI)}(?:,|$)",
+                              re.IGNORECASE)
 _CONDITIONAL_APPS = frozenset({"gotoif", "gosubif", "execif", "gotoiftime", "while"})
 
 
@@ -454,11 +458,12 @@ def _checks_status(step: Step, status: str) -> bool:
 
 
 def _route_status(step: Step, stasis_app: str) -> str | None:
-    """The status variable a route request sets (AGISTATUS for the FastAGI route script,
-    STASISSTATUS for Stasis() to the bridge's application); None: not a route request."""
+    """The status variable a route request sets (AGISTATUS for the FastAGI route script
+    and for AsyncAGI, STASISSTATUS for Stasis() to the bridge's application); None: not a
+    route request."""
     first = step.args[0].strip() if step.args else ""
-    if step.app.lower() in ("agi", "eagi") and ROUTE_AGI_RE.match(first):
-        return AGISTATUS
+    if step.app.lower() in ("agi", "eagi") and ROUTE_REQUEST_RE.match(first):
+        return AGISTATUS  # FastAGI's route script, or AsyncAGI (agi:async)
     if step.app.lower() == "stasis" and first == stasis_app:
         return STASISSTATUS
     return None

@@ -25,6 +25,7 @@ same contexts (Asterisk merges them).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -42,6 +43,7 @@ from ami_bridge.agi.variables import (
     ACTION_REJECT,
     ACTION_ROUTE,
     AGISTATUS,
+    ASYNC_AGI,
     DEFAULT_DIAL_TIMEOUT,
     DEFAULT_STASIS_APP,
     DIALSTATUS,
@@ -54,7 +56,7 @@ from ami_bridge.agi.variables import (
     kind_variable,
     tenant_context,
 )
-from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.config import DEFAULT_ROUTER_TIMEOUT, BridgeConfig, TenantConfig, VenueConfig
 from ami_bridge.namespace import KIND_EXTENSION, KIND_EXTERNAL, KIND_QUEUE, KIND_VOICEMAIL
 
 OUTPUT_DIR = "ami-bridge"
@@ -87,7 +89,30 @@ def route_request(context: str, driver: str, *,
         # STASISSTATUS is FAILED at once when the application is not registered (bridge
         # or its WebSocket down; measured, docs/drivers.md): the venue's fallback.
         return (f"Stasis({stasis_app},{args})", f'"{var(STASISSTATUS)}" = "SUCCESS"')
-    raise ValueError(f"venue {context}: driver {driver!r} cannot be rendered yet")
+    if driver == "asyncagi":
+        # AGISTATUS is SUCCESS after the bridge's ASYNCAGI BREAK, HANGUP when the wait
+        # bound below ended it (then the `T` extension runs, not the next priority).
+        return f"AGI({ASYNC_AGI},{args})", f'"{var(AGISTATUS)}" = "SUCCESS"'
+    raise ValueError(f"venue {context}: unknown driver {driver!r}")
+
+
+# AsyncAGI: a channel waits in AGI(agi:async) until an AMI client breaks it, with no
+# bridge connected too (measured on Asterisk 22.10, docs/drivers.md): the venue bounds
+# the wait itself with TIMEOUT(absolute), the router timeout plus this grace (the bridge
+# default-routes at the router timeout; the bound only fires when it cannot answer).
+ASYNC_AGI_GRACE_S = 3
+ABSOLUTE_TIMEOUT = "TIMEOUT(absolute)"
+AB_ASKED = "AB_ASKED"  # the personal number a call asked for (its `T` goes back there)
+
+
+def wait_bound(driver: str, router_timeout: float) -> tuple[list[str], list[str]]:
+    """The priorities a driver needs before and after its route request (none for
+    FastAGI, whose connection Asterisk times out itself): AsyncAGI sets the venue's
+    wait bound before and clears it after, so it never cuts the routed call."""
+    if driver != "asyncagi":
+        return [], []
+    bound = math.ceil(router_timeout) + ASYNC_AGI_GRACE_S
+    return [f"Set({ABSOLUTE_TIMEOUT}={bound})"], [f"Set({ABSOLUTE_TIMEOUT}=0)"]
 
 
 def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
@@ -101,6 +126,9 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
     # `<tenant>-${AB_CTX_${AB_KIND}}`: the literal prefix pins the jump to this tenant.
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
     ask, bridge_ok = route_request(venue.context, venue.driver, stasis_app=stasis_app)
+    before, after = wait_bound(venue.driver, venue.router_timeout)
+    # The wait bound ran out (AsyncAGI with no bridge to answer): Asterisk runs `T`.
+    specials = ("i", "t", "T") if before else ("i", "t")
     lines = [
         f"; venue {venue.context} of tenant {t}",
         f"[{venue.context}]",
@@ -111,7 +139,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
         # catch-all pattern has a priority 2 for `h` too (it would ask the bridge again).
         "exten => h,1,NoOp(hangup)",
         " same => n,Hangup()",
-        *(line for special in ("i", "t") for line in (
+        *(line for special in specials for line in (
             f"exten => {special},1,Gosub({tenant_context(t, KIND_EXTENSION)},"
             f"{tenant.operator},1)", " same => n,Hangup()")),
         f"exten => {VENUE_PATTERN},1,Set(CHANNEL(language)={tenant.language})",
@@ -126,7 +154,9 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
     lines += [
         f" same => n,MSet({AB_LAST}=,{kind_map})",
         f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+        *(f" same => n,{line}" for line in before),
         f" same => n,{ask}",
+        *(f" same => n,{line}" for line in after),
         f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
         f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]?:fallback)",
         f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
@@ -150,7 +180,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
     return lines
 
 
-def render_personal(tenant: TenantConfig, *,
+def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER_TIMEOUT, *,
                     stasis_app: str = DEFAULT_STASIS_APP) -> list[str]:
     """The personal venue: one extension per personal number, each asking the bridge like
     a venue does (the bridge adds the user's own rules; the tenant's VTS decides) and
@@ -167,15 +197,21 @@ def render_personal(tenant: TenantConfig, *,
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
     ask, bridge_ok = route_request(personal.context, personal.driver,
                                    stasis_app=stasis_app)
+    before, after = wait_bound(personal.driver, router_timeout)
     lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
              "numbers", f"[{personal.context}]"]
+    if before:  # the wait bound ran out: back to the asked number's fallback
+        lines += [f"exten => T,1,Goto({personal.context},{var(AB_ASKED)},fallback)"]
     for number, home in personal.numbers.items():
+        guard = [f"Set({AB_ASKED}={number})", *before] if before else []
         lines += [
             f"exten => {number},1,Set(CHANNEL(language)={tenant.language})",
             f" same => n,MSet({AB_LAST}=,{kind_map})",
             f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL}=,"
             f"{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+            *(f" same => n,{line}" for line in guard),
             f" same => n,{ask}",
+            *(f" same => n,{line}" for line in after),
             f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
             f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
             f' same => n,GotoIf($["{var(AB_KIND)}" = "{PHONES_KIND}"]?phones)',
@@ -258,11 +294,13 @@ def render_outbound(tenant: TenantConfig) -> list[str]:
 
 def render_tenant(tenant: TenantConfig, venues: Iterable[VenueConfig], *,
                   stasis_app: str = DEFAULT_STASIS_APP) -> str:
+    venues = list(venues)
     blocks = [HEADER.format(source=_source(tenant)).rstrip("\n").split("\n")]
     blocks += [render_venue(tenant, v, stasis_app=stasis_app)
                for v in sorted(venues, key=lambda v: v.context) if not v.personal]
     blocks += [render_internal(tenant), render_queues(tenant), render_outbound(tenant)]
-    blocks += [b for b in (render_personal(tenant, stasis_app=stasis_app),
+    personal = [v.router_timeout for v in venues if v.personal][:1] or [DEFAULT_ROUTER_TIMEOUT]
+    blocks += [b for b in (render_personal(tenant, personal[0], stasis_app=stasis_app),
                            render_voicemail(tenant)) if b]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
 

@@ -73,9 +73,11 @@ def _ari_sections(workdir: Path) -> str:
 
 
 ARI = Driver("ari", sections=_ari_sections)
+# AsyncAGI runs over the bridge's own AMI session: the bridge config gets [ami].
+ASYNCAGI = Driver("asyncagi", needs_ami=True)
 
 # The registry. asyncagi: Driver("asyncagi", needs_ami=True); ari: its [ari] section.
-DRIVERS: list[Driver] = [FASTAGI, ARI]
+DRIVERS: list[Driver] = [FASTAGI, ASYNCAGI, ARI]
 
 
 def fragments(driver: Driver) -> dict[str, str]:
