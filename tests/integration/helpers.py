@@ -50,9 +50,11 @@ targets = ["1001"]
 
 def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
                  acme_rules: str = "", acme_extra: str = "", ami: bool = False,
-                 driver: Driver = FASTAGI) -> Path:
+                 driver: Driver = FASTAGI, acme_driver: Driver | None = None) -> Path:
     """The bridge config of the two test tenants; both venues ask over `driver`
-    (tests/integration/drivers.py), whose needs (`[ami]`, its sections) it adds."""
+    (tests/integration/drivers.py), whose needs (`[ami]`, its sections) it adds;
+    `acme_driver`: acme's venue asks over this one instead (a driver's own tests)."""
+    acme_driver = acme_driver or driver
     acme_record, globex_record = tmp_path / "acme.jsonl", tmp_path / "globex.jsonl"
     acme_rules = acme_rules or DEFAULT_ACME_RULES
     text = f"""
@@ -60,8 +62,9 @@ def write_config(tmp_path: Path, *, acme_vts: str = "", acme_venue: str = "",
 agi_listen = "127.0.0.1:4573"
 router_timeout = 2.0
 control_socket = "{tmp_path}/control.sock"
-{AMI_SECTION if ami or driver.needs_ami else ""}
-{driver.sections(tmp_path)}
+{AMI_SECTION if ami or driver.needs_ami or acme_driver.needs_ami else ""}
+{driver.sections(tmp_path) if acme_driver == driver else
+ driver.sections(tmp_path) + acme_driver.sections(tmp_path)}
 
 [vts.acme]
 command = {acme_vts or vts_command("acme", acme_record)}
@@ -80,7 +83,7 @@ queues = ["sales"]
 
 [tenants.acme.venues.acme-venue]
 vts = "acme"
-{driver.venue_line()}
+{acme_driver.venue_line()}
 {acme_venue}
 
 {acme_rules}

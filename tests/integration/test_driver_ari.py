@@ -22,6 +22,7 @@ from ami_bridge.dialplan.render import render_tenant
 from harness.asterisk import Asterisk
 from harness.bridge import BridgeProcess
 from harness.sipp import SippUas, run_uac, start_uac
+from tests.integration.drivers import Driver
 from tests.integration.helpers import arrived, of_type, records, write_config
 
 pytestmark = pytest.mark.asterisk
@@ -35,8 +36,8 @@ def ari_config(tmp_path: Path, **kwargs: Any) -> Path:
     secret = tmp_path / "ari.secret"
     secret.write_text(ARI_PASSWORD + "\n")
     secret.chmod(0o600)
-    venue = 'driver = "ari"\n' + kwargs.pop("acme_venue", "")
-    path = write_config(tmp_path, acme_venue=venue, **kwargs)
+    # acme's venue on ARI; this module's own [ari] section below (its Asterisk's port)
+    path = write_config(tmp_path, acme_driver=Driver("ari"), **kwargs)
     path.write_text(path.read_text() + f"""
 [ari]
 url = "http://127.0.0.1:{ARI_PORT}"

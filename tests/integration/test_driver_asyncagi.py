@@ -26,6 +26,7 @@ from harness.asterisk import DEFAULT_CONF_SRC, Asterisk
 from harness.bridge import BridgeProcess
 from harness.sipp import SippUas, run_uac, start_uac
 from tests.integration.conftest import AGI_PORT
+from tests.integration.drivers import ASYNCAGI
 from tests.integration.helpers import arrived, of_type, records, write_config
 from tests.integration.test_ami_bridge import kick_ami_session, resyncs, wait_for
 
@@ -64,7 +65,7 @@ def asterisk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
 
 
 def bridge_config(tmp_path: Path) -> Path:
-    return write_config(tmp_path, ami=True, acme_venue=ASYNC)
+    return write_config(tmp_path, acme_driver=ASYNCAGI)
 
 
 def test_routed_over_the_ami_session(asterisk: Asterisk, uas: dict[str, SippUas],
