@@ -232,12 +232,20 @@ class AriDriver:
 
     async def _sweep(self) -> None:
         """After a (re)connection: abandon pending calls that left unseen, and continue
-        channels nobody here saw start into their fallback."""
+        channels nobody here saw start into their fallback. With call events on, tracked
+        channels missing from the application's list (its subscriptions) were destroyed
+        unseen: their calls end with call_end "lost"."""
+        tracked = self.tracker.channels() if self.tracker is not None else set()
         body = await self.get_json(f"/applications/{self.settings.app}")
         listed = body.get("channel_ids") if isinstance(body, dict) else None
         if not isinstance(listed, list):
             return
         present = {c for c in listed if ev.is_safe_id(c)}
+        if self.tracker is not None:
+            # Only channels tracked before the list was asked for: a subscription still
+            # in flight must not read as a destruction.
+            for call_event in self.tracker.lost(present | (self.tracker.channels() - tracked)):
+                self._intermediary.forward_call_event(call_event)
         # Known now: waiting here, or leaving (variables and continue in flight). A call
         # that leaves during the grace must not be continued a second time.
         known = set(self._calls) | self._leaving
