@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.drivers import ari_calls
 from ami_bridge.drivers.ari_calls import AriCallTracker
 
@@ -42,8 +43,10 @@ ROUTED_CALL = [
 ]
 
 
-def feed(tracker: AriCallTracker, messages: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
-    events, subscribe = [], []
+def feed(tracker: AriCallTracker,
+         messages: list[dict[str, Any]]) -> tuple[list[CallEvent], list[str]]:
+    events: list[CallEvent] = []
+    subscribe: list[str] = []
     for message in messages:
         observed = tracker.handle(message)
         events += observed.events
