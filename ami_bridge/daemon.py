@@ -84,8 +84,7 @@ class Bridge:
         self.intermediary = Intermediary(
             config=self.config, clock=loop,
             agent_snapshot=lambda tenant: self.ami.agent_snapshot(tenant) if self.ami else [],
-            on_call_entered=lambda uid, venue, tenant: self.ami.call_entered(
-                uid, venue, tenant) if self.ami else None,
+            on_call_entered=self._call_entered,
             personal=personal.directory.by_number if personal else no_users,
             users=personal.directory.user_portion if personal else no_users,
             on_decision=personal.record if personal else None,
@@ -109,13 +108,24 @@ class Bridge:
                                on_channel=self.metrics.stats.entered)
             self.ami.start()
         if self.config.ari is not None:  # read at start only: a change needs a restart
-            self.ari = AriDriver(settings=self.config.ari, intermediary=self.intermediary)
+            # An ARI-only bridge takes its call events from ARI (ami_bridge.drivers.ari_calls);
+            # with [ami] the AMI tracker is the one source (no duplicates).
+            self.ari = AriDriver(settings=self.config.ari, intermediary=self.intermediary,
+                                 call_events=self.config.ami is None)
             self.ari.start()
         self._control_path = self.config.control_socket  # stays here if a reload renames it
         self._control = await control.serve(self._control_path, self._on_control)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
         await self.metrics.start()  # /metrics when the config has [metrics]
+
+    def _call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
+        """A route request: the call-event source (AMI, else an ARI-only bridge's ARI
+        driver) binds the call to its venue."""
+        if self.ami is not None:
+            self.ami.call_entered(uniqueid, venue, tenant)
+        elif self.ari is not None:
+            self.ari.call_entered(uniqueid, venue, tenant)
 
     @property
     def processes(self) -> dict[str, VtsProcess]:

@@ -43,6 +43,7 @@ from ami_bridge.agi_adapter import disposition_pairs
 from ami_bridge.backoff import Backoff
 from ami_bridge.calls import Disposition, Treatment, TreatmentDone
 from ami_bridge.drivers import ari_events as ev
+from ami_bridge.drivers.ari_calls import AriCallTracker
 from ami_bridge.drivers.ari_settings import AriConfig
 from ami_bridge.intermediary import Intermediary
 
@@ -69,7 +70,10 @@ MOH_CLASS_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # fullmatch: a musiconhold.co
 class AriDriver:
     def __init__(self, *, settings: AriConfig, intermediary: Intermediary,
                  backoff: Backoff | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 call_events: bool = False) -> None:
+        """`call_events`: this driver is the source of its calls' events for the VTS
+        (an ARI-only bridge, no [ami]): `ari_calls` normalises them."""
         self.settings = settings
         self._intermediary = intermediary
         self._clock = clock
@@ -92,6 +96,9 @@ class AriDriver:
         self.failed_requests = 0
         self.swept = 0  # left-over channels continued into their fallback
         self.abandoned_unseen = 0  # pending calls found gone after a reconnect
+        self.tracker = AriCallTracker() if call_events else None
+        self._starting = ""  # the channel whose route request is being made
+        self.subscriptions = 0  # application subscriptions requested for call events
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -117,7 +124,10 @@ class AriDriver:
                 "reconnects": max(0, self.connects - 1), "calls": self.calls,
                 "pending": len(self._calls), "requests": self.requests,
                 "failed_requests": self.failed_requests, "swept": self.swept,
-                "abandoned_unseen": self.abandoned_unseen}
+                "abandoned_unseen": self.abandoned_unseen,
+                "call_events": self.tracker is not None,
+                "tracked_calls": len(self.tracker.calls()) if self.tracker else 0,
+                "subscriptions": self.subscriptions}
 
     async def _run(self) -> None:
         self._session = aiohttp.ClientSession(headers=self._headers)
@@ -163,7 +173,12 @@ class AriDriver:
     def on_message(self, data: str) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ARI <- %s", data[:500])
-        event = ev.parse(data)
+        message = ev.decode(data)
+        if message is None:
+            return
+        if self.tracker is not None:
+            self._observe(message)
+        event = ev.parse_message(message)
         if isinstance(event, ev.StasisStart):
             self._seen.add(event.channel_id)
             self._start(event)
@@ -181,22 +196,56 @@ class AriDriver:
             if owner is not None:
                 owner.on_playback_finished(event.playback_id)
 
+    def call_entered(self, channel_id: str, venue: str, tenant: str) -> None:
+        """A route request (`Intermediary`'s on_call_entered): with call events on, the
+        events of a call this driver is starting go to its venue's VTS from now on (a
+        FastAGI venue's call is never subscribed to, so it is not tracked)."""
+        if self.tracker is not None and channel_id == self._starting:
+            self.tracker.bind(channel_id, venue, tenant)
+
+    def _observe(self, message: dict[str, Any]) -> None:
+        assert self.tracker is not None
+        observed = self.tracker.handle(message)
+        for source in observed.subscribe:
+            self.spawn(self.subscribe(source))
+        for call_event in observed.events:
+            self._intermediary.forward_call_event(call_event)
+
+    async def subscribe(self, source: str) -> bool:
+        """Subscribe the application to `source` ("channel:ID", "bridge:ID"): its events
+        keep coming once the channel has left Stasis."""
+        self.subscriptions += 1
+        return await self.request("POST", f"/applications/{self.settings.app}/subscription",
+                                  params={"eventSource": source})
+
     def _start(self, event: ev.StasisStart) -> None:
         self.calls += 1
         responder = AriResponder(self, event.channel_id)
-        handle = self._intermediary.route_request(event.env, responder)
+        self._starting = event.channel_id
+        try:
+            handle = self._intermediary.route_request(event.env, responder)
+        finally:
+            self._starting = ""
         if handle is not None and not responder.disposed:
             responder.handle = handle
             self._calls[event.channel_id] = responder
 
     async def _sweep(self) -> None:
         """After a (re)connection: abandon pending calls that left unseen, and continue
-        channels nobody here saw start into their fallback."""
+        channels nobody here saw start into their fallback. With call events on, tracked
+        channels missing from the application's list (its subscriptions) were destroyed
+        unseen: their calls end with call_end "lost"."""
+        tracked = self.tracker.channels() if self.tracker is not None else set()
         body = await self.get_json(f"/applications/{self.settings.app}")
         listed = body.get("channel_ids") if isinstance(body, dict) else None
         if not isinstance(listed, list):
             return
         present = {c for c in listed if ev.is_safe_id(c)}
+        if self.tracker is not None:
+            # Only channels tracked before the list was asked for: a subscription still
+            # in flight must not read as a destruction.
+            for call_event in self.tracker.lost(present | (self.tracker.channels() - tracked)):
+                self._intermediary.forward_call_event(call_event)
         # Known now: waiting here, or leaving (variables and continue in flight). A call
         # that leaves during the grace must not be continued a second time.
         known = set(self._calls) | self._leaving
@@ -207,7 +256,9 @@ class AriDriver:
                 self.abandoned_unseen += 1
                 self._intermediary.abandon(call.handle)
         await asyncio.sleep(SWEEP_GRACE_S)
-        left = sorted(present - known - self._seen - set(self._calls) - self._leaving)
+        tracked = self.tracker.channels() if self.tracker is not None else set()
+        left = sorted(present - known - self._seen - set(self._calls) - self._leaving
+                      - tracked)
         if left:
             log.warning("ARI: %d channel(s) waited in Stasis(%s) unseen (bridge or "
                         "WebSocket restarted): continued into their venue's fallback",
@@ -374,6 +425,10 @@ class AriResponder:
                 if not await driver.request("POST", f"{self._path}/variable",
                                             params={"variable": name, "value": value}):
                     break  # none after it: AB_ACTION stays empty, the venue's fallback
+            if driver.tracker is not None and driver.tracker.owns(self.channel_id):
+                # Before the continue: once out of Stasis only a subscription keeps
+                # the channel's events coming (Dial, answer, bridges, its hang-up).
+                await driver.subscribe(f"channel:{self.channel_id}")
             await driver.request("POST", f"{self._path}/continue")
         finally:
             driver.left(self.channel_id)

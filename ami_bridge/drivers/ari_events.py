@@ -71,14 +71,23 @@ def is_safe_id(value: object) -> bool:
             and all(ch in _ID_CHARS for ch in value))
 
 
-def parse(text: str | bytes) -> AriEvent | None:
-    """One WebSocket message -> the event the driver acts on, or None."""
+def decode(text: str | bytes) -> dict[str, Any] | None:
+    """One WebSocket message -> its JSON object, or None if it is not one."""
     try:
         message = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(message, dict):
-        return None
+    return message if isinstance(message, dict) else None
+
+
+def parse(text: str | bytes) -> AriEvent | None:
+    """One WebSocket message -> the event the driver acts on, or None."""
+    message = decode(text)
+    return None if message is None else parse_message(message)
+
+
+def parse_message(message: Mapping[str, Any]) -> AriEvent | None:
+    """A decoded message (`decode`) -> the event the driver acts on, or None."""
     kind = message.get("type")
     if kind == "PlaybackFinished":
         playback = message.get("playback")

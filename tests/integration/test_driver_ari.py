@@ -8,8 +8,11 @@ answered safely; a treatment collects DTMF through ARI."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,29 +25,19 @@ from ami_bridge.dialplan.render import render_tenant
 from harness.asterisk import Asterisk
 from harness.bridge import BridgeProcess
 from harness.sipp import SippUas, run_uac, start_uac
-from tests.integration.drivers import Driver
+from tests.integration.drivers import ARI
 from tests.integration.helpers import arrived, of_type, records, write_config
 
 pytestmark = pytest.mark.asterisk
-ARI_PASSWORD = "ami-bridge-ari-secret"  # asterisk-conf/ari.conf's test-grade password
 ARI_PORT = 8089  # asterisk-conf/http.conf
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bridge.toml"
 
 
 def ari_config(tmp_path: Path, **kwargs: Any) -> Path:
-    """The integration tests' bridge config with acme's venue on the ARI driver."""
-    secret = tmp_path / "ari.secret"
-    secret.write_text(ARI_PASSWORD + "\n")
-    secret.chmod(0o600)
-    # acme's venue on ARI; this module's own [ari] section below (its Asterisk's port)
-    path = write_config(tmp_path, acme_driver=Driver("ari"), **kwargs)
-    path.write_text(path.read_text() + f"""
-[ari]
-url = "http://127.0.0.1:{ARI_PORT}"
-username = "ami-bridge"
-password_file = "{secret}"
-""")
-    return path
+    """The integration tests' bridge config with the venues on the ARI driver and its
+    `[ari]` section (tests/integration/drivers.py); only acme's venue is rendered for
+    Stasis on the sandbox (`ari_asterisk`), globex's still asks over FastAGI."""
+    return write_config(tmp_path, driver=ARI, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +65,22 @@ def wait_ari(bridge: BridgeProcess, connects: int = 1) -> None:
                        and s["ari"]["connects"] >= connects, what="ARI WebSocket connected")
 
 
+def call_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in of_type(messages, "event") if m["event"] == "call"]
+
+
+def application(bridge: BridgeProcess) -> dict[str, Any]:
+    """GET /ari/applications/ami-bridge with the bridge's ARI user."""
+    ari = bridge.config.ari
+    assert ari is not None
+    request = urllib.request.Request(f"{ari.url}/ari/applications/{ari.app}")
+    token = base64.b64encode(f"{ari.username}:{ari.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: dict[str, Any] = json.load(response)
+    return body
+
+
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks
@@ -88,8 +97,10 @@ def test_calls_are_routed_through_stasis(ari_asterisk: Asterisk, uas: dict[str, 
                             "globex-operator": 0}
     ari = ari_status(bridge)
     assert ari["calls"] == 40
-    # Three variables (AB_KIND, AB_TARGET, AB_ACTION) and one continue per routed call.
-    assert ari["requests"] - requests == 4 * 40
+    # Three variables (AB_KIND, AB_TARGET, AB_ACTION) and one continue per routed call;
+    # no [ami], so ARI is the call-event source: two subscriptions (the caller, the
+    # dialled leg; docs/drivers.md "Call events").
+    assert ari["requests"] - requests == 6 * 40
     print(f"\nARI driver: {(cpu_s(bridge.pid) - before) / 40 * 1000:.2f} ms bridge CPU "
           f"per routed call, {(ari['requests'] - requests) / 40:g} HTTP requests per call")
     routes = of_type(records(tmp_path / "acme.jsonl"), "route_request")
@@ -181,3 +192,49 @@ action = "default"
     done = [m for m in of_type(records(tmp_path / "acme.jsonl"), "event")
             if m["event"] == "treatment_done"]
     assert [(d["ok"], d["digits"]) for d in done] == [(True, "1002")]
+
+
+def test_an_ari_only_bridge_sends_call_events_from_ari(
+        ari_asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any,
+        tmp_path: Path) -> None:
+    """No [ami]: the ARI driver subscribes to each routed channel before it leaves
+    Stasis and normalises its events (ami_bridge/drivers/ari_calls.py) into the AMI
+    tracker's call events, for acme's VTS only (the AMI twin: test_ami_bridge.py)."""
+    bridge = run_bridge(ari_config(tmp_path))
+    wait_ari(bridge)
+    acme = start_uac(from_user="acme-trunk", dnis="100", calls=3, rate=3, port=5081)
+    globex = start_uac(from_user="globex-trunk", dnis="100", calls=2, rate=2, port=5082)
+    for calls, stats in ((3, acme.wait()), (2, globex.wait())):
+        assert (stats.successful, stats.failed) == (calls, 0), stats.failure_reasons
+    assert arrived(uas)["acme-agent"] == 3
+    routed = {m["call"]["uniqueid"]
+              for m in of_type(records(tmp_path / "acme.jsonl"), "route_request")}
+    assert len(routed) == 3
+
+    def ended() -> bool:
+        events = call_events(records(tmp_path / "acme.jsonl"))
+        return {e["uniqueid"] for e in events if e["kind"] == "call_end"} == routed
+
+    deadline = time.monotonic() + 10.0
+    while not ended() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the last hang-ups' events follow SIPp's end by milliseconds
+    events = call_events(records(tmp_path / "acme.jsonl"))
+    print("\n" + "\n".join(f"{e['uniqueid']} {e['leg']} {e['kind']} {e['detail']}"
+                           for e in events))
+    assert {e["uniqueid"] for e in events} == routed
+    for call in routed:
+        story = [e for e in events if e["uniqueid"] == call]
+        kinds = [e["kind"] for e in story]
+        for kind in ("dial_begin", "dial_end", "answer", "hangup", "call_end"):
+            assert kind in kinds, (call, kinds)
+        assert "ANSWER" in [e["detail"].get("status") for e in story
+                            if e["kind"] == "dial_end"], story
+        assert kinds[-1] == "call_end" and story[-1]["detail"] == {"reason": "hangup"}
+        assert all(e["venue"] == "acme-venue" for e in story)
+    assert not [e for e in events if "globex" in e["channel"] or "globex" in str(e["detail"])]
+    assert call_events(records(tmp_path / "globex.jsonl")) == []
+    ari = ari_status(bridge)
+    assert (ari["call_events"], ari["tracked_calls"]) == (True, 0), ari
+    # Asterisk forgets the subscriptions of destroyed channels itself: nothing left.
+    assert application(bridge)["channel_ids"] == []
+    assert "Traceback" not in bridge.log()

@@ -170,8 +170,9 @@ def test_a_stasis_start_is_routed_like_a_fastagi_session(tmp_path: Path) -> None
         assert bridge.intermediary is not None
         assert bridge.intermediary.counters.requests == 2
         assert bridge.ari is not None
-        # One GET /applications per connection, then four requests per routed call.
-        assert bridge.ari.status()["requests"] == 1 + 2 * 4
+        # One GET /applications per connection, then four requests per routed call and,
+        # no [ami] here, the subscription that keeps its call events coming.
+        assert bridge.ari.status()["requests"] == 1 + 2 * 5
         # A call to something that is no venue leaves by the dialplan's default.
         await ari.send(stasis_start("c.3", context="globex-venue"))
         await until(lambda: len(ari.of("c.3")) == 3, "the unknown venue's default")
@@ -183,6 +184,34 @@ def test_a_stasis_start_is_routed_like_a_fastagi_session(tmp_path: Path) -> None
     ari = run(tmp_path, body)
     assert ari.auth_ok
     assert not any("Eve" in str(q) for *_, q in ari.requests)
+
+
+def test_without_ami_the_routed_call_is_subscribed_and_its_events_reach_the_vts(
+        tmp_path: Path) -> None:
+    async def body(bridge: Bridge, ari: ScriptedAri) -> None:
+        assert bridge.intermediary is not None and bridge.ari is not None
+        await ari.send(stasis_start("c.5"))
+        await until(lambda: len(ari.of("c.5")) == 4, "the call continued")
+        subscribe = ("POST", "ami-bridge", "subscription", {"eventSource": "channel:c.5"})
+        # Subscribed before the continue: once out of Stasis only that keeps its events.
+        assert ari.requests.index(subscribe) < ari.requests.index(
+            ("POST", "c.5", "continue", {}))
+        caller = {"id": "c.5", "name": "PJSIP/t-c.5"}
+        peer = {"id": "c.6", "name": "PJSIP/acme-agent-1"}
+        for event in ({"type": "Dial", "dialstatus": "", "dialstring": "acme-agent",
+                       "caller": caller, "peer": peer},
+                      {"type": "Dial", "dialstatus": "ANSWER", "caller": caller, "peer": peer},
+                      {"type": "ChannelStateChange", "channel": {**caller, "state": "Up"}},
+                      {"type": "ChannelDestroyed", "cause": 16, "channel": peer},
+                      {"type": "ChannelDestroyed", "cause": 16, "channel": caller}):
+            await ari.send(event)
+        await until(lambda: bridge.intermediary is not None
+                    and bridge.intermediary.counters.call_events == 6, "the call's events")
+        assert ("POST", "ami-bridge", "subscription", {"eventSource": "channel:c.6"}) \
+            in ari.requests  # the dialled leg, for its own answer and hang-up
+        assert bridge.ari.status()["tracked_calls"] == 0
+
+    run(tmp_path, body)
 
 
 def test_a_hang_up_while_pending_is_an_abandon(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ CORES = [
     "tenants/protocol.py", "tenants/routing.py",
     "ami_bridge/ami/protocol.py", "ami_bridge/ami/tracker.py",
     "ami_bridge/backoff.py", "ami_bridge/drivers/ari_events.py",
+    "ami_bridge/drivers/ari_calls.py",
     "ami_bridge/supervision/restart_policy.py", "ami_bridge/supervision/reconcile.py",
     # The dialplan layers (syntax -> parser -> targets -> taint -> lint -> check, and
     # findings) by glob, so a new layer is covered at once; the renderer writes files.
