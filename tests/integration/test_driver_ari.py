@@ -4,7 +4,9 @@ SIPp calls are routed through Stasis(ami-bridge) and the bridge's one ARI WebSoc
 without the bridge Stasis() fails at once into the venue's fallback; the WebSocket
 killed under load (its TCP connection destroyed on Asterisk's side with `ss -K`, as a
 network fault would) loses no call, and the driver reconnects; a hostile caller name is
-answered safely; a treatment collects DTMF through ARI."""
+answered safely; an ARI-only bridge sends its calls' events from ARI. The routing-core
+scenarios (a treatment collecting DTMF through ARI among them) run over this driver in
+test_routing_core.py."""
 
 from __future__ import annotations
 
@@ -160,38 +162,6 @@ def test_a_hostile_caller_name_is_answered_safely(
     routes = of_type(records(tmp_path / "acme.jsonl"), "route_request")
     assert len(routes) == 2 and all("Eve" in r["call"]["ani_name"] for r in routes), routes
     assert "Traceback" not in bridge.log()
-
-
-def test_a_treatment_collects_dtmf_through_ari(
-        ari_asterisk: Asterisk, uas: dict[str, SippUas], run_bridge: Any,
-        tmp_path: Path) -> None:
-    rules = """
-[[tenants.acme.rules]]
-name = "menu"
-action = "treatment"
-prompt = "hello-world"
-collect_digits = 4
-timeout_ms = 4000
-
-[[tenants.acme.rules]]
-name = "by-digits"
-digits = "1002"
-targets = ["1002"]
-
-[[tenants.acme.rules]]
-name = "else"
-action = "default"
-"""
-    bridge = run_bridge(ari_config(tmp_path, acme_venue="router_timeout = 10.0",
-                                   acme_rules=rules))
-    wait_ari(bridge)
-    stats = run_uac(from_user="acme-trunk", dnis="100", calls=1, rate=1, dtmf="1002",
-                    hold_ms=500, timeout_s=30)
-    assert (stats.successful, stats.failed) == (1, 0), stats.failure_reasons
-    assert arrived(uas)["acme-agent"] == 1  # 1002 rings acme's agent phone
-    done = [m for m in of_type(records(tmp_path / "acme.jsonl"), "event")
-            if m["event"] == "treatment_done"]
-    assert [(d["ok"], d["digits"]) for d in done] == [(True, "1002")]
 
 
 def test_an_ari_only_bridge_sends_call_events_from_ari(
