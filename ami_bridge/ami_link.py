@@ -87,6 +87,11 @@ class AmiLink:
         self._held_binds: list[tuple[str, str, str]] | None = None  # during a resync
         self._unsynced_binds = 0  # binds without a session since the last resync
 
+    @property
+    def reconnects(self) -> int:
+        """Sessions established after the first (every session starts with a resync)."""
+        return max(0, self.resyncs - 1)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self.client.run(), name="ami-link")
 

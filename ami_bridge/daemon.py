@@ -154,7 +154,7 @@ class Bridge:
             assert self.intermediary is not None
             status = self.intermediary.status()
             status["vts"] = {
-                name: {"pid": p.pid, "starts": p.starts, "restarts": max(0, p.starts - 1),
+                name: {"pid": p.pid, "starts": p.starts, "restarts": p.restarts,
                        "uptime_s": _rounded(p.uptime()), "flapping": p.flapping,
                        "connected": self.intermediary.connected(name)}
                 for name, p in sorted(self.processes.items())}
@@ -167,8 +167,7 @@ class Bridge:
                 status["ami"] = {"connected": self.ami.client.connected,
                                  "attempts": self.ami.client.attempts,
                                  "resyncs": self.ami.resyncs,
-                                 # every session after the first is a reconnect
-                                 "reconnects": max(0, self.ami.resyncs - 1),
+                                 "reconnects": self.ami.reconnects,
                                  "calls": len(self.ami.tracker.calls())}
             if self.ari is not None:
                 status["ari"] = self.ari.status()

@@ -14,7 +14,6 @@ callbacks and never change under the reader. Names and labels: docs/operations.m
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ami_bridge.metrics.routes import (
     LATENCY_BUCKETS,
     RouteStats,
 )
+from ami_bridge.status import version
 
 if TYPE_CHECKING:
     from ami_bridge.ami_link import AmiLink
@@ -48,13 +48,6 @@ if TYPE_CHECKING:
 PREFIX = "ami_bridge_"
 FINAL_KINDS = (KIND_ROUTE, KIND_REJECT, KIND_DEFAULT)  # listed at 0 for every venue
 _BUCKET_LABELS = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("ami-bridge")
-    except importlib.metadata.PackageNotFoundError:  # run from a tree that is not installed
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -172,7 +165,7 @@ class BridgeCollector(Collector):
             process = processes[name]
             up = intermediary is not None and intermediary.connected(name)
             connected.add_metric([name], 1 if up else 0)
-            restarts.add_metric([name], max(process.starts - 1, 0))
+            restarts.add_metric([name], process.restarts)
             flapping.add_metric([name], 1 if process.flapping else 0)
             count = intermediary.pending_count(name) if intermediary is not None else 0
             pending.add_metric([name], count)
@@ -189,7 +182,7 @@ class BridgeCollector(Collector):
                                   "AMI connection attempts.", value=client.attempts)
         yield CounterMetricFamily(PREFIX + "ami_reconnects",
                                   "AMI sessions established after the first one.",
-                                  value=max(link.resyncs - 1, 0))
+                                  value=link.reconnects)
         yield GaugeMetricFamily(PREFIX + "ami_queue_high_water",
                                 "Most AMI events ever waiting in the bridge's queue.",
                                 value=client.queue_high_water)

@@ -121,6 +121,11 @@ class VtsProcess:
         self.flapping = False
         self.started_at: float | None = None  # on the supervisor's clock, for `status`
 
+    @property
+    def restarts(self) -> int:
+        """Starts after the first (metrics and `status`)."""
+        return max(0, self.starts - 1)
+
     def uptime(self) -> float | None:
         """Seconds the current process has run (None when none runs)."""
         if self.pid is None or self.started_at is None:

@@ -19,8 +19,9 @@ from ami_bridge import config as config_mod
 from ami_bridge import logs
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.metrics.alarms import ALARM_NO_REQUESTS, AlarmBook
-from ami_bridge.metrics.collector import Sources, registry_for, version
+from ami_bridge.metrics.collector import Sources, registry_for
 from ami_bridge.metrics.routes import LATENCY_BUCKETS, MAX_UNKNOWN_CONTEXTS, Latency, RouteStats
+from ami_bridge.status import version
 from tests.unit.test_intermediary import (
     RAW,
     FakeClock,
