@@ -11,6 +11,14 @@ logged and skipped. `Worker.decide` (the answer for one pending call, or None fo
 answer) and `Worker.on_message` (every frame from the bridge) are the hooks a VTS
 built on this runtime overrides; `serve` runs any such `Worker` on the socket. The
 fault-injecting VTS of the tests (`python -m harness.fault_vts`) is one.
+
+`run` drives a worker of the shipped class (or a subclass that sets
+`runs_without_event_loop = True`: it uses no timers, tasks or other loop services) with a
+plain blocking loop on its one socket, `serve_blocking`: recv, decode every whole frame,
+decide, one send for all the answers. A VTS has nothing else to wait for, and an event
+loop's wake-up (epoll, its own bookkeeping, its transport objects) cost more per route
+than the routing decision itself (bench/notes-issue14-routepath.md). Any other subclass
+runs on the event loop (`serve`), as before.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
@@ -69,9 +77,22 @@ EVENT_LINES_PER_INTERVAL = 20
 # held in all, least recently used dropped first: the benchmark's 10,000 users with four
 # rules each (40,000) added ~45 MB to the VTS's RSS, so this bound is ~55 MB at most.
 MAX_CACHED_RULES = 50_000
+# One recv() of the blocking loop: a route request is < 1 KiB, so a burst of several
+# dozen arrives in one read; a longer frame (a hello) is simply read in several.
+RECV_BYTES = 64 * 1024
 
 
 class Worker(asyncio.Protocol):
+    # Whether `run` may drive this class without an event loop (`serve_blocking`). Reset
+    # to False for every subclass that does not set it itself: a subclass may schedule
+    # on the running loop (harness.fault_vts answers late with call_later).
+    runs_without_event_loop: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "runs_without_event_loop" not in cls.__dict__:
+            cls.runs_without_event_loop = False
+
     def __init__(self, *, name: str, done: asyncio.Future[None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -321,15 +342,22 @@ def _tenant_trace(rule: str, info: CallInfo, local: dt.datetime) -> m.TraceInfo:
         "day": local.strftime("%a").lower(), "dnis": info.dnis, "digits": info.digits})
 
 
-async def serve(factory: Callable[[asyncio.Future[None]], Worker]) -> int:
-    """Run the `Worker` that `factory(done)` makes on the bridge's socket until EOF or
-    SIGTERM/SIGINT; 2 when not started by the bridge."""
+def _bridge_socket() -> socket.socket | None:
+    """The bridge's end of the link (AMI_BRIDGE_VTS_FD); None, said on stderr, if unset."""
     fd_text = os.environ.get(FD_ENV)
     if fd_text is None or not fd_text.isdigit():
         print(f"{FD_ENV} is not set: a VTS is started by ami-bridge (see "
               "docs/vts-protocol.md)", file=sys.stderr)
+        return None
+    return socket.socket(fileno=int(fd_text))
+
+
+async def serve(factory: Callable[[asyncio.Future[None]], Worker]) -> int:
+    """Run the `Worker` that `factory(done)` makes on the bridge's socket until EOF or
+    SIGTERM/SIGINT; 2 when not started by the bridge."""
+    sock = _bridge_socket()
+    if sock is None:
         return 2
-    sock = socket.socket(fileno=int(fd_text))
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -347,10 +375,104 @@ async def serve(factory: Callable[[asyncio.Future[None]], Worker]) -> int:
     return 0
 
 
+class _Stop(BaseException):
+    """SIGTERM or SIGINT in the blocking loop: raised from the signal handler, so a
+    blocked recv() or send() is left at once (PEP 475 would otherwise retry it). A
+    BaseException, like KeyboardInterrupt, so no `except Exception` in a hook swallows it."""
+
+
+class _Done:
+    """The `done` a worker is given in the blocking loop: what the worker uses of a
+    future (done, set_result), with no event loop behind it."""
+
+    def __init__(self) -> None:
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: None) -> None:
+        self._done = True
+
+
+class _SocketTransport:
+    """What a `Worker` uses of an asyncio transport, for the blocking loop: `write`
+    only queues; the loop sends everything queued in one send after each batch."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)  # Worker.send checks is_closing() first
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+        self.queued.clear()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def serve_blocking(worker: Worker, done: _Done, sock: socket.socket) -> int:
+    """Run `worker` on the connected socket `sock` without an event loop until EOF,
+    a protocol error (the worker closes its transport) or SIGTERM/SIGINT. Each recv()
+    is fed whole to `data_received`; what the worker wrote meanwhile goes out in one
+    sendall(). A bridge that stops reading blocks the send: the bridge closes such a
+    link itself (its MAX_WRITE_BUFFER), which ends the send with an error."""
+    transport = _SocketTransport()
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    sock.setblocking(True)
+    error: Exception | None = None
+    try:
+        worker.connection_made(cast(asyncio.Transport, transport))
+        queued = transport.queued
+        while not transport.closing and not done.done():
+            if queued:
+                data = b"".join(queued)
+                queued.clear()
+                sock.sendall(data)
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                break
+            worker.data_received(data)
+        if queued:  # the last answers before EOF, or before the worker closed the link
+            sock.sendall(b"".join(queued))
+    except _Stop:
+        pass
+    except OSError as exc:  # the bridge reset or closed the link while we sent
+        error = exc
+        log.info("vts %s: link lost: %s", worker.name, exc)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        worker.connection_lost(error)
+    return 0
+
+
 def run(name: str, log_level: str, factory: Callable[[asyncio.Future[None]], Worker]) -> int:
-    """Set up logging for VTS `name` and `serve(factory)` on the event loop."""
+    """Set up logging for VTS `name` and run the worker `factory(done)` makes: on the
+    blocking loop (`serve_blocking`) when its class allows it, else `serve(factory)` on
+    the event loop (the factory is then called once more, there)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s vts[{name}] %(levelname)s %(message)s")
+    done = _Done()
+    # cast: _Done is the part of a future a Worker uses (done, set_result)
+    worker = factory(cast("asyncio.Future[None]", done))
+    if worker.runs_without_event_loop:
+        sock = _bridge_socket()
+        return 2 if sock is None else serve_blocking(worker, done, sock)
     from ami_bridge.eventloop import run as run_loop
 
     return run_loop(serve(factory))
