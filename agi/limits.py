@@ -124,6 +124,10 @@ class Deadline(enum.Enum):
     REPLY = "reply"
     SESSION = "session"
 
+    # Members are singletons compared by identity: hash them so too. Enum's own __hash__
+    # is Python code hashing the name, run for each of the ~5 dict operations per session.
+    __hash__ = object.__hash__
+
 
 class SessionDeadlines:
     """The deadlines of one session. The glue arms one timer at `due()` and, when it

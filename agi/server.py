@@ -74,6 +74,11 @@ MASK = "********"
 # Descriptors the daemon needs besides AGI sessions: VTS sockets and pipes, the AMI
 # session, the control socket, log files, with margin.
 RESERVED_DESCRIPTORS = 256
+# Peer hosts whose admission (`ListenerPolicy.admit`: parse the address, match it) the
+# listener remembers: Asterisk connects from one or a few addresses, and the parse cost
+# ~3 us of every route. Past this many distinct hosts the memo starts again, so a scan
+# from many addresses cannot grow it.
+MAX_ADMITTED_PEERS = 1024
 
 
 ReplyCallback = Callable[[Reply], None]
@@ -97,6 +102,18 @@ class Listener:
         self.loop = loop
         self.sessions = PeerSessions(policy.max_sessions_per_peer)
         self.note = RateLimitedLog(log.warning, interval=PEER_LOG_INTERVAL)
+        self._admitted: dict[str, str | None] = {}  # host -> policy.admit(host)
+
+    def admit(self, host: str) -> str | None:
+        """`policy.admit(host)`, remembered per host (the policy is immutable)."""
+        try:
+            return self._admitted[host]
+        except KeyError:
+            pass
+        if len(self._admitted) >= MAX_ADMITTED_PEERS:
+            self._admitted.clear()
+        key = self._admitted[host] = self.policy.admit(host)
+        return key
 
     def connection(self) -> AgiConnection:
         return AgiConnection(self)
@@ -131,7 +148,7 @@ class AgiConnection(asyncio.Protocol):
         host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.peer = f"{host}:{peer[1]}" if isinstance(peer, tuple) else host
         listener, now = self._listener, self._listener.loop.time()
-        key = listener.policy.admit(host)
+        key = listener.admit(host)
         if key is None:
             listener.note(now, "AGI connection from %s refused: not an allowed peer "
                           "(bridge.agi_allowed_peers)", self.peer, key="not-allowed")

@@ -44,11 +44,14 @@ class VtsLinkProtocol(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []  # frames waiting for this iteration's flush
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's loop
         self.ready = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
         self._transport = cast(asyncio.Transport, transport)
+        # Kept: asyncio.get_running_loop() per frame costs a getpid() system call here.
+        self._loop = asyncio.get_running_loop()
         self._write(self._intermediary.hello_for(self.name))
 
     def data_received(self, data: bytes) -> None:
@@ -99,7 +102,8 @@ class VtsLinkProtocol(asyncio.Protocol):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("vts %s >> %r", self.name, message)
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+            loop.call_soon(self._flush)
         self._outgoing.append(encode(messages.to_wire(message)))
 
     def _flush(self) -> None:
