@@ -440,18 +440,21 @@ class _SocketTransport:
         return default
 
 
-def serve_blocking(worker: Worker, done: _Done, sock: socket.socket) -> int:
+def serve_blocking(worker: Worker, done: _Done, sock: socket.socket, *,
+                   stop_on_signals: bool = True) -> int:
     """Run `worker` on the connected socket `sock` without an event loop until EOF,
-    a protocol error (the worker closes its transport) or SIGTERM/SIGINT. Each recv()
-    is fed whole to `data_received`; what the worker wrote meanwhile goes out in one
-    sendall(). A bridge that stops reading blocks the send: the bridge closes such a
-    link itself (its MAX_WRITE_BUFFER), which ends the send with an error."""
+    a protocol error (the worker closes its transport) or, with `stop_on_signals` (the
+    main thread only), SIGTERM/SIGINT. Each recv() is fed whole to `data_received`;
+    what the worker wrote meanwhile goes out in one sendall(). A bridge that stops
+    reading blocks the send: the bridge closes such a link itself (its
+    MAX_WRITE_BUFFER), which ends the send with an error. Closes `sock`; returns 0."""
     transport = _SocketTransport()
 
     def stop(signum: int, frame: object) -> None:
         raise _Stop
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = ({sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if stop_on_signals else {})
     sock.setblocking(True)
     error: Exception | None = None
     try:
