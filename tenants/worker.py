@@ -83,16 +83,6 @@ RECV_BYTES = 64 * 1024
 
 
 class Worker(asyncio.Protocol):
-    # Whether `run` may drive this class without an event loop (`serve_blocking`). Reset
-    # to False for every subclass that does not set it itself: a subclass may schedule
-    # on the running loop (harness.fault_vts answers late with call_later).
-    runs_without_event_loop: ClassVar[bool] = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "runs_without_event_loop" not in cls.__dict__:
-            cls.runs_without_event_loop = False
-
     def __init__(self, *, name: str, done: asyncio.Future[None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -139,6 +129,16 @@ class Worker(asyncio.Protocol):
             self._done.set_result(None)
 
     # -- hooks ---------------------------------------------------------------------------
+    # Whether `run` may drive this class without an event loop (`serve_blocking`). Reset
+    # to False for every subclass that does not set it itself: a subclass may schedule
+    # on the running loop (harness.fault_vts answers late with call_later).
+    runs_without_event_loop: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "runs_without_event_loop" not in cls.__dict__:
+            cls.runs_without_event_loop = False
+
     def on_message(self, raw: JsonObject) -> None:
         """One frame from the bridge."""
         try:
