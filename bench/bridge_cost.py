@@ -79,6 +79,10 @@ LO, HI, RES = 120, 680, 40
 STEP_S = 4.0
 EVENTS_COUNTER = "ami_bridge_ami_events_received_total"
 BYTES_COUNTER = "ami_bridge_ami_bytes_received_total"
+# A series every bridge's /metrics has (each configured venue listed from the start at 0,
+# docs/operations.md): its presence tells "answered without the AMI counters" from "no
+# answer".
+UP = "ami_bridge_route_requests_total"
 SCRAPE_TIMEOUT_S = 5.0
 NO_COUNTER_NOTE = (f"{EVENTS_COUNTER} absent from the bridge's /metrics (code before the "
                    "AMI counters): null; a second observer session would count its own "
@@ -112,8 +116,8 @@ def scrape(port: int = METRICS_PORT) -> dict[str, float | None]:
                                     timeout=SCRAPE_TIMEOUT_S) as resp:
             text = resp.read().decode("utf-8", errors="replace")
     except (OSError, urllib.error.URLError):
-        return dict.fromkeys((EVENTS_COUNTER, BYTES_COUNTER))
-    return counters(text, (EVENTS_COUNTER, BYTES_COUNTER))
+        return dict.fromkeys((EVENTS_COUNTER, BYTES_COUNTER, UP))
+    return counters(text, (EVENTS_COUNTER, BYTES_COUNTER, UP))
 
 
 def per_call(before: float | None, after: float | None, calls: int) -> float | None:
@@ -144,6 +148,9 @@ def measure_cpu(ast: Any, bridge: Any, trunk: str, rate: int, step_s: float,
     if bridge.running:
         _drain(ast)
         after = scrape()
+    # False: no /metrics answer at all (not: an answer without the counters)
+    r["metrics_scraped"] = None not in (before.get(UP), after.get(UP)) if bridge.running \
+        else None
     ok = int(r["successful"])
     r["ami_events_per_call"] = per_call(before.get(EVENTS_COUNTER), after.get(EVENTS_COUNTER),
                                         ok)
