@@ -7,17 +7,18 @@ registry (tests/integration/drivers.py: `acme-trunk` -> `acme-venue` rendered fo
 driver -> the bridge, with its AMI session as in production -> its VTS -> Dial). Adding
 a driver to the registry adds it here.
 
-The fair protocol (bench/README.md, "The e2e order effect"): every variant gets a fresh
-Asterisk boot (the venues rendered for its driver are given to the boot, nothing is
-reloaded), the variants run in a rotated order per repetition (A B C, B C A, C A B ...),
-at least 3 repetitions, and the summary gives medians with their spread (min, max, the
-per-rep values). Per variant and rep: first `cpu_rate` calls/s for `step_s` (Asterisk's
-CPU per call from /proc of its process tree; the bridge's, with its VTS, the same way),
-then the knee by bisection over the grid `lo`..`hi` in steps of `res`: a probe passes
-with 0 failed SIPp calls at the offered rate (bench/e2e_cps.py `_step`), a failed probe
-is tried once more (single runs vary by ~15 %). The knee is the highest passing grid
-rate; `cpu_rate` failing makes it 0, `hi` passing makes it the ceiling (flagged). With
-the defaults a variant and rep take ~45 s: 4 variants x 3 reps in about 10 minutes.
+The fair protocol (bench/fair.py, shared with bridge-cost; bench/README.md, "The e2e
+order effect"): every variant gets a fresh Asterisk boot (the venues rendered for its
+driver are given to the boot, nothing is reloaded), the variants run in a rotated order
+per repetition (A B C, B C A, C A B ...), at least 3 repetitions, and the summary gives
+medians with their spread (min, max, the per-rep values). Per variant and rep: first
+`cpu_rate` calls/s for `step_s` (Asterisk's CPU per call from /proc of its process tree;
+the bridge's, with its VTS, the same way), then the knee by bisection over the grid
+`lo`..`hi` in steps of `res`: a probe passes with 0 failed SIPp calls at the offered
+rate (bench/e2e_cps.py `_step`), a failed probe is tried once more (single runs vary by
+~15 %). The knee is the highest passing grid rate; `cpu_rate` failing makes it 0, `hi`
+passing makes it the ceiling (flagged). With the defaults a variant and rep take ~45 s:
+4 variants x 3 reps in about 10 minutes.
 """
 
 from __future__ import annotations
