@@ -271,6 +271,8 @@ def summarise(runs: list[dict[str, Any]], variants: tuple[str, ...], *, reps: in
         ok = [r for r in mine if r["cpu_step_passed"]]
         per[v] = {"knee_cps": spread([r["knee_cps"] for r in mine]),
                   "knee_is_ceiling": [r["knee_is_ceiling"] for r in mine],
+                  # a CPU step that failed gives no CPU figure (the records keep it)
+                  "cpu_step_passed": [r["cpu_step_passed"] for r in mine],
                   "positions": [r["position"] for r in mine],
                   **{k: spread([r[k] for r in ok if r[k] is not None])
                      for k in ("asterisk_cpu_ms_per_call", "bridge_cpu_ms_per_call",
@@ -299,7 +301,6 @@ def run(*, workdir: Path, baseline: Path | None = None,
         cpu_rate: int = CPU_RATE, lo: int = LO, hi: int = HI, res: int = RES,
         sink: Any = None) -> list[dict[str, Any]]:
     from harness.asterisk import sandbox_ready
-    from harness.sipp import SippUas
 
     if not sandbox_ready():
         print("bridge-cost: sandbox not provisioned (scripts/provision-sandbox); skipped",
@@ -322,18 +323,18 @@ def run(*, workdir: Path, baseline: Path | None = None,
                  rates=rates, sink=sink, bar=bar)
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
-    with SippUas(5071, "bench-cost-agent"), SippUas(5073, "bench-cost-operator"):
-        try:
-            for rep in range(reps):
-                for position, variant in enumerate(rotated(variants, rep)):
-                    runs.append(state.variant(variant, rep, position))
-        finally:
-            state.boots.stop()
+    try:
+        for rep in range(reps):
+            for position, variant in enumerate(rotated(variants, rep)):
+                runs.append(state.variant(variant, rep, position))
+    finally:
+        state.boots.stop()
     summary = summarise(runs, variants, reps=reps, step_s=step_s, cpu_rate=cpu_rate,
                         rates=rates,
                         baseline_commit=checkout_commit(baseline) if baseline else None)
     summary["after_commit"] = checkout_commit(REPO)
     summary["wall_s"] = round(time.monotonic() - started, 1)
+    summary["lock_wait_s"] = state.boots.lock_wait_s
     emit(summary, sink=sink)
     plot(summary)
     return [*state.records, summary]

@@ -150,7 +150,6 @@ def run(*, workdir: Path, variants: tuple[str, ...] | None = None, reps: int = R
         step_s: float = STEP_S, cpu_rate: int = CPU_RATE, lo: int = LO, hi: int = HI,
         res: int = RES, sink: Any = None) -> list[dict[str, Any]]:
     from harness.asterisk import sandbox_ready
-    from harness.sipp import SippUas
 
     if not sandbox_ready():
         print("drivers: sandbox not provisioned (scripts/provision-sandbox); skipped",
@@ -173,13 +172,12 @@ def run(*, workdir: Path, variants: tuple[str, ...] | None = None, reps: int = R
                  bar=bar)
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
-    with SippUas(5071, "bench-drivers-agent"), SippUas(5073, "bench-drivers-operator"):
-        try:
-            for rep in range(reps):
-                for position, variant in enumerate(rotated(variants, rep)):
-                    runs.append(state.variant(variant, rep, position))
-        finally:
-            state.boots.stop()
+    try:
+        for rep in range(reps):
+            for position, variant in enumerate(rotated(variants, rep)):
+                runs.append(state.variant(variant, rep, position))
+    finally:
+        state.boots.stop()
     summary = summarise(runs, variants, reps=reps, step_s=step_s, cpu_rate=cpu_rate,
                         rates=rates)
     summary["wall_s"] = round(time.monotonic() - started, 1)

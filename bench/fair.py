@@ -5,11 +5,16 @@ Contract. A benchmark that compares variants of the SIPp -> Asterisk -> (bridge)
 - `Boots`: the sandbox Asterisk, its lock taken once for the whole run and kept between
   boots, a fresh boot per variant and repetition from a config directory of the
   variant's choosing (`conf_src`: this checkout's asterisk-conf/ or a baseline's), with
-  e2e-cps's static trunk and widened RTP range added (`static_files`);
+  e2e-cps's static trunk and widened RTP range added (`static_files`), and fresh SIPp
+  callees (agent 5071, operator 5073) with each boot: after a probe far above the knee
+  a long-lived UAS carried the overload into the next variant (120/s failing on a
+  fresh Asterisk right after a 400/s probe, passing when run first);
 - `rotated`: the variant order of each repetition (A B C, then B C A, C A B ...);
 - `Boots.probe`: one SIPp step at a rate (e2e-cps `_step`: 0 failed calls and the
   offered rate kept), tried once more when it fails (single steps vary by ~15 %), every
-  attempt emitted as a `kind = "step"` record;
+  attempt emitted as a `kind = "step"` record; before each attempt `settle` waits until
+  the calls have drained and Asterisk, the bridge and the callees are idle again, so a
+  probe does not pay for the backlog of the one before (`settle_s` in the record);
 - `knee`: the highest passing rate of a grid above the CPU step's rate, by bisection;
 - `spread`: median, min, max and the per-repetition values of one figure.
 A variant without a bridge passes `NoBridge()` (its CPU reads as 0).
@@ -17,15 +22,27 @@ A variant without a bridge passes `NoBridge()` (its CPU reads as 0).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Progress, emit, median
+from bench.common import Progress, emit, median, tree, tree_cpu
 from bench.e2e_cps import RTP_CONF, STATIC_DIALPLAN, STATIC_PJSIP, _drain, _step
 
 # The protocol's minimum (issue 14): fewer repetitions give medians that do not compare.
 REPS = 3
+# The callees' SIPp ports (tests/sipp, pjsip.conf's acme-agent and acme-operator).
+CALLEE_PORTS = {"agent": 5071, "operator": 5073}
+# A UAS quit waits for its calls to end; after an overload some never do (it is killed).
+CALLEE_STOP_S = 3.0
+# Settling between probes: idle = the measured processes together below IDLE_CORES of a
+# core over one SETTLE_WINDOW_S window (an idle Asterisk with its bridge used ~0.02
+# here); after SETTLE_TIMEOUT_S the probe runs anyway and the record shows it.
+SETTLE_TIMEOUT_S = 20.0
+SETTLE_WINDOW_S = 0.5
+IDLE_CORES = 0.1
 STATIC_TRUNK = "bench-static-trunk"
 ROUTED_TRUNK = "acme-trunk"
 
@@ -104,21 +121,63 @@ class Boots:
                  sink: Any, bar: Progress) -> None:
         from harness.asterisk import DEFAULT_CONF_SRC, Asterisk
 
-        self.bench, self.step_s, self.sink, self.bar = bench, step_s, sink, bar
+        self.bench, self.name, self.step_s, self.sink, self.bar = (bench, name, step_s,
+                                                                   sink, bar)
         self.ast = Asterisk(conf_src=DEFAULT_CONF_SRC, name=name, agi_port=agi_port,
                             extra_files=static_files(DEFAULT_CONF_SRC))
+        self.callees: list[Any] = []
         self.records: list[dict[str, Any]] = []
+        # The first boot waits for the sandbox lock (other runs' tests): not bench time.
+        self.lock_wait_s: float | None = None
 
     def boot(self, conf_src: Path, files: dict[str, str]) -> float:
-        """A fresh Asterisk from `conf_src` plus `files` (relative paths -> text)."""
+        """A fresh Asterisk from `conf_src` plus `files` (relative paths -> text), and
+        fresh callees."""
+        from harness.sipp import SippUas
+
+        self._stop_callees()
         self.ast.stop(keep_lock=True)
         self.ast.conf_src = conf_src
         self.ast.extra_files = dict(files)
+        started = time.monotonic()
         self.ast.start()
+        if self.lock_wait_s is None:
+            self.lock_wait_s = round(time.monotonic() - started
+                                     - (self.ast.boot_time_s or 0.0), 1)
+        for role, port in CALLEE_PORTS.items():
+            uas = SippUas(port, f"{self.name}-{role}")
+            uas.start()
+            self.callees.append(uas)
         return self.ast.boot_time_s or 0.0
 
+    def _stop_callees(self) -> None:
+        from harness.asterisk import SandboxError
+
+        callees, self.callees = self.callees, []
+        for uas in callees:
+            with contextlib.suppress(SandboxError):  # not done in time: killed
+                uas.stop(CALLEE_STOP_S)
+
     def stop(self) -> None:
-        self.ast.stop()
+        try:
+            self._stop_callees()
+        finally:
+            self.ast.stop()
+
+    def settle(self, bridge: Any) -> float:
+        """Wait until no call is left and Asterisk, the bridge (with its VTS) and the
+        callees are idle; the seconds waited."""
+        started = time.monotonic()
+        _drain(self.ast, SETTLE_TIMEOUT_S)
+        pids = [*tree(self.ast.pid), *(tree(bridge.pid) if bridge.running else []),
+                *(uas.pid for uas in self.callees if uas.pid is not None)]
+        while time.monotonic() - started < SETTLE_TIMEOUT_S:
+            before = tree_cpu(pids)
+            time.sleep(SETTLE_WINDOW_S)
+            after = tree_cpu(pids)
+            if sum(after[p] - before[p] for p in pids) / SETTLE_WINDOW_S < IDLE_CORES:
+                break
+        return round(time.monotonic() - started, 2)
 
     def probe(self, bridge: Any, variant: str, rep: int, rate: int, purpose: str, *,
               trunk: str, measure: Measure = _step) -> dict[str, Any]:
@@ -126,10 +185,11 @@ class Boots:
         figures. `measure(ast, bridge, trunk, rate, step_s)` runs the step."""
         r: dict[str, Any] = {}
         for attempt in range(2):
-            _drain(self.ast)
+            settle_s = self.settle(bridge)
             r = measure(self.ast, bridge, trunk, rate, self.step_s)
             rec = {"bench": self.bench, "kind": "step", "variant": variant, "rep": rep,
-                   "purpose": purpose, "attempt": attempt, "step_s": self.step_s, **r}
+                   "purpose": purpose, "attempt": attempt, "step_s": self.step_s,
+                   "settle_s": settle_s, **r}
             self.records.append(rec)
             emit(rec, sink=self.sink)
             self.bar.log(f"{self.bench} {variant} rep {rep} {purpose} {rate}/s: failed "
