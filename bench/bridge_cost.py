@@ -47,6 +47,7 @@ from bench.common import (
     checkout_commit,
     emit,
     is_baseline,
+    tree,
 )
 from bench.e2e_cps import ACME_CONFIG, _drain, _step, without_ami
 from bench.fair import (
@@ -179,6 +180,7 @@ class _Run:
         return REPO
 
     def variant(self, variant: str, rep: int, position: int) -> dict[str, Any]:
+        processes = 0
         root = self.root(variant)
         conf_src = root / "asterisk-conf"
         boot_s = self.boots.boot(conf_src, static_files(conf_src))
@@ -189,6 +191,12 @@ class _Run:
                                   AGI_PORT, self.workdir / f"bridge-{name}-{rep}.log",
                                   env=baseline_env(root) if is_baseline(variant) else None)
             bridge.start()  # ready: VTS connected, AMI session (if any) resynced
+            # VTS CPU is read from the bridge's descendants: a VTS started elsewhere (a
+            # fork server outside the bridge's tree, say) would read as 0.
+            processes = len(tree(bridge.pid))
+            if processes < 2:
+                self.boots.bar.log(f"bridge-cost {variant}: no VTS process below the bridge "
+                                   f"(pid {bridge.pid}); its VTS CPU will read 0")
         trunk = STATIC_TRUNK if variant == STATIC else ROUTED_TRUNK
         try:
             cpu = self.boots.probe(bridge, variant, rep, self.cpu_rate, "cpu", trunk=trunk,
@@ -200,7 +208,8 @@ class _Run:
             bridge.stop()
         rec = {"bench": "bridge-cost", "kind": "run", "variant": variant, "rep": rep,
                "position": position, "code": "baseline" if is_baseline(variant) else "after",
-               "boot_s": round(boot_s, 2), "knee_cps": knee_cps,
+               "boot_s": round(boot_s, 2), "bridge_processes": processes,
+               "knee_cps": knee_cps,
                "knee_is_ceiling": knee_cps == self.rates[-1], "cpu_rate_cps": self.cpu_rate,
                "cpu_step_passed": cpu["passed"],
                **{k: cpu[k] for k in ("asterisk_cpu_ms_per_call", "bridge_cpu_ms_per_call",
