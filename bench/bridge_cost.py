@@ -374,7 +374,7 @@ def plot(summary: dict[str, Any]) -> None:
     ax.axhline(TARGETS["bridge_total_ms_per_call"], color="r", linestyle=":", linewidth=1)
     ax.set_title("bridge + VTS ms/call split (target total 0.5)")
     fig.suptitle(f"bridge-cost: {summary['reps']} reps, a fresh Asterisk per variant, "
-                 "rotated order; bars = medians, whiskers = min..max")
+                 "rotated order; bars = medians, whiskers = min..max; orange = baseline")
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / "bridge_cost.png", dpi=110)
@@ -389,5 +389,9 @@ def _bars(ax: Any, labels: list[str], spreads: list[dict[str, Any]]) -> None:
           for m, s in zip(meds, spreads, strict=True)]
     hi = [s["max"] - m if s and s["median"] is not None else 0.0
           for m, s in zip(meds, spreads, strict=True)]
-    ax.bar(xs, meds, yerr=[lo, hi], capsize=4, color="tab:blue", alpha=0.7)
+    colors = ["tab:orange" if "baseline" in label else "tab:blue" for label in labels]
+    ax.bar(xs, meds, yerr=[lo, hi], capsize=4, color=colors, alpha=0.7)
+    for x, s in zip(xs, spreads, strict=True):
+        if not s or s["median"] is None:
+            ax.text(x, 0, "null", ha="center", va="bottom", fontsize=7, color="grey")
     ax.set_xticks(list(xs), labels, fontsize=7, rotation=20)
