@@ -72,10 +72,13 @@ test-faults: $(STAMP) sandbox
 	$(BIN)/python -m harness.faults run; status=$$?; \
 		$(BIN)/python -m harness.faults report && exit $$status
 
-# Benchmarks (not part of `make test`): see bench/README.md. About 30 minutes.
+# Benchmarks (not part of `make test`): see bench/README.md. About 45 minutes.
+# `make bench BASELINE=/path/to/old/checkout` also runs the old code side by side
+# (agi-load bridge@baseline, bridge-cost routed@baseline and routed-noami@baseline).
+BASELINE ?=
 bench: $(STAMP) sandbox
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(BASELINE),--baseline $(BASELINE))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

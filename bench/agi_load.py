@@ -8,6 +8,7 @@ Servers under test, all started at once on their own ports (4690+, never the tes
   panoramisk      panoramisk's FastAGI `Application` with a no-op handler (one SET VARIABLE)
   minimal         a hand-written asyncio.Protocol FastAGI server (bench/servers/minimal_agi)
   minimal-uvloop  the same on uvloop
+  bridge@baseline `bridge` with the code of the `--baseline PATH` checkout (common.baseline_env)
 The load generator (bench/loadgen.py) runs as its own process per point. Figures:
   cpu_us_per_route  the server's own CPU (utime+stime of the server process and, for the
                     bridge, all its VTS children) divided by completed sessions
@@ -31,7 +32,9 @@ from bench.common import (
     BridgeServer,
     Progress,
     Server,
+    baseline_env,
     emit,
+    is_baseline,
     median,
     tree,
     tree_cpu,
@@ -40,6 +43,7 @@ from bench.configs import venue_name, write_bridge_config
 
 PY = sys.executable
 AGI_VENUES = 2  # the bridge under test: 2 tenants, each with its venue and its own VTS
+BASELINE_PORT = BENCH_PORT_BASE + 9  # bridge@baseline (bridge-cost has +7 and +8)
 
 
 @dataclass
@@ -49,24 +53,28 @@ class Target:
     venues: list[str] = field(default_factory=lambda: ["t0-venue"])
 
 
-def make_targets(workdir: Path, names: list[str]) -> list[Target]:
+def make_targets(workdir: Path, names: list[str],
+                 baseline: Path | None = None) -> list[Target]:
     out: list[Target] = []
     venues = [venue_name(i) for i in range(AGI_VENUES)]
     for k, name in enumerate(["bridge", "bridge-uvloop", "panoramisk", "minimal",
-                              "minimal-uvloop"]):
+                              "minimal-uvloop", "bridge@baseline"]):
         if name not in names:
             continue
-        port = BENCH_PORT_BASE + k
+        port = BASELINE_PORT if is_baseline(name) else BENCH_PORT_BASE + k
         log = workdir / f"{name}.log"
         if name.startswith("bridge"):
             uv = name == "bridge-uvloop"
-            cfg = workdir / f"{name}.toml"
+            cfg = workdir / f"{name.replace('@', '-')}.toml"
             write_bridge_config(cfg, port=port, venues=AGI_VENUES, vts_per=1,
                                 vts_prefix=f"bench{k}v", uvloop_workers=uv)
             # -O: the product asserts isinstance(transport, asyncio.Transport), which uvloop
             # transports are not (see README: finding); -O drops asserts, nothing else.
             argv = [PY, "-O", "-m", "bench.servers.bridge_uvloop", "run"] if uv else None
-            out.append(Target(name, BridgeServer(name, cfg, port, log, argv=argv),
+            if is_baseline(name) and baseline is None:
+                raise ValueError(f"agi-load target {name} needs --baseline PATH")
+            env = baseline_env(baseline) if is_baseline(name) and baseline else None
+            out.append(Target(name, BridgeServer(name, cfg, port, log, argv=argv, env=env),
                               venues))
         elif name == "panoramisk":
             out.append(Target(name, Server(name, [PY, "-m", "bench.servers.panoramisk_agi",
@@ -116,8 +124,9 @@ def measure(target: Target, *, mode: str, rate: float, duration: float,
 
 def run(*, targets: list[str], rates: list[float], main_rate: float, reps: int,
         duration: float, concurrency: int, sat_duration: float, workdir: Path,
-        profile: bool = False, sink: Any = None) -> list[dict[str, Any]]:
-    tlist = make_targets(workdir, targets)
+        profile: bool = False, sink: Any = None,
+        baseline: Path | None = None) -> list[dict[str, Any]]:
+    tlist = make_targets(workdir, targets, baseline)
     points = reps * len(tlist) * (len(rates) + 1)
     bar = Progress(points + len(tlist), "agi-load")
     records: list[dict[str, Any]] = []

@@ -6,7 +6,9 @@ Every figure that says "CPU" comes from /proc/PID/stat (utime + stime, clock tic
 the moment of reading; every "PSS" from /proc/PID/smaps_rollup. Servers run as harness
 children (harness.procs: they die with the benchmark); the bridge runs exactly as an
 operator runs it, `python -m ami_bridge run --config FILE`, through the harness's one
-bridge launcher (harness.bridge), ready when `ctl status` says so.
+bridge launcher (harness.bridge), ready when `ctl status` says so. A target or variant
+named `NAME@baseline` runs the bridge and its VTS from another checkout (`--baseline
+PATH`, see `baseline_env`) with this interpreter, so "before" and "after" share one run.
 """
 
 from __future__ import annotations
@@ -222,6 +224,50 @@ def wait_listening(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | 
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+# -- the baseline checkout ---------------------------------------------------------------
+
+BASELINE_SUFFIX = "@baseline"
+
+
+def is_baseline(name: str) -> bool:
+    return name.endswith(BASELINE_SUFFIX)
+
+
+def baseline_checkout(path: str | Path) -> Path:
+    """`path` resolved, once it looks like a checkout of this project (its ami_bridge
+    package, with the agi/tenants links, and its asterisk-conf/); ValueError otherwise."""
+    root = Path(path).resolve()
+    for need in ("ami_bridge/__init__.py", "ami_bridge/agi", "ami_bridge/tenants",
+                 "asterisk-conf/extensions.conf", "asterisk-conf/manager.d"):
+        if not (root / need).exists():
+            raise ValueError(f"--baseline {path}: no {need} there; give a checkout of this "
+                             "repository, e.g. `git worktree add /work/wt/baseline c8cddc6`")
+    return root
+
+
+def baseline_env(root: Path) -> dict[str, str]:
+    """The environment that makes `python -m ami_bridge ...` (this interpreter and venv)
+    import the package of checkout `root`, in the bridge and in every VTS it starts.
+
+    PYTHONPATH puts `root` before site-packages, where the venv's editable install of
+    this checkout sits (its finder comes after the path entries). PYTHONSAFEPATH keeps
+    `-m` from putting the working directory first (the harness starts the bridge from
+    this repository, whose ami_bridge would win); it is inherited by unconfined VTS
+    processes, and a confined VTS gets PYTHONPATH = the directory of the package the
+    bridge imported (ami_bridge/supervision/confine.py `runtime`)."""
+    return {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}
+
+
+def checkout_commit(root: Path) -> str | None:
+    """The commit checked out at `root` (None when git cannot tell)."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 # -- servers under test -------------------------------------------------------------------

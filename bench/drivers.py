@@ -7,42 +7,52 @@ registry (tests/integration/drivers.py: `acme-trunk` -> `acme-venue` rendered fo
 driver -> the bridge, with its AMI session as in production -> its VTS -> Dial). Adding
 a driver to the registry adds it here.
 
-The fair protocol (bench/README.md, "The e2e order effect"): every variant gets a fresh
-Asterisk boot (the venues rendered for its driver are given to the boot, nothing is
-reloaded), the variants run in a rotated order per repetition (A B C, B C A, C A B ...),
-at least 3 repetitions, and the summary gives medians with their spread (min, max, the
-per-rep values). Per variant and rep: first `cpu_rate` calls/s for `step_s` (Asterisk's
-CPU per call from /proc of its process tree; the bridge's, with its VTS, the same way),
-then the knee by bisection over the grid `lo`..`hi` in steps of `res`: a probe passes
-with 0 failed SIPp calls at the offered rate (bench/e2e_cps.py `_step`), a failed probe
-is tried once more (single runs vary by ~15 %). The knee is the highest passing grid
-rate; `cpu_rate` failing makes it 0, `hi` passing makes it the ceiling (flagged). With
-the defaults a variant and rep take ~45 s: 4 variants x 3 reps in about 10 minutes.
+The fair protocol (bench/fair.py, shared with bridge-cost; bench/README.md, "The e2e
+order effect"): every variant gets a fresh Asterisk boot (the venues rendered for its
+driver are given to the boot, nothing is reloaded), the variants run in a rotated order
+per repetition (A B C, B C A, C A B ...), at least 3 repetitions, and the summary gives
+medians with their spread (min, max, the per-rep values). Per variant and rep: first
+`cpu_rate` calls/s for `step_s` (Asterisk's CPU per call from /proc of its process tree;
+the bridge's, with its VTS, the same way), then the knee by bisection over the grid
+`lo`..`hi` in steps of `res`: a probe passes with 0 failed SIPp calls at the offered
+rate (bench/e2e_cps.py `_step`), a failed probe is tried once more (single runs vary by
+~15 %). The knee is the highest passing grid rate; `cpu_rate` failing makes it 0, `hi`
+passing makes it the ceiling (flagged). With the defaults a variant and rep take ~45 s:
+4 variants x 3 reps in about 10 minutes.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_PORT_BASE, RESULTS, BridgeServer, Progress, emit, median
-from bench.e2e_cps import ACME_CONFIG, RTP_CONF, STATIC_DIALPLAN, STATIC_PJSIP, _drain, _step
+from bench.common import BENCH_PORT_BASE, RESULTS, BridgeServer, Progress, emit
+from bench.e2e_cps import ACME_CONFIG
+from bench.fair import (
+    REPS,
+    ROUTED_TRUNK,
+    STATIC_TRUNK,
+    Boots,
+    NoBridge,
+    estimated_probes,
+    grid,
+    knee,
+    rotated,
+    spread,
+    static_files,
+)
 
 # FastAGI port of the bench's bridge (e2e-cps has 4695); never the tests' 4573.
 AGI_PORT = BENCH_PORT_BASE + 6
 STATIC = "static"
-STATIC_TRUNK = "bench-static-trunk"
-ROUTED_TRUNK = "acme-trunk"
 # Defaults, from the e2e-cps runs of bench/README.md: the routed knee sat at 140-240
 # calls/s and the static one at 280-380, so 100/s is below every knee (the CPU figures
 # are compared there) and 420/s above them.
 CPU_RATE = 100
 LO, HI, RES = 100, 420, 40
 STEP_S = 4.0
-REPS = 3
 
 
 def driver_registry() -> dict[str, Any]:
@@ -56,12 +66,6 @@ def default_variants() -> tuple[str, ...]:
     return (STATIC, *driver_registry())
 
 
-def rotated(variants: tuple[str, ...], rep: int) -> list[str]:
-    """The order of repetition `rep`: A B C, then B C A, then C A B ..."""
-    k = rep % len(variants)
-    return [*variants[k:], *variants[:k]]
-
-
 def bridge_config(driver: Any, workdir: Path) -> Path:
     """e2e-cps's acme bridge config (with [ami]) with its venue on `driver`."""
     path = workdir / f"bridge-{driver.name}.toml"
@@ -72,114 +76,51 @@ def bridge_config(driver: Any, workdir: Path) -> Path:
     return path
 
 
-def grid(lo: int, hi: int, res: int) -> list[int]:
-    return list(range(lo, hi + 1, res))
-
-
-def find_knee(passes: Callable[[int], bool], rates: list[int]) -> int:
-    """The highest rate of `rates` (ascending) for which `passes(rate)` holds, by
-    bisection, taking the rate before the first one as passed and past the last as
-    failed (the search assumes one threshold; noise is what the repetitions are for)."""
-    good, bad = -1, len(rates)
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if passes(rates[mid]):
-            good = mid
-        else:
-            bad = mid
-    return rates[good] if good >= 0 else 0
-
-
-class _NoBridge:
-    """The static variant's bridge: none runs (its CPU reads as 0)."""
-
-    running = False
-
-    def stop(self) -> None:
-        pass
-
-
 class _Run:
-    """One benchmark run: the sandbox Asterisk (one lock held for the whole run, a boot
-    per variant and rep), the UASes, the bridges, and the records."""
+    """One benchmark run: the sandbox Asterisk (bench/fair.py Boots: one lock, a boot per
+    variant and rep), the bridges, and the records."""
 
     def __init__(self, *, workdir: Path, step_s: float, cpu_rate: int, rates: list[int],
                  sink: Any, bar: Progress) -> None:
-        from harness.asterisk import DEFAULT_CONF_SRC, Asterisk
+        from harness.asterisk import DEFAULT_CONF_SRC
 
-        self.workdir, self.step_s, self.cpu_rate, self.rates = workdir, step_s, cpu_rate, rates
-        self.sink, self.bar = sink, bar
-        pjsip = (DEFAULT_CONF_SRC / "pjsip.conf").read_text() + STATIC_PJSIP
-        self.base_files = {"pjsip.conf": pjsip, "tenants/bench-static.conf": STATIC_DIALPLAN,
-                           "rtp.conf": RTP_CONF}
-        self.ast = Asterisk(conf_src=DEFAULT_CONF_SRC, name="bench-drivers",
-                            agi_port=AGI_PORT, extra_files=self.base_files)
-        self.records: list[dict[str, Any]] = []
-
-    def boot(self, variant: str) -> float:
-        """A fresh Asterisk for `variant`, the lock kept between boots."""
-        from tests.integration.drivers import fragments
-
-        self.ast.stop(keep_lock=True)
-        files = dict(self.base_files)
-        if variant != STATIC:
-            files.update(fragments(driver_registry()[variant]))
-        self.ast.extra_files = files
-        self.ast.start()
-        return self.ast.boot_time_s or 0.0
-
-    def probe(self, bridge: BridgeServer, variant: str, rep: int, rate: int,
-              purpose: str) -> dict[str, Any]:
-        trunk = STATIC_TRUNK if variant == STATIC else ROUTED_TRUNK
-        for attempt in range(2):
-            _drain(self.ast)
-            r = _step(self.ast, bridge, trunk, rate, self.step_s)
-            rec = {"bench": "drivers", "kind": "step", "variant": variant, "rep": rep,
-                   "purpose": purpose, "attempt": attempt, "step_s": self.step_s, **r}
-            self.records.append(rec)
-            emit(rec, sink=self.sink)
-            self.bar.log(f"drivers {variant} rep {rep} {purpose} {rate}/s: failed "
-                         f"{r['failed']}, achieved {r['achieved_cps']}/s, Asterisk "
-                         f"{r['asterisk_cpu_ms_per_call']} ms/call, bridge "
-                         f"{r['bridge_cpu_ms_per_call']} ms/call")
-            if r["passed"]:
-                break
-        self.bar.step(f"{variant} {rate}/s {'ok' if r['passed'] else 'failed'}")
-        return r
+        self.workdir, self.cpu_rate, self.rates = workdir, cpu_rate, rates
+        self.sink = sink
+        self.conf_src = DEFAULT_CONF_SRC
+        self.boots = Boots(bench="drivers", name="bench-drivers", agi_port=AGI_PORT,
+                           step_s=step_s, sink=sink, bar=bar)
+        self.records = self.boots.records
 
     def variant(self, variant: str, rep: int, position: int) -> dict[str, Any]:
-        boot_s = self.boot(variant)
-        bridge: Any = _NoBridge()
+        from tests.integration.drivers import fragments
+
+        files = static_files(self.conf_src)
+        if variant != STATIC:
+            files.update(fragments(driver_registry()[variant]))
+        boot_s = self.boots.boot(self.conf_src, files)
+        bridge: Any = NoBridge()
         if variant != STATIC:
             driver = driver_registry()[variant]
             bridge = BridgeServer(f"drivers-{variant}", bridge_config(driver, self.workdir),
                                   AGI_PORT, self.workdir / f"bridge-{variant}-{rep}.log")
             bridge.start()  # ready: VTS connected, AMI session resynced
+        trunk = STATIC_TRUNK if variant == STATIC else ROUTED_TRUNK
         try:
-            cpu = self.probe(bridge, variant, rep, self.cpu_rate, "cpu")
-            above = [r for r in self.rates if r > self.cpu_rate]
-            knee = (find_knee(lambda rate: bool(
-                self.probe(bridge, variant, rep, rate, "knee")["passed"]), above)
-                or self.cpu_rate) if cpu["passed"] else 0
+            cpu = self.boots.probe(bridge, variant, rep, self.cpu_rate, "cpu", trunk=trunk)
+            knee_cps = knee(lambda rate: bool(self.boots.probe(
+                bridge, variant, rep, rate, "knee", trunk=trunk)["passed"]), self.rates,
+                cpu_rate=self.cpu_rate, cpu_passed=bool(cpu["passed"]))
         finally:
             bridge.stop()
         rec = {"bench": "drivers", "kind": "run", "variant": variant, "rep": rep,
-               "position": position, "boot_s": round(boot_s, 2), "knee_cps": knee,
-               "knee_is_ceiling": knee == self.rates[-1], "cpu_rate_cps": self.cpu_rate,
+               "position": position, "boot_s": round(boot_s, 2), "knee_cps": knee_cps,
+               "knee_is_ceiling": knee_cps == self.rates[-1], "cpu_rate_cps": self.cpu_rate,
                "cpu_step_passed": cpu["passed"],
                "asterisk_cpu_ms_per_call": cpu["asterisk_cpu_ms_per_call"],
                "bridge_cpu_ms_per_call": cpu["bridge_cpu_ms_per_call"]}
         self.records.append(rec)
         emit(rec, sink=self.sink)
         return rec
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Median, min, max and the values themselves (in rep order)."""
-    if not values:
-        return {"median": None, "min": None, "max": None, "each": []}
-    return {"median": round(median(values), 3), "min": min(values), "max": max(values),
-            "each": values}
 
 
 def summarise(runs: list[dict[str, Any]], variants: tuple[str, ...], *, reps: int,
@@ -196,8 +137,8 @@ def summarise(runs: list[dict[str, Any]], variants: tuple[str, ...], *, reps: in
         }
     static = per.get(STATIC, {}).get("knee_cps", {}).get("median")
     for p in per.values():
-        knee = p["knee_cps"]["median"]
-        p["knee_over_static"] = round(knee / static, 3) if static and knee is not None \
+        k = p["knee_cps"]["median"]
+        p["knee_over_static"] = round(k / static, 3) if static and k is not None \
             else None
     return {"bench": "drivers", "kind": "summary", "variants": list(variants), "reps": reps,
             "step_s": step_s, "cpu_rate_cps": cpu_rate, "grid": [rates[0], rates[-1],
@@ -209,7 +150,6 @@ def run(*, workdir: Path, variants: tuple[str, ...] | None = None, reps: int = R
         step_s: float = STEP_S, cpu_rate: int = CPU_RATE, lo: int = LO, hi: int = HI,
         res: int = RES, sink: Any = None) -> list[dict[str, Any]]:
     from harness.asterisk import sandbox_ready
-    from harness.sipp import SippUas
 
     if not sandbox_ready():
         print("drivers: sandbox not provisioned (scripts/provision-sandbox); skipped",
@@ -226,21 +166,18 @@ def run(*, workdir: Path, variants: tuple[str, ...] | None = None, reps: int = R
               "not comparable", file=sys.stderr)
     workdir.mkdir(parents=True, exist_ok=True)
     rates = grid(lo, hi, res)
-    # cpu step + ~log2 of the grid above it, a retry now and then
-    per_variant = 1 + max(1, len([r for r in rates if r > cpu_rate]).bit_length())
-    bar = Progress(reps * len(variants) * per_variant, "drivers")
+    bar = Progress(reps * len(variants) * estimated_probes(rates, cpu_rate), "drivers")
     bar.log("drivers: waiting for the sandbox Asterisk lock (other test runs may hold it)")
     state = _Run(workdir=workdir, step_s=step_s, cpu_rate=cpu_rate, rates=rates, sink=sink,
                  bar=bar)
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
-    with SippUas(5071, "bench-drivers-agent"), SippUas(5073, "bench-drivers-operator"):
-        try:
-            for rep in range(reps):
-                for position, variant in enumerate(rotated(variants, rep)):
-                    runs.append(state.variant(variant, rep, position))
-        finally:
-            state.ast.stop()
+    try:
+        for rep in range(reps):
+            for position, variant in enumerate(rotated(variants, rep)):
+                runs.append(state.variant(variant, rep, position))
+    finally:
+        state.boots.stop()
     summary = summarise(runs, variants, reps=reps, step_s=step_s, cpu_rate=cpu_rate,
                         rates=rates)
     summary["wall_s"] = round(time.monotonic() - started, 1)

@@ -140,6 +140,8 @@ def _step(ast: Any, bridge: BridgeServer, from_user: str, rate: int, step_s: flo
     a1, b1 = tree_cpu(a_pids), tree_cpu(b_pids)
     acpu = sum(a1[p] - a0[p] for p in a_pids)
     bcpu = sum(b1[p] - b0[p] for p in b_pids)
+    # tree() lists the bridge itself first, then its VTS processes (and their sandboxes)
+    main = b1[b_pids[0]] - b0[b_pids[0]] if b_pids else 0.0
     ok = max(stats.successful, 1)
     # SIPp places calls late instead of failing them when the machine is saturated
     # (seen here: 0 failed calls at "420/s" that took 19 s instead of 10). A step counts
@@ -151,6 +153,8 @@ def _step(ast: Any, bridge: BridgeServer, from_user: str, rate: int, step_s: flo
             "wall_s": round(wall, 2),
             "asterisk_cpu_ms_per_call": round(acpu / ok * 1000, 3),
             "bridge_cpu_ms_per_call": round(bcpu / ok * 1000, 3),
+            "bridge_main_cpu_ms_per_call": round(main / ok * 1000, 3),
+            "vts_cpu_ms_per_call": round((bcpu - main) / ok * 1000, 3),
             "asterisk_cpu_pct": round(100 * acpu / wall, 1)}
 
 

@@ -1,9 +1,12 @@
 """Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
 
-Runs agi-load, e2e-cps, drivers, tenants-scale, personal and pops in that order (each
-can be picked with `--only`), prints one JSON object per result line on stdout, a progress
-bar on stderr, and writes PNG plots and a copy of the JSON lines (`results.jsonl`) under
-bench/results/. Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
+Runs agi-load, e2e-cps, drivers, bridge-cost, tenants-scale, personal and pops in that
+order (each can be picked with `--only`). With `--baseline PATH` (a checkout of older
+code) agi-load adds the target `bridge@baseline` and bridge-cost the variants
+`routed@baseline` and `routed-noami@baseline`, run from PATH in the same session.
+Prints one JSON object per result line on stdout, a progress bar on stderr, and writes
+PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
+Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import argparse
 import sys
 import time
 
-from bench.common import REPO, RESULTS
+from bench.common import REPO, RESULTS, baseline_checkout, is_baseline
 
-ALL = ("agi-load", "e2e-cps", "drivers", "tenants-scale", "personal", "pops")
+ALL = ("agi-load", "e2e-cps", "drivers", "bridge-cost", "tenants-scale", "personal", "pops")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="agi-load repetitions (default 3)")
     p.add_argument("--profile", action="store_true",
                    help="agi-load: py-spy the bridge and a VTS under load; personal: the VTS")
+    p.add_argument("--baseline", default=None, metavar="PATH",
+                   help="a checkout of the code to compare with (e.g. `git worktree add "
+                   "/work/wt/baseline c8cddc6`): agi-load target bridge@baseline, "
+                   "bridge-cost variants routed@baseline and routed-noami@baseline")
     p.add_argument("--agi-targets", default="bridge,bridge-uvloop,panoramisk,minimal,"
-                   "minimal-uvloop")
+                   "minimal-uvloop", help="agi-load targets (bridge@baseline is added "
+                   "with --baseline)")
     p.add_argument("--venues", default="10,100,500,1000", help="tenants-scale sizes")
     p.add_argument("--vts-per", default="1,50",
                    help="tenants-scale: venues per VTS process, one run per value")
@@ -45,6 +53,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="drivers: knee search LO,HI,RES calls/s (default 100,420,40)")
     p.add_argument("--drivers-cpu-rate", type=int, default=None,
                    help="drivers: calls/s of the CPU-per-call step (default 100)")
+    p.add_argument("--cost-variants", default=None,
+                   help="bridge-cost: comma-separated subset of static, routed, "
+                   "routed-noami (and with --baseline routed@baseline, "
+                   "routed-noami@baseline); default all")
+    p.add_argument("--cost-reps", type=int, default=None,
+                   help="bridge-cost: repetitions in rotated order (default 3, the minimum)")
+    p.add_argument("--cost-step-s", type=float, default=None,
+                   help="bridge-cost: seconds per SIPp step (default 4, quick 3)")
+    p.add_argument("--cost-grid", default=None,
+                   help="bridge-cost: knee search LO,HI,RES calls/s (default 120,680,40)")
+    p.add_argument("--cost-cpu-rate", type=int, default=None,
+                   help="bridge-cost: calls/s of the CPU-per-call step (default 120)")
     p.add_argument("--personal-users", type=int, default=10_000,
                    help="personal: users in the store (default 10000)")
     p.add_argument("--personal-changes", type=int, default=200,
@@ -60,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     bad = set(chosen) - set(ALL)
     if bad:
         p.error(f"unknown benchmark {sorted(bad)}; choose from {ALL}")
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = baseline_checkout(args.baseline)
+        except ValueError as exc:
+            p.error(str(exc))
+    agi_targets = [t for t in args.agi_targets.split(",") if t]
+    if baseline is not None and "bridge@baseline" not in agi_targets:
+        agi_targets.append("bridge@baseline")
+    if baseline is None and any(is_baseline(t) for t in agi_targets):
+        p.error("agi-load target bridge@baseline needs --baseline PATH")
     workdir = REPO / "bench" / ".run" / time.strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -69,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench import agi_load
             reps = args.reps or (2 if args.quick else 3)
             agi_load.run(
-                targets=args.agi_targets.split(","),
+                targets=agi_targets, baseline=baseline,
                 rates=[500, 1000, 2000] if not args.quick else [1000],
                 main_rate=1000, reps=reps, duration=3.0 if args.quick else 5.0,
                 concurrency=200, sat_duration=3.0 if args.quick else 4.0,
@@ -96,6 +127,20 @@ def main(argv: list[str] | None = None) -> int:
                     reps=args.drivers_reps or drivers.REPS,
                     step_s=args.drivers_step_s or (3.0 if args.quick else drivers.STEP_S),
                     cpu_rate=args.drivers_cpu_rate or drivers.CPU_RATE, sink=sink,
+                    **dict(zip(("lo", "hi", "res"), grid, strict=False)))
+            except ValueError as exc:
+                p.error(str(exc))
+        if "bridge-cost" in chosen:
+            from bench import bridge_cost
+            grid = [int(x) for x in args.cost_grid.split(",")] if args.cost_grid else []
+            try:
+                bridge_cost.run(
+                    workdir=workdir / "bridge-cost", baseline=baseline,
+                    variants=tuple(v for v in (args.cost_variants or "").split(",") if v)
+                    or None,
+                    reps=args.cost_reps or bridge_cost.REPS,
+                    step_s=args.cost_step_s or (3.0 if args.quick else bridge_cost.STEP_S),
+                    cpu_rate=args.cost_cpu_rate or bridge_cost.CPU_RATE, sink=sink,
                     **dict(zip(("lo", "hi", "res"), grid, strict=False)))
             except ValueError as exc:
                 p.error(str(exc))
