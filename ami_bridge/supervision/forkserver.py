@@ -309,8 +309,15 @@ def _child(plan: forkchild.ChildPlan, request: Spawn) -> None:
         gc.enable()
         argv = ["--vts", request.name, "--log-level", request.log_level]
         sys.argv = [request.module, *argv]
-        main = sys.modules[request.module].main
-        code = main(argv)
+        module = sys.modules[request.module]
+        if request.module == WORKER_MODULE:
+            # What its main() does once argparse is done; argparse's parser alone dirtied
+            # ~600 kB of the child's pages (bench/notes-issue14-fork.md, attempt 2).
+            name = request.name
+            code = module.run(name, request.log_level,
+                              lambda done: module.Worker(name=name, done=done))
+        else:
+            code = module.main(argv)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -347,8 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fork server: module {name} has no main(argv)", file=sys.stderr)
             return 2
     importlib.import_module("ami_bridge.eventloop")
-    with contextlib.suppress(ImportError):  # what eventloop.run imports in each child
-        importlib.import_module("uvloop")
+    # What each child would import on its way to the hello (measured: uvloop and, for
+    # the loop's default executor, concurrent.futures.thread): imported once here.
+    for name in ("uvloop", "concurrent.futures.thread"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     gc.collect()
     gc.freeze()
     sock = socket.socket(fileno=args.fd)
