@@ -65,7 +65,8 @@ class Bridge:
         self.intermediary: Intermediary | None = None
         # [bridge] vts_spawn (read at start only): the shipped runtime forked from one
         # fork server, confined like the bridge's confine switch says.
-        forkserver = (ForkServer(confined=config.confine == "required")
+        forkserver = (ForkServer(confined=config.confine == "required",
+                                 zones=sorted({t.timezone for t in config.tenants.values()}))
                       if config.vts_spawn == "fork" else None)
         self.supervisor = Supervisor(on_connect=self._on_vts_socket, forkserver=forkserver)
         self._server: asyncio.Server | None = None

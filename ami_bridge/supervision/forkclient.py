@@ -108,8 +108,11 @@ class ForkServer:
     """The one fork server of a bridge (started on the first spawn)."""
 
     def __init__(self, *, confined: bool, modules: Sequence[str] = (),
-                 python_paths: Sequence[str] = (), start_timeout: float = START_TIMEOUT) -> None:
+                 python_paths: Sequence[str] = (), zones: Sequence[str] = (),
+                 start_timeout: float = START_TIMEOUT) -> None:
         self.confined = confined
+        # The tenants' timezones: the fork server's rehearsal loads them once for all.
+        self.zones = tuple(zones)
         self.modules = tuple(modules)  # besides the runtime: tests name a hostile one
         self._paths = tuple(python_paths)
         self._start_timeout = start_timeout
@@ -171,7 +174,8 @@ class ForkServer:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         command = [sys.executable, "-m", "ami_bridge.supervision.forkserver",
-                   "--fd", str(child.fileno()), *(a for m in self.modules for a in ("--module", m))]
+                   "--fd", str(child.fileno()), *(a for m in self.modules for a in ("--module", m)),
+                   *(a for z in self.zones for a in ("--zone", z))]
         try:
             if self.confined:
                 parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
