@@ -164,7 +164,7 @@ class ForkServer:
             if self._sock is None:
                 try:
                     await self._start()
-                except (OSError, TimeoutError, WireError) as exc:
+                except (OSError, TimeoutError, WireError, ForkServerError) as exc:
                     await self.stop()
                     raise ForkServerError(f"the fork server did not start: {exc}") from exc
             assert self._sock is not None
