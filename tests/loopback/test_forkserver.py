@@ -179,6 +179,9 @@ async def _spawn(server: ForkServer, name: str, *, identity: confine.Identity | 
     try:
         proc, capture = await server.spawn(name, vts_fd=vts_end.fileno(), identity=identity,
                                            module=module)
+    except BaseException:
+        bridge_end.close()
+        raise
     finally:
         vts_end.close()
     bridge_end.settimeout(60)  # a failure guard, not a speed claim
