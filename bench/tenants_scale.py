@@ -139,7 +139,8 @@ def measure_size(size: int, per: int, workdir: Path, rate: float,
         total = sum(pss_kib(p) for p in pids)
         bridge_pss = pss_kib(server.pid)
         # What one VTS costs: medians over all of them (forked ones share the runtime).
-        rollups = [rollup(p) for p in vts]
+        # An exec'd VTS's pid is its bwrap's; the interpreter is the last of its tree.
+        rollups = [rollup(tree(p)[-1]) for p in vts]
         rec["vts_rollup_kb_median"] = {
             key: _median([r[key] for r in rollups if key in r]) for key in ROLLUP_KEYS}
         # bwrap's two processes per exec'd VTS, or the fork server and its bwrap pair

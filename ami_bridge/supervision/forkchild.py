@@ -48,6 +48,7 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -118,11 +119,32 @@ def clear_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset(empty)")
 
 
-def drop_bounding_set() -> None:
+def last_cap() -> int:
     with open(CAP_LAST_CAP_FILE) as f:
-        last = int(f.read())
+        return int(f.read())
+
+
+def drop_bounding_set(last: int) -> None:
     for cap in range(last + 1):
         prctl(PR_CAPBSET_DROP, cap)
+
+
+def warm_up() -> int:
+    """Run every call path of `become_vts` once in the fork server, harmlessly (reads, a
+    no-op unshare, mounts that fail), so that ctypes' lazily built function pointers and
+    converters and Python 3.11's specialised bytecode exist before the fork: built in
+    each child instead, they dirtied ~0.8 MB of its pages (bench/notes-issue14-fork.md).
+    Returns the highest capability number (`ChildPlan.last_cap`): read once here."""
+    prctl(PR_CAPBSET_READ, 0)
+    unshare(0)
+    with contextlib.suppress(ChildSetupError):
+        mount(None, "/nonexistent-warm-up", None, MS_REC | MS_PRIVATE)
+    with contextlib.suppress(ChildSetupError):
+        umount2("/nonexistent-warm-up", MNT_DETACH)
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    return last_cap()
 
 
 @dataclass(frozen=True)
@@ -136,6 +158,7 @@ class ChildPlan:
     stdout_fd: int
     stderr_fd: int
     server_pid: int  # the fork server, for the death-signal race check when unconfined
+    last_cap: int = 40  # the kernel's highest capability number (warm_up; 40 on 6.x)
 
 
 def become_vts(plan: ChildPlan) -> None:
@@ -151,7 +174,7 @@ def become_vts(plan: ChildPlan) -> None:
     os.setsid()
     _descriptors(plan)
     if plan.identity is not None:
-        _identity(plan.identity)
+        _identity(plan.identity, plan.last_cap)
     for key, value in plan.env.items():
         os.environ[key] = value
     os.chdir("/")
@@ -188,8 +211,8 @@ def _descriptors(plan: ChildPlan) -> None:
     os.closerange(SOCKET_FD + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _identity(identity: Identity) -> None:
-    drop_bounding_set()
+def _identity(identity: Identity, last: int) -> None:
+    drop_bounding_set(last)
     os.setgroups([])
     os.setresgid(identity.gid, identity.gid, identity.gid)
     os.setresuid(identity.uid, identity.uid, identity.uid)
