@@ -102,3 +102,18 @@ def test_the_fork_server_runs_in_bwrap_as_root_with_four_capabilities_only() -> 
     assert caps == list(confine.ZYGOTE_CAPS)
     assert confine.SETPRIV not in argv  # its children take their identity themselves
     assert argv[argv.index("--") + 1:] == ["/usr/bin/python3", "-m", "x"]
+
+
+def test_vts_spawn_defaults_to_fork_is_checked_and_shown() -> None:
+    from ami_bridge import confshow
+    from ami_bridge.config import parse
+    from tests.unit.test_config import PATH, config_error, example
+
+    raw = example()
+    cfg = parse(raw, path=PATH)
+    assert (cfg.vts_spawn, cfg.confine) == ("fork", "required")
+    assert confshow.effective(raw, cfg)["bridge"]["vts_spawn"] == "fork"
+    raw["bridge"] |= {"vts_spawn": "exec", "confine": "off"}
+    assert (parse(raw, path=PATH).vts_spawn, parse(raw, path=PATH).confine) == ("exec", "off")
+    raw["bridge"]["vts_spawn"] = "clone"
+    config_error(raw, "bridge.vts_spawn", "'fork', 'exec'", "'clone'")
