@@ -5,8 +5,8 @@ holds secrets), confined by `confine.zygote_argv` or, with the bridge's confine 
 unconfined. It imports the shipped VTS runtime (and uvloop, and any module named with
 --module), freezes what it allocated out of the garbage collector's reach (gc.freeze),
 and then forks one child per spawn request: 1,000 VTS processes share one copy of the
-runtime, copy-on-write (bench/notes-issue14-fork.md: ~13 MB of private memory per exec'd
-VTS). It never creates an event loop nor a thread, so a fork copies no loop state; the
+runtime, copy-on-write (bench/notes-issue14-fork.md: ~4 MB per forked VTS, ~15 MB per
+exec'd one). It never creates an event loop nor a thread, so a fork copies no loop state; the
 child makes its own loop and runs `main(argv)` of the requested module exactly as
 `python -m MODULE --vts NAME --log-level LEVEL` would. Its one peer is the bridge, over the
 SOCK_SEQPACKET socket whose descriptor is --fd: one JSON object per packet (`Spawn` in,
