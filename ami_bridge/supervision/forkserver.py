@@ -3,12 +3,16 @@
 Contract. The bridge execs this program (never forks it from itself: the bridge's memory
 holds secrets), confined by `confine.zygote_argv` or, with the bridge's confine = "off",
 unconfined. It imports the shipped VTS runtime (and uvloop, and any module named with
---module), freezes what it allocated out of the garbage collector's reach (gc.freeze),
-and then forks one child per spawn request: 1,000 VTS processes share one copy of the
-runtime, copy-on-write (bench/notes-issue14-fork.md: ~4 MB per forked VTS, ~15 MB per
-exec'd one). It never creates an event loop nor a thread, so a fork copies no loop state; the
-child makes its own loop and runs `main(argv)` of the requested module exactly as
-`python -m MODULE --vts NAME --log-level LEVEL` would. Its one peer is the bridge, over the
+--module), warms it (`warm`: a hello decoded, protocols parsed in the tenants' zones),
+freezes what it allocated out of the garbage collector's reach (gc.freeze), and then
+forks one child per spawn request, the requests queued at once forked back to back:
+1,000 VTS processes share one copy of the runtime, copy-on-write
+(bench/notes-issue14-fork.md: ~4 MB per forked VTS, ~15 MB per exec'd one). It never
+creates an event loop nor a thread, so a fork copies no loop state; the child confines
+itself (ami_bridge.supervision.forkchild), makes its own loop and runs the requested
+module as `python -m MODULE --vts NAME --log-level LEVEL` would (the shipped runtime
+through its `run`, sparing each child an argparse parser; any other through
+`main(argv)`). Its one peer is the bridge, over the
 SOCK_SEQPACKET socket whose descriptor is --fd: one JSON object per packet (`Spawn` in,
 with the VTS socket and the stdout/stderr pipe write ends as SCM_RIGHTS; `Ready`,
 `Spawned` with a pidfd of the child, `Failed` and `Exited` out). Pids in `Spawned` are of
@@ -442,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     last_cap = forkchild.warm_up()
     gc.collect()
     gc.freeze()
+    gc.enable()  # for what the server itself allocates from now on (the frozen stay put)
     sock = socket.socket(fileno=args.fd)
     return Server(sock, modules=modules, confined=args.confined, last_cap=last_cap).serve()
 
