@@ -86,6 +86,11 @@ DEFAULT_MAX_PENDING_PER_VTS = 2000
 # a last guard against a VTS that routes a call round a loop of failing targets forever.
 DEFAULT_MAX_ROUTE_REQUESTS = 16
 DEFAULT_CONTROL_SOCKET = "/run/ami-bridge/control.sock"
+# How a VTS of the shipped runtime starts: forked from the fork server, which shares one
+# imported runtime among all (ami_bridge.supervision.forkserver; bench/notes-issue14-fork.md),
+# or exec'd as its own interpreter. Read at start only.
+VTS_SPAWN_MODES = ("fork", "exec")
+DEFAULT_VTS_SPAWN = "fork"
 TENANT_FILE = "tenant.toml"
 
 
@@ -128,6 +133,8 @@ class BridgeConfig:
     tenants_dir: Path | None = None
     ami: AmiConfig | None = None  # None: no AMI session (routing works without events)
     asterisk_conf_dir: Path | None = None  # where `ctl apply` writes rendered fragments
+    vts_spawn: str = DEFAULT_VTS_SPAWN  # VTS_SPAWN_MODES
+    confine: str = confine.DEFAULT_MODE  # [bridge] confine (each VTS resolves its own)
     owners: Owners = field(default_factory=Owners)  # grants and [shared] (ownership.py)
     # Device -> its one owning tenant, for agent state; shared devices are nobody's.
     devices: Mapping[str, str] = field(default_factory=dict)
@@ -166,7 +173,12 @@ def parse(raw: Mapping[str, Any], *, path: Path,
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
                         "asterisk_conf_dir", "dialplan_allow", "agi_secret_file",
-                        confine.BRIDGE_KEY, *_AGI_KEYS}, "bridge", fail)
+                        confine.BRIDGE_KEY, "vts_spawn", *_AGI_KEYS}, "bridge", fail)
+    vts_spawn = bridge.get("vts_spawn", DEFAULT_VTS_SPAWN)
+    if vts_spawn not in VTS_SPAWN_MODES:
+        raise fail("bridge.vts_spawn", f"must be one of "
+                   f"{', '.join(repr(m) for m in VTS_SPAWN_MODES)}, got {vts_spawn!r}")
+    bridge_mode = confine.parse_mode(bridge, "bridge", fail) or confine.DEFAULT_MODE
     host, port = listen(bridge.get("agi_listen", f"127.0.0.1:{DEFAULT_AGI_PORT}"),
                         "bridge.agi_listen", fail)
     router_timeout = positive(bridge, "router_timeout", DEFAULT_ROUTER_TIMEOUT, "bridge", fail)
@@ -220,9 +232,8 @@ def parse(raw: Mapping[str, Any], *, path: Path,
         path=path, agi_host=host, agi_port=port, router_timeout=router_timeout,
         max_pending_per_vts=count(bridge, "max_pending_per_vts", DEFAULT_MAX_PENDING_PER_VTS,
                                   "bridge", fail),
-        tenants=tenants, venues=venues, vts=_vts(vts_raw, venues, fail,
-                                                   confine.parse_mode(bridge, "bridge", fail)
-                                                   or confine.DEFAULT_MODE),
+        tenants=tenants, venues=venues, vts=_vts(vts_raw, venues, fail, bridge_mode),
+        vts_spawn=vts_spawn, confine=bridge_mode,
         redirect_limit=redirect_limit,
         max_route_requests=count(bridge, "max_route_requests", DEFAULT_MAX_ROUTE_REQUESTS,
                                  "bridge", fail),

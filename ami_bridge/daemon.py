@@ -45,6 +45,7 @@ from ami_bridge.personal.service import PersonalService
 from ami_bridge.sdnotify import Notifier
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
+from ami_bridge.supervision.forkclient import ForkServer
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
 from ami_bridge.vts_link import VtsLinkProtocol
 
@@ -62,7 +63,12 @@ class Bridge:
         self._control_path: str | None = None
         self.stopping = False
         self.intermediary: Intermediary | None = None
-        self.supervisor = Supervisor(on_connect=self._on_vts_socket)
+        # [bridge] vts_spawn (read at start only): the shipped runtime forked from one
+        # fork server, confined like the bridge's confine switch says.
+        forkserver = (ForkServer(confined=config.confine == "required",
+                                 zones=sorted({t.timezone for t in config.tenants.values()}))
+                      if config.vts_spawn == "fork" else None)
+        self.supervisor = Supervisor(on_connect=self._on_vts_socket, forkserver=forkserver)
         self._server: asyncio.Server | None = None
         self._control: asyncio.AbstractServer | None = None
         self.ami: AmiLink | None = None

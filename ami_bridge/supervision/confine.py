@@ -358,6 +358,27 @@ def confined_argv(command: Sequence[str], *, sandbox: Sandbox, env: Mapping[str,
     return argv
 
 
+# What the fork server (ami_bridge.supervision.forkserver) keeps of root's capabilities,
+# each for one step of confining a child (forkchild.become_vts): namespaces, mounts and
+# sending a child's pid in SCM_CREDENTIALS; setgroups/setresgid; setresuid; emptying the
+# bounding set. Everything else bwrap drops, and each child drops these too.
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP")
+
+
+def zygote_argv(command: Sequence[str], *, rt: Runtime, env: Mapping[str, str],
+                bwrap: str = BWRAP) -> list[str]:
+    """argv that runs the fork server confined: the namespaces and mounts of
+    `confined_argv` for a VTS without per-VTS paths, but as root with `ZYGOTE_CAPS` (no
+    setpriv): its children take their own uid, namespaces, /proc and /tmp themselves.
+    `env` as for `confined_argv`."""
+    sandbox = Sandbox(name="fork-server", identity=Identity(uid=0, gid=0, derived=False),
+                      mounts=plan_mounts(rt.read_only), pythonpath=rt.pythonpath)
+    argv = confined_argv(command, sandbox=sandbox, env=env, bwrap=bwrap)
+    cut = argv.index("--chdir")
+    caps = [arg for cap in ZYGOTE_CAPS for arg in ("--cap-add", cap)]
+    return [*argv[:cut], *caps, "--chdir", "/", "--", *command]
+
+
 def unconfined_warning(name: str) -> str:
     return (f"VTS {name} runs UNCONFINED (confine = \"off\"): it has the bridge's uid and "
             "network and can read the bridge's config, secrets and control socket")

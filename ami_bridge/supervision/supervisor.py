@@ -10,6 +10,10 @@ the bridge (`on_connect`), waits for the process to exit, asks the pure
 `RestartPolicy` how long to wait, and starts it again. Stopping is SIGTERM, the spec's
 grace period, then SIGKILL. The VTS holds no Asterisk credentials: its environment is
 the bridge's minus anything named like a secret, plus the two AMI_BRIDGE_VTS_* variables.
+How a process starts is the spawner seam: with a `ForkServer` (`[bridge] vts_spawn =
+"fork"`), a VTS it `serves` (the shipped runtime, no per-VTS paths) is forked from it,
+confined the same way (ami_bridge.supervision.forkclient); any other VTS, and any VTS
+when the fork server fails, is exec'd (bubblewrap + setpriv, or unconfined).
 Nothing here is imported by the VTS runtime (a test checks it).
 """
 
@@ -25,9 +29,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields
+from typing import Protocol
 
 from ami_bridge.config import VtsConfig
 from ami_bridge.supervision.confine import Sandbox, confined_argv, unconfined_warning
+from ami_bridge.supervision.forkclient import ForkServer, ForkServerError
 from ami_bridge.supervision.reconcile import Plan, reconcile
 from ami_bridge.supervision.restart_policy import RestartPolicy
 from ami_bridge.supervision.vts_output import start_captured
@@ -40,6 +46,19 @@ _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
 
 OnConnect = Callable[[str, socket.socket], None]
 Clock = Callable[[], float]
+
+
+class ChildProcess(Protocol):
+    """What the supervisor uses of a VTS process: an asyncio subprocess (exec) or a
+    `ForkedProcess` (fork server)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    async def wait(self) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
 
 
 def default_command(name: str) -> list[str]:
@@ -62,9 +81,11 @@ def changed(old: VtsConfig, new: VtsConfig) -> list[str]:
 class Supervisor:
     """The running VTS processes, one per name, reconciled against desired specs."""
 
-    def __init__(self, *, on_connect: OnConnect, clock: Clock = time.monotonic) -> None:
+    def __init__(self, *, on_connect: OnConnect, clock: Clock = time.monotonic,
+                 forkserver: ForkServer | None = None) -> None:
         self._on_connect = on_connect
         self._clock = clock
+        self.forkserver = forkserver  # None: every VTS is exec'd ([bridge] vts_spawn)
         self.processes: dict[str, VtsProcess] = {}
         # Reloads may overlap (SIGHUP while `ctl reload` runs): one reconcile at a time,
         # else both could start a process for the same name.
@@ -86,8 +107,12 @@ class Supervisor:
             stopping = [self.processes.pop(name) for name in plan.to_stop]
             await asyncio.gather(*(p.stop() for p in stopping))
             for name in plan.to_start:
+                sandbox = sandboxes.get(name)
+                forks = self.forkserver is not None and self.forkserver.serves(desired[name],
+                                                                               sandbox)
                 process = VtsProcess(spec=desired[name], on_connect=self._on_connect,
-                                     clock=self._clock, sandbox=sandboxes.get(name))
+                                     clock=self._clock, sandbox=sandbox,
+                                     forkserver=self.forkserver if forks else None)
                 self.processes[name] = process
                 process.start()
             return plan
@@ -97,13 +122,16 @@ class Supervisor:
             stopping = list(self.processes.values())
             self.processes.clear()
             await asyncio.gather(*(p.stop() for p in stopping))
+            if self.forkserver is not None:
+                await self.forkserver.stop()
 
 
 class VtsProcess:
     """One VTS process kept alive per its spec; `stop()` ends it for good."""
 
     def __init__(self, *, spec: VtsConfig, on_connect: OnConnect,
-                 clock: Clock = time.monotonic, sandbox: Sandbox | None = None) -> None:
+                 clock: Clock = time.monotonic, sandbox: Sandbox | None = None,
+                 forkserver: ForkServer | None = None) -> None:
         self.spec = spec
         self.sandbox = sandbox
         self._capture: asyncio.Task[None] | None = None
@@ -113,7 +141,8 @@ class VtsProcess:
         self.policy = RestartPolicy(spec.restart)
         self._on_connect = on_connect
         self._clock = clock
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: ChildProcess | None = None
+        self.forkserver = forkserver  # set: forked from it (the caller checked `serves`)
         self._wanted = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -181,17 +210,11 @@ class VtsProcess:
         try:
             self.policy.started(self._clock())
             self.starts += 1
-            env = _child_env(child.fileno(), self.name)
             if self.sandbox is None:
                 log.warning("%s", unconfined_warning(self.name))
-                argv = self.command
-            else:
-                argv = confined_argv(self.command, sandbox=self.sandbox,
-                                     env={FD_ENV: env[FD_ENV], NAME_ENV: self.name})
             if self._capture is not None:  # the last run's output reader, if still open
                 self._capture.cancel()
-            self._proc, self._capture = await start_captured(
-                argv, name=self.name, pass_fd=child.fileno(), env=env)
+            self._proc, self._capture = await self._start_process(child.fileno())
         except BaseException:
             parent.close()
             raise
@@ -208,6 +231,21 @@ class VtsProcess:
         if self._wanted:
             how = f"signal {-code}" if code < 0 else f"status {code}"
             log.error("VTS %s (pid %d) exited with %s", self.name, self._proc.pid, how)
+
+    async def _start_process(self, fd: int) -> tuple[ChildProcess, asyncio.Task[None]]:
+        if self.forkserver is not None:
+            identity = self.sandbox.identity if self.sandbox is not None else None
+            try:
+                return await self.forkserver.spawn(self.name, vts_fd=fd, identity=identity)
+            except ForkServerError as exc:
+                log.error("VTS %s: %s; starting it by exec instead", self.name, exc)
+        env = _child_env(fd, self.name)
+        if self.sandbox is None:
+            argv = self.command
+        else:
+            argv = confined_argv(self.command, sandbox=self.sandbox,
+                                 env={FD_ENV: env[FD_ENV], NAME_ENV: self.name})
+        return await start_captured(argv, name=self.name, pass_fd=fd, env=env)
 
     async def _terminate(self) -> None:
         proc = self._proc
