@@ -147,6 +147,10 @@ class AmiClient:
         self._ids = itertools.count(1)
         self._id_prefix = f"ab{os.getpid()}-"
         self.attempts = 0  # connection attempts so far (tests count them)
+        # Everything Asterisk sent over all sessions: Event blocks (list replies included)
+        # and bytes; the metrics' ami_events_received_total / ami_bytes_received_total.
+        self.events_received = 0
+        self.bytes_received = 0
         self.last_login_error: str | None = None
 
     # -- public ---------------------------------------------------------------------
@@ -330,6 +334,7 @@ class AmiClient:
         try:
             while True:
                 data = await session.reader.read(READ_CHUNK)
+                self.bytes_received += len(data)
                 session.conn.receive_data(data)
                 while (msg := session.conn.next_event()) is not NEED_DATA:
                     if isinstance(msg, ConnectionClosed):
@@ -368,6 +373,7 @@ class AmiClient:
         elif isinstance(msg, Response):
             self._on_response(session, msg)
         elif isinstance(msg, Event):
+            self.events_received += 1
             action_id = msg.action_id
             if action_id is not None and action_id in session.lists:
                 collector, done = session.lists[action_id]

@@ -183,6 +183,12 @@ class BridgeCollector(Collector):
         yield CounterMetricFamily(PREFIX + "ami_reconnects",
                                   "AMI sessions established after the first one.",
                                   value=link.reconnects)
+        yield CounterMetricFamily(PREFIX + "ami_events_received",
+                                  "AMI events Asterisk sent the bridge (list replies "
+                                  "included).", value=client.events_received)
+        yield CounterMetricFamily(PREFIX + "ami_bytes_received",
+                                  "Bytes Asterisk sent the bridge's AMI session.",
+                                  value=client.bytes_received)
         yield GaugeMetricFamily(PREFIX + "ami_queue_high_water",
                                 "Most AMI events ever waiting in the bridge's queue.",
                                 value=client.queue_high_water)

@@ -99,7 +99,7 @@ def make(port: int, log: list[str], secret: str = "s3cret", **kw: float) -> AmiC
 def test_login_resync_before_events_and_masked_wire_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="ami_bridge.ami.client")
 
-    async def main() -> list[str]:
+    async def main() -> tuple[list[str], AmiClient]:
         fake = FakeAsterisk()
         server, port = await start(fake)
         log: list[str] = []
@@ -111,11 +111,15 @@ def test_login_resync_before_events_and_masked_wire_log(caplog: pytest.LogCaptur
         await client.close()
         await task
         await stop(server, fake)
-        return log
+        return log, client
 
-    log = asyncio.run(main())
+    log, client = asyncio.run(main())
     # The owner's resync runs before any event is delivered.
     assert log[:3] == ["resync True ['1.1']", "event FullyBooted", "event Newchannel"]
+    # Counted: FullyBooted, Newchannel and the two events of the CoreShowChannels list;
+    # the bytes are everything the fake wrote, greeting and responses included.
+    assert client.events_received == 4
+    assert client.bytes_received > len(GREETING) + 4 * len("Event: \r\n\r\n")
     wire = caplog.text
     assert ">> " in wire and "<< " in wire and "s3cret" not in wire and "********" in wire
 
