@@ -144,7 +144,8 @@ class BridgeCollector(Collector):
                                       "VTS messages the intermediary refused (not acted on).",
                                       value=counters.refused)
             yield CounterMetricFamily(PREFIX + "call_events",
-                                      "Call events forwarded to a venue's VTS.",
+                                      "Call events of connected VTS processes' calls (sent, "
+                                      "or not subscribed to).",
                                       value=counters.call_events)
 
     def _vts(self) -> Iterator[Metric]:
