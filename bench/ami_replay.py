@@ -18,7 +18,9 @@ The bytes go through the real code path of one AMI read: `AmiConnection.receive_
 `AmiClient._drain_queue` -> `AmiLink._on_event` -> `CallTracker.handle` -> the real
 `Intermediary.forward_call_event` / `forward_agent_state` into a fake VTS link that
 encodes each message with `ami_bridge.tenants.protocol.encode` (what `VtsLink.send` does before
-writing). Process CPU time, best of `--reps`.
+writing). `--events agent_state` attaches the fake VTS with that subscription (protocol
+2.1, what the shipped runtime asks for); without it the VTS gets every kind. Process CPU
+time, best of `--reps`.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class _Session:
         raise RuntimeError(reason)
 
 
-def build(agents: int) -> tuple[Any, FakeLink]:
+def build(agents: int, events: tuple[str, ...] | None = None) -> tuple[Any, FakeLink]:
     from ami_bridge.ami_link import AmiLink
     from ami_bridge.config import parse
     from ami_bridge.intermediary import Intermediary
@@ -157,7 +159,7 @@ def build(agents: int) -> tuple[Any, FakeLink]:
     assert config.ami is not None
     link = AmiLink(settings=config.ami, config=config, intermediary=intermediary)
     fake = FakeLink()
-    intermediary._links["replay"] = fake  # type: ignore[assignment]
+    intermediary.attach_vts("replay", fake, events=events)
     # The resync's DeviceStateList: every agent device known and idle, sent once.
     from ami_bridge.ami.protocol import Event
     link.tracker.resync([], [Event(name="DeviceStateChange", fields=(
@@ -169,10 +171,11 @@ def build(agents: int) -> tuple[Any, FakeLink]:
     return link, fake
 
 
-def replay(data: bytes, agents: int) -> tuple[float, int, FakeLink, Any]:
+def replay(data: bytes, agents: int,
+           events: tuple[str, ...] | None = None) -> tuple[float, int, FakeLink, Any]:
     from ami_bridge.ami.protocol import NEED_DATA, AmiConnection
 
-    link, fake = build(agents)
+    link, fake = build(agents, events)
     client = link.client
     session = _Session()
     conn = AmiConnection()
@@ -196,27 +199,32 @@ def main(argv: list[str] | None = None) -> int:
                    help="DeviceStateChange per call of devices no tenant owns")
     p.add_argument("--trunk-dsc", type=int, default=1, help="0: drop the trunk's DSC events")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--events", default=None,
+                   help="the VTS's subscription, comma-separated (protocol 2.1; the shipped "
+                        "runtime: agent_state); default: none sent, every kind (2.0)")
     p.add_argument("--profile", default=None, help="write a cProfile of one rep here")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
     template = call_template(trunk_dsc=bool(args.trunk_dsc),
                              extra_devices=args.extra_devices)
     data = stream(args.calls, template)
+    wanted = None if args.events is None else tuple(filter(None, args.events.split(",")))
     best = None
     for _ in range(args.reps):
-        cpu, events, fake, link = replay(data, args.agents)
+        cpu, events, fake, link = replay(data, args.agents, wanted)
         best = cpu if best is None else min(best, cpu)
     assert best is not None
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        replay(data, args.agents)
+        replay(data, args.agents, wanted)
         prof.disable()
         prof.dump_stats(args.profile)
     result = {
         "bench": "ami-replay", "label": args.label, "calls": args.calls,
         "events_per_call": round(events / args.calls, 2), "agents": args.agents + 2,
         "extra_devices": args.extra_devices, "trunk_dsc": bool(args.trunk_dsc),
+        "vts_events": args.events,
         "us_per_call": round(best / args.calls * 1e6, 1),
         "us_per_event": round(best / events * 1e6, 2),
         "frames_per_call": round(fake.frames / args.calls, 2),
