@@ -6,8 +6,8 @@ The per-call event stream is the one call of `tests/data/ami/real_session.ami` (
 Asterisk 22.10 capture: acme-trunk -> acme-venue -> Dial operator, answered, hung up)
 reduced to what the shipped `ami-bridge` manager user receives: unsolicited events
 (no ActionID) whose name passes the eventfilters of asterisk-conf/manager.d/
-ami-bridge.conf (18 events: 2 Newchannel, DialBegin, 3 Newstate, DialEnd, 2 BridgeEnter,
-2 BridgeLeave, BridgeDestroy, 2 Hangup, 5 DeviceStateChange). `--extra-devices` adds
+ami-bridge.conf (17 events: 2 Newchannel, DialBegin, 3 Newstate, DialEnd, 2 BridgeEnter,
+2 BridgeLeave, 2 Hangup, 5 DeviceStateChange). `--extra-devices` adds
 the DeviceStateChange events of devices no tenant owns that a real system sends as
 well (the `Queue:` custom states, other tenants' trunks); `--trunk-dsc 0` drops the
 trunk's own DeviceStateChange events (what a Device eventfilter would do). Each call is
@@ -41,7 +41,7 @@ from bench.common import REPO
 CORPUS = REPO / "tests" / "data" / "ami" / "real_session.ami"
 FILTERED = frozenset({
     "FullyBooted", "Shutdown", "Newchannel", "Newstate", "DialBegin", "DialEnd",
-    "BridgeEnter", "BridgeLeave", "BridgeDestroy", "LocalBridge", "Hold", "Unhold",
+    "BridgeEnter", "BridgeLeave", "LocalBridge", "Hold", "Unhold",
     "BlindTransfer", "AttendedTransfer", "Hangup", "DeviceStateChange",
     "QueueMemberStatus", "QueueMemberPause", "QueueMemberAdded", "QueueMemberRemoved"})
 CHUNK = 64 * 1024
