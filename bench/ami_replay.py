@@ -14,8 +14,8 @@ trunk's own DeviceStateChange events (what a Device eventfilter would do). Each 
 repeated with fresh Uniqueids, Linkedids, channel sequence numbers and bridge ids.
 
 The bytes go through the real code path of one AMI read: `AmiConnection.receive_data`
-/ `next_event` in 64 KiB chunks, `AmiClient._handle` (list-action check, queue),
-`AmiClient._drain_queue` -> `AmiLink._on_event` -> `CallTracker.handle` -> the real
+/ `next_event` in 64 KiB chunks, `AmiClient._handle` (list-action check) ->
+`AmiLink._on_event` -> `CallTracker.handle` -> the real
 `Intermediary.forward_call_event` / `forward_agent_state` into a fake VTS link that
 encodes each message with `ami_bridge.tenants.protocol.encode` (what `VtsLink.send` does before
 writing). `--events agent_state` attaches the fake VTS with that subscription (protocol
@@ -140,6 +140,7 @@ class _Flag:
 class _Session:
     lists: ClassVar[dict[str, Any]] = {}
     booted = greeted = _Flag()
+    held = None  # after the resync: events go to on_event at once
 
     def end(self, reason: str) -> None:
         raise RuntimeError(reason)
@@ -186,7 +187,6 @@ def replay(data: bytes, agents: int,
         while (msg := conn.next_event()) is not NEED_DATA:
             client._handle(session, msg)  # type: ignore[arg-type]
             events += 1
-        client._drain_queue()
     return time.process_time() - t0, events - 1, fake, link
 
 

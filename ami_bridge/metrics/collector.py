@@ -191,7 +191,7 @@ class BridgeCollector(Collector):
                                   "Bytes Asterisk sent the bridge's AMI session.",
                                   value=client.bytes_received)
         yield GaugeMetricFamily(PREFIX + "ami_queue_high_water",
-                                "Most AMI events ever waiting in the bridge's queue.",
+                                "Most AMI events ever held during a resync.",
                                 value=client.queue_high_water)
 
     def _alarms(self) -> Iterator[Metric]:
