@@ -124,6 +124,7 @@ class FakeLink:
         self.frames = 0
         self.bytes = 0
         self.kinds: dict[str, int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, message: Any) -> None:
         self.frames += 1
@@ -160,6 +161,7 @@ def build(agents: int, events: tuple[str, ...] | None = None) -> tuple[Any, Fake
     assert config.ami is not None
     link = AmiLink(settings=config.ami, config=config, intermediary=intermediary)
     fake = FakeLink()
+    fake.loop = loop  # closed by `replay` when done
     intermediary.attach_vts("replay", fake, events=events)
     # The resync's DeviceStateList: every agent device known and idle, sent once.
     from ami_bridge.ami.protocol import Event
@@ -187,7 +189,10 @@ def replay(data: bytes, agents: int,
         while (msg := conn.next_event()) is not NEED_DATA:
             client._handle(session, msg)  # type: ignore[arg-type]
             events += 1
-    return time.process_time() - t0, events - 1, fake, link
+    cpu = time.process_time() - t0
+    if fake.loop is not None:
+        fake.loop.close()
+    return cpu, events - 1, fake, link
 
 
 def main(argv: list[str] | None = None) -> int:
