@@ -10,9 +10,7 @@ Frames are typed by `ami_bridge.tenants.messages`; one the runtime cannot read i
 logged and skipped. `Worker.decide` (the answer for one pending call, or None for no
 answer) and `Worker.on_message` (every frame from the bridge) are the hooks a VTS
 built on this runtime overrides; `serve` runs any such `Worker` on the socket. The
-fault-injecting VTS of the tests (`python -m harness.fault_vts`) is one. Its hello asks
-the bridge only for the event kinds in `Worker.events` (protocol 2.1: `agent_state`);
-a runtime that reads call events sets it to None (every kind).
+fault-injecting VTS of the tests (`python -m harness.fault_vts`) is one.
 """
 
 from __future__ import annotations
