@@ -59,7 +59,7 @@ from ami_bridge.personal.model import Portion, TraceRecord, User
 from ami_bridge.personal.pops import Pop
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
-from ami_bridge.tenants.protocol import PROTOCOL_VERSION, JsonObject
+from ami_bridge.tenants.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ class Counters:
     abandoned: int = 0
     refused: int = 0
     treatments: int = 0
-    call_events: int = 0
+    call_events: int = 0  # of connected VTS's calls, sent or not subscribed to
+    call_events_unsubscribed: int = 0  # kinds the VTS did not ask for: not sent
     asked: int = 0
 
 
@@ -172,6 +173,9 @@ class Intermediary:
         self._agent_snapshot = agent_snapshot
         self._on_call_entered = on_call_entered
         self._links: dict[str, VtsLink] = {}
+        # VTS -> the event kinds it asked for in its hello (None: all, protocol 2.0);
+        # a kind nobody asked for is never built or encoded.
+        self._wants: dict[str, frozenset[str] | None] = {}
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
         self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # -> (VTS, outcome)
@@ -196,10 +200,16 @@ class Intermediary:
         for name, link in self._links.items():
             link.send(self.hello_for(name))
 
-    def attach_vts(self, name: str, link: VtsLink) -> None:
+    def attach_vts(self, name: str, link: VtsLink, *,
+                   events: Iterable[str] | None = None) -> None:
+        """The VTS said hello: `events` are the kinds of `call` events and
+        `agent_state` it wants (its hello's `events`; None: every kind)."""
         self._links[name] = link
+        self._wants[name] = None if events is None else frozenset(events)
         self._per_vts.setdefault(name, set())
         log.info("VTS %s connected (tenants: %s)", name, self._tenants_of(name))
+        if not self._wants_kind(name, m.AGENT_STATE):
+            return
         served = self._config.vts[name].tenants if name in self._config.vts else ()
         for tenant in served:  # what the AMI link knows of its agents so far
             for agent in self._agent_snapshot(tenant):
@@ -209,6 +219,7 @@ class Intermediary:
         """The VTS link is gone: default-route every call it was deciding."""
         if self._links.pop(name, None) is None:
             return
+        self._wants.pop(name, None)
         handles = self._per_vts.pop(name, set())
         if self._stopping and not handles:  # the bridge stops its VTS processes: expected
             log.info("VTS %s disconnected (the bridge is stopping)", name)
@@ -686,20 +697,30 @@ class Intermediary:
         self.counters.defaulted[cause] = self.counters.defaulted.get(cause, 0) + 1
 
     # -- from the AMI side ---------------------------------------------------------
+    def _wants_kind(self, vts: str, kind: str) -> bool:
+        wants = self._wants.get(vts)
+        return wants is None or kind in wants
+
     def forward_agent_state(self, message: m.AgentState) -> None:
-        """An agent device's state goes to the VTS processes serving its tenant only."""
+        """An agent device's state goes to the VTS processes serving its tenant only
+        (those that asked for `agent_state`)."""
         for name, vts in self._config.vts.items():
             link = self._links.get(name)
-            if link is not None and message.tenant in vts.tenants:
+            if link is not None and message.tenant in vts.tenants and \
+                    self._wants_kind(name, m.AGENT_STATE):
                 link.send(message)
 
     def forward_call_event(self, event: CallEvent) -> None:
-        """A tracked call's event goes to its venue's VTS, and only there."""
+        """A tracked call's event goes to its venue's VTS, and only there (if that VTS
+        asked for its kind)."""
         venue = self._config.venues.get(event.venue)
         link = self._links.get(venue.vts) if venue is not None else None
         if venue is None or link is None or venue.tenant != event.tenant:
             return
         self.counters.call_events += 1
+        if not self._wants_kind(venue.vts, event.kind):
+            self.counters.call_events_unsubscribed += 1
+            return
         link.send(m.CallProgress(kind=event.kind, venue=event.venue, uniqueid=event.call,
                                  leg=event.uniqueid, channel=event.channel,
                                  detail=dict(event.detail)))
@@ -718,7 +739,7 @@ class Intermediary:
         """The bridge's hello to a VTS: the routing protocols of the tenants it serves."""
         served = self._config.vts[vts].tenants if vts in self._config.vts else ()
         tenants = {name: self._config.tenants[name] for name in served}
-        return m.Hello(v=PROTOCOL_VERSION, vts=vts, tenants={
+        return m.Hello(v=PROTOCOL_VERSION, minor=PROTOCOL_MINOR, vts=vts, tenants={
             name: m.TenantRouting(timezone=t.timezone, holidays=tuple(t.holidays),
                                   targets=tuple(sorted(t.targets)),
                                   extensions=dict(t.extensions), rules=tuple(t.rules),

@@ -90,7 +90,7 @@ class VtsLinkProtocol(asyncio.Protocol):
             raise RemoteProtocolError(
                 f"expected hello with v={PROTOCOL_VERSION}, got {str(raw)[:120]}")
         self.ready = True
-        self._intermediary.attach_vts(self.name, self)
+        self._intermediary.attach_vts(self.name, self, events=hello.events)
 
     # -- VtsLink -----------------------------------------------------------------------
     def send(self, message: messages.Message) -> None:

@@ -193,6 +193,8 @@ def one(variant: str, rate: int, seconds: float, path: str, workdir: Path,
         "asterisk_cpu_ms_per_call": round(cpu / ok * 1000, 3),
         "bridge_cpu_ms_per_call": round(bcpu / ok * 1000, 3) if bridge else None,
         "bridge_main_cpu_ms_per_call": round(main_cpu / ok * 1000, 3) if bridge else None,
+        # the bridge's VTS processes (its process tree but the main process)
+        "vts_cpu_ms_per_call": round((bcpu - main_cpu) / ok * 1000, 3) if bridge else None,
         "bridge_ami": bridge_ami, "read_pause": read_pause,
         # voluntary context switches (= wake-ups from epoll) per call: main, VTS ...
         "wakeups_per_call": [round(x / ok, 1) for x in sw],

@@ -6,19 +6,21 @@ The per-call event stream is the one call of `tests/data/ami/real_session.ami` (
 Asterisk 22.10 capture: acme-trunk -> acme-venue -> Dial operator, answered, hung up)
 reduced to what the shipped `ami-bridge` manager user receives: unsolicited events
 (no ActionID) whose name passes the eventfilters of asterisk-conf/manager.d/
-ami-bridge.conf (18 events: 2 Newchannel, DialBegin, 3 Newstate, DialEnd, 2 BridgeEnter,
-2 BridgeLeave, BridgeDestroy, 2 Hangup, 5 DeviceStateChange). `--extra-devices` adds
+ami-bridge.conf (17 events: 2 Newchannel, DialBegin, 3 Newstate, DialEnd, 2 BridgeEnter,
+2 BridgeLeave, 2 Hangup, 5 DeviceStateChange). `--extra-devices` adds
 the DeviceStateChange events of devices no tenant owns that a real system sends as
 well (the `Queue:` custom states, other tenants' trunks); `--trunk-dsc 0` drops the
 trunk's own DeviceStateChange events (what a Device eventfilter would do). Each call is
 repeated with fresh Uniqueids, Linkedids, channel sequence numbers and bridge ids.
 
 The bytes go through the real code path of one AMI read: `AmiConnection.receive_data`
-/ `next_event` in 64 KiB chunks, `AmiClient._handle` (list-action check, queue),
-`AmiClient._drain_queue` -> `AmiLink._on_event` -> `CallTracker.handle` -> the real
+/ `next_event` in 64 KiB chunks, `AmiClient._handle` (list-action check) ->
+`AmiLink._on_event` -> `CallTracker.handle` -> the real
 `Intermediary.forward_call_event` / `forward_agent_state` into a fake VTS link that
 encodes each message with `ami_bridge.tenants.protocol.encode` (what `VtsLink.send` does before
-writing). Process CPU time, best of `--reps`.
+writing). `--events agent_state` attaches the fake VTS with that subscription (protocol
+2.1, what the shipped runtime asks for); without it the VTS gets every kind. Process CPU
+time, best of `--reps`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from bench.common import REPO
 CORPUS = REPO / "tests" / "data" / "ami" / "real_session.ami"
 FILTERED = frozenset({
     "FullyBooted", "Shutdown", "Newchannel", "Newstate", "DialBegin", "DialEnd",
-    "BridgeEnter", "BridgeLeave", "BridgeDestroy", "LocalBridge", "Hold", "Unhold",
+    "BridgeEnter", "BridgeLeave", "LocalBridge", "Hold", "Unhold",
     "BlindTransfer", "AttendedTransfer", "Hangup", "DeviceStateChange",
     "QueueMemberStatus", "QueueMemberPause", "QueueMemberAdded", "QueueMemberRemoved"})
 CHUNK = 64 * 1024
@@ -122,6 +124,7 @@ class FakeLink:
         self.frames = 0
         self.bytes = 0
         self.kinds: dict[str, int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, message: Any) -> None:
         self.frames += 1
@@ -138,12 +141,13 @@ class _Flag:
 class _Session:
     lists: ClassVar[dict[str, Any]] = {}
     booted = greeted = _Flag()
+    held = None  # after the resync: events go to on_event at once
 
     def end(self, reason: str) -> None:
         raise RuntimeError(reason)
 
 
-def build(agents: int) -> tuple[Any, FakeLink]:
+def build(agents: int, events: tuple[str, ...] | None = None) -> tuple[Any, FakeLink]:
     from ami_bridge.ami_link import AmiLink
     from ami_bridge.config import parse
     from ami_bridge.intermediary import Intermediary
@@ -157,7 +161,8 @@ def build(agents: int) -> tuple[Any, FakeLink]:
     assert config.ami is not None
     link = AmiLink(settings=config.ami, config=config, intermediary=intermediary)
     fake = FakeLink()
-    intermediary._links["replay"] = fake  # type: ignore[assignment]
+    fake.loop = loop  # closed by `replay` when done
+    intermediary.attach_vts("replay", fake, events=events)
     # The resync's DeviceStateList: every agent device known and idle, sent once.
     from ami_bridge.ami.protocol import Event
     link.tracker.resync([], [Event(name="DeviceStateChange", fields=(
@@ -169,10 +174,11 @@ def build(agents: int) -> tuple[Any, FakeLink]:
     return link, fake
 
 
-def replay(data: bytes, agents: int) -> tuple[float, int, FakeLink, Any]:
+def replay(data: bytes, agents: int,
+           events: tuple[str, ...] | None = None) -> tuple[float, int, FakeLink, Any]:
     from ami_bridge.ami.protocol import NEED_DATA, AmiConnection
 
-    link, fake = build(agents)
+    link, fake = build(agents, events)
     client = link.client
     session = _Session()
     conn = AmiConnection()
@@ -183,8 +189,10 @@ def replay(data: bytes, agents: int) -> tuple[float, int, FakeLink, Any]:
         while (msg := conn.next_event()) is not NEED_DATA:
             client._handle(session, msg)  # type: ignore[arg-type]
             events += 1
-        client._drain_queue()
-    return time.process_time() - t0, events - 1, fake, link
+    cpu = time.process_time() - t0
+    if fake.loop is not None:
+        fake.loop.close()
+    return cpu, events - 1, fake, link
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,27 +204,32 @@ def main(argv: list[str] | None = None) -> int:
                    help="DeviceStateChange per call of devices no tenant owns")
     p.add_argument("--trunk-dsc", type=int, default=1, help="0: drop the trunk's DSC events")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--events", default=None,
+                   help="the VTS's subscription, comma-separated (protocol 2.1; the shipped "
+                        "runtime: agent_state); default: none sent, every kind (2.0)")
     p.add_argument("--profile", default=None, help="write a cProfile of one rep here")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
     template = call_template(trunk_dsc=bool(args.trunk_dsc),
                              extra_devices=args.extra_devices)
     data = stream(args.calls, template)
+    wanted = None if args.events is None else tuple(filter(None, args.events.split(",")))
     best = None
     for _ in range(args.reps):
-        cpu, events, fake, link = replay(data, args.agents)
+        cpu, events, fake, link = replay(data, args.agents, wanted)
         best = cpu if best is None else min(best, cpu)
     assert best is not None
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        replay(data, args.agents)
+        replay(data, args.agents, wanted)
         prof.disable()
         prof.dump_stats(args.profile)
     result = {
         "bench": "ami-replay", "label": args.label, "calls": args.calls,
         "events_per_call": round(events / args.calls, 2), "agents": args.agents + 2,
         "extra_devices": args.extra_devices, "trunk_dsc": bool(args.trunk_dsc),
+        "vts_events": args.events,
         "us_per_call": round(best / args.calls * 1e6, 1),
         "us_per_event": round(best / events * 1e6, 2),
         "frames_per_call": round(fake.frames / args.calls, 2),

@@ -27,6 +27,8 @@ BEHAVIOURS = ("rules", "silent", "late", "foreign-target")
 
 
 class FaultVts(Worker):
+    events = None  # every event kind (protocol 2.1 subscription): tests read them all
+
     def __init__(self, *, name: str, done: asyncio.Future[None], behaviour: str,
                  late_by: float, foreign_target: m.Target, record: TextIO | None) -> None:
         super().__init__(name=name, done=done)

@@ -111,12 +111,15 @@ class TenantRouting:
 
 @dataclass(frozen=True)
 class Hello:
-    """Both ways, first: the protocol version; from the bridge also the VTS's tenants."""
+    """Both ways, first: the protocol version; from the bridge also the VTS's tenants;
+    from a VTS (minor 1) the event kinds it wants (`events`, None: every kind)."""
 
     TYPE: ClassVar[str] = "hello"
     v: int
     vts: str = ""
     tenants: Mapping[str, TenantRouting] = field(default_factory=dict)
+    minor: int = 0
+    events: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,14 @@ class Ask:
     trace: TraceInfo | None = None
 
 
+# The kinds of `call` events (ami_bridge/ami/EVENTS.md) and, with `agent_state`, what a
+# VTS may name in its hello's `events` (minor 1). Events about a handle the VTS was
+# given (treatment_done, abandoned, default_routed) and errors are always sent.
+CALL_EVENT_KINDS = ("dial_begin", "dial_end", "answer", "bridge_enter", "bridge_leave",
+                    "hold", "unhold", "transfer", "hangup", "call_end")
+AGENT_STATE = "agent_state"
+SUBSCRIBABLE = (AGENT_STATE, *CALL_EVENT_KINDS)
+
 Disposition = RouteTo | Treat | Reject | TakeDefault | Ask
 Event = TreatmentDone | Abandoned | DefaultRouted | CallProgress
 Message = Hello | RouteRequest | Event | AgentState | Error | Disposition
@@ -375,8 +386,10 @@ def parse(obj: object) -> Message:
     if type_ == "event":
         return _event(f)
     if type_ == "hello":
+        events = None if f.get("events", None) is None else f.strings("events")
         return Hello(v=f.integer("v", None, 0), vts=f.string("vts", ""),
-                     tenants=_tenants(f.table("tenants")))
+                     tenants=_tenants(f.table("tenants")), minor=f.integer("minor", 0, 0),
+                     events=events)
     if type_ == "agent_state":
         idle = f.get("idle_since", None)
         if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int | float)):
@@ -594,6 +607,10 @@ def _caller_wire(call: CallerData) -> JsonObject:
 
 def _hello_wire(hello: Hello) -> JsonObject:
     out: JsonObject = {"type": hello.TYPE, "v": hello.v, "vts": hello.vts}
+    if hello.minor:
+        out["minor"] = hello.minor
+    if hello.events is not None:
+        out["events"] = list(hello.events)
     if hello.tenants:
         out["tenants"] = {
             name: {"timezone": t.timezone, "holidays": list(t.holidays),

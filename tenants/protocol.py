@@ -1,4 +1,4 @@
-"""Sans-I/O framing of the bridge <-> VTS wire protocol (version 2).
+"""Sans-I/O framing of the bridge <-> VTS wire protocol (version 2.1).
 
 Frames are single-line JSON objects (UTF-8) ended by LF: JSON escapes every control
 character inside strings, so the newline is an unambiguous delimiter and a VTS can be
@@ -21,6 +21,9 @@ from typing import Any
 # 2: one target spelling, `KIND:VALUE` (`"target": "queue:sales"`, `previous.target`);
 # version 1's `queue` / `external` keys and `previous.kind` are gone.
 PROTOCOL_VERSION = 2
+# Minor versions add to a version without breaking it (`minor` in `hello`; absent: 0).
+# 1: a VTS names the event kinds it wants in its hello (`events`); without it, all.
+PROTOCOL_MINOR = 1
 # The environment variable naming the VTS's end of its socket pair (a file descriptor
 # number), set by the bridge's supervisor for the VTS process it starts.
 FD_ENV = "AMI_BRIDGE_VTS_FD"

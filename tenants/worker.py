@@ -43,6 +43,7 @@ from ami_bridge.tenants import messages as m
 from ami_bridge.tenants import personal
 from ami_bridge.tenants.protocol import (
     FD_ENV,
+    PROTOCOL_MINOR,
     PROTOCOL_VERSION,
     FrameDecoder,
     JsonObject,
@@ -83,6 +84,12 @@ RECV_BYTES = 64 * 1024
 
 
 class Worker(asyncio.Protocol):
+    # What the hello asks the bridge for (protocol 2.1): agent states, which
+    # longest_idle and availability read. Call events were only ever logged at DEBUG
+    # here and cost the bridge and this process ~11 frames per call (bench/notes-
+    # issue14-amipath.md); a runtime built on this one that reads them sets None (all).
+    events: ClassVar[tuple[str, ...] | None] = (m.AGENT_STATE,)
+
     def __init__(self, *, name: str, done: asyncio.Future[None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -113,7 +120,8 @@ class Worker(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
         self._transport = cast(asyncio.Transport, transport)
-        self.send(m.Hello(v=PROTOCOL_VERSION, vts=self.name))
+        self.send(m.Hello(v=PROTOCOL_VERSION, vts=self.name, minor=PROTOCOL_MINOR,
+                          events=self.events))
 
     def data_received(self, data: bytes) -> None:
         self._decoder.receive_data(data)

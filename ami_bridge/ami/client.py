@@ -9,31 +9,34 @@ up. A session is: TCP connect, greeting, `Login` (a rejection raises nothing out
 only then `on_connected()` is awaited (the owner resyncs there; events are held
 meanwhile and delivered after it returns), a `Ping` every `ping_interval` must be
 answered within `ping_timeout` or the session is dropped, and `on_disconnected(reason)`
-follows its end. Events go through a bounded queue to `on_event` (a callback error is
-logged, never kills the session); the reader never waits on the consumer, so Asterisk
-never drops us as a slow reader; if the queue overflows the session is dropped on
-purpose, because a resync after reconnecting is the only way back to a true view.
+follows its end. The session is an `asyncio.Protocol`: bytes are parsed where they
+arrive (`data_received`) and each event goes straight to `on_event` (a callback error
+is logged, never kills the session), with no reader task and no queue to wake (one task
+wake-up less per read, bench/notes-issue14-amipath.md). Events that arrive before
+`on_connected` returned are held, in order, and delivered after it; the hold is
+bounded, and overflowing it drops the session on purpose, because a resync after
+reconnecting is the only way back to a true view.
 `send_action` / `send_list_action` give each action a fresh ActionID and a timeout; an
 action whose session drops before its response fails with `AmiDisconnected` and is never
 resent (a Redirect must not run twice), unless the caller marks it `retry=True`
 (read-only actions). `send_nowait` writes at once, or not at all when there is no
 session, and is never resent (AsyncAGI's `AGI` actions). Wire lines are logged at DEBUG
 with `>>` (to Asterisk) and `<<` (from Asterisk), secrets masked. After each read the
-reader stops reading the socket for `read_pause` seconds (default 5 ms) so the events
-Asterisk writes one by one arrive in batches: one wake-up of the event loop, of the
-dispatcher and of each VTS link per batch instead of per event (at 120 calls/s that is
-~2,000 events/s). Events are then up to `read_pause` late; the kernel's socket buffer
-holds far more than that, so Asterisk never sees a slow reader.
+session stops reading the socket for `read_pause` seconds (default 5 ms) so the events
+Asterisk writes one by one arrive in batches: one wake-up of the event loop and of each
+VTS link per batch instead of per event (at 120 calls/s that is ~2,000 events/s).
+Events are then up to `read_pause` late; the kernel's socket buffer holds far more than
+that, so Asterisk never sees a slow reader.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -52,15 +55,17 @@ from ami_bridge.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 256 * 1024  # large reads: fewer wakeups under event bursts
 # Pause after each read: batches events (see the module docstring). 5 ms at ~400 bytes
 # per event and 2,000 events/s is ~4 KB waiting in the socket buffer.
 DEFAULT_READ_PAUSE = 0.005
 # Keys whose values never reach a log line.
 SECRET_KEYS = frozenset({"secret", "key"})
-# The queue between the reader and on_event: at ~10 events per call, 10 000 events is
-# seconds of a busy system; it only fills if on_event itself stalls.
+# Events held while the owner resyncs (on_connected): at ~16 events per call, 10 000
+# events is seconds of a busy system; it only fills if the resync itself stalls.
 DEFAULT_QUEUE_SIZE = 10_000
+# How long a closing session waits for its transport to go (it flushes unsent actions
+# first); then the socket is aborted.
+CLOSE_TIMEOUT = 1.0
 
 EventCallback = Callable[[Event], None]
 ConnectedCallback = Callable[[], Awaitable[None]]
@@ -90,23 +95,53 @@ class _SessionEnded(Exception):
     """Internal: why one session ended (the reason string goes to on_disconnected)."""
 
 
-class _Session:
-    """One TCP connection: reader loop, pending actions, FullyBooted flag."""
+class _Session(asyncio.Protocol):
+    """One TCP connection: its protocol state, pending actions, FullyBooted flag, the
+    events held until the owner's resync is over. Bytes go to `AmiClient._received`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, client: AmiClient) -> None:
+        loop = asyncio.get_running_loop()
+        self.client = client
+        self.transport: asyncio.Transport | None = None
         self.conn = AmiConnection()
         self.greeted = asyncio.Event()
         self.booted = asyncio.Event()
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[str] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()  # connection_lost
         self.pending: dict[str, asyncio.Future[Response]] = {}
         self.callbacks: dict[str, ResponseCallback] = {}  # send_nowait's
         self.lists: dict[str, tuple[ListCollector, asyncio.Future[None]]] = {}
+        self.held: deque[Event] | None = deque()  # None: deliver events at once
+        self.resume: asyncio.TimerHandle | None = None  # the read pause's end
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.client._received(self, data)
+
+    def eof_received(self) -> bool:
+        self.client._received(self, b"")
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.resume is not None:
+            self.resume.cancel()
+        self.end(f"read failed: {exc!r}" if exc is not None else "connection lost")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def resume_reading(self) -> None:
+        self.resume = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def end(self, reason: str) -> None:
         if not self.ended.done():
             self.ended.set_result(reason)
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class AmiClient:
@@ -138,7 +173,7 @@ class AmiClient:
         self.booted_timeout = booted_timeout
         self.backoff = backoff or Backoff()
         self._clock = clock
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
+        self.queue_size = queue_size
         self.read_pause = read_pause
         self.queue_high_water = 0
         self._session: _Session | None = None
@@ -147,6 +182,10 @@ class AmiClient:
         self._ids = itertools.count(1)
         self._id_prefix = f"ab{os.getpid()}-"
         self.attempts = 0  # connection attempts so far (tests count them)
+        # Everything Asterisk sent over all sessions: Event blocks (list replies included)
+        # and bytes; the metrics' ami_events_received_total / ami_bytes_received_total.
+        self.events_received = 0
+        self.bytes_received = 0
         self.last_login_error: str | None = None
 
     # -- public ---------------------------------------------------------------------
@@ -246,15 +285,13 @@ class AmiClient:
 
     async def _one_session(self) -> str:
         self.attempts += 1
+        session = _Session(self)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=READ_CHUNK),
-                self.connect_timeout,
-            )
+            await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                lambda: session, self.host, self.port), self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             return f"connect failed: {exc!r}"
-        session = _Session(reader, writer)
-        tasks = [asyncio.create_task(self._read_loop(session), name="ami-reader")]
+        tasks: list[asyncio.Task[None]] = []
         was_connected = False
         try:
             await self._login(session)
@@ -266,7 +303,7 @@ class AmiClient:
                      self.port, self.username)
             if self._on_connected is not None:
                 await self._race(session, self._on_connected(), "on_connected")
-            tasks.append(asyncio.create_task(self._dispatch_loop(), name="ami-dispatch"))
+            self._deliver_held(session)
             return await session.ended
         except _SessionEnded as exc:
             return str(exc)
@@ -284,12 +321,15 @@ class AmiClient:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await session.writer.wait_closed()
+            try:
+                await asyncio.wait_for(asyncio.shield(session.closed), CLOSE_TIMEOUT)
+            except TimeoutError:
+                if session.transport is not None:
+                    session.transport.abort()
             self._fail_pending(session)
             # Events read before the drop precede any later resync: deliver them now,
             # in order, rather than after the next session's snapshot.
-            self._drain_queue()
+            self._deliver_held(session)
             if was_connected and self._on_disconnected is not None:
                 reason = session.ended.result()
                 try:
@@ -326,39 +366,28 @@ class AmiClient:
             raise _SessionEnded(f"{session.ended.result()} (waiting for {what})")
         raise _SessionEnded(f"no {what} within {limit:g} s")
 
-    async def _read_loop(self, session: _Session) -> None:
+    def _received(self, session: _Session, data: bytes) -> None:
+        """Bytes from Asterisk (b"": EOF): parse, hand out every message, then pause."""
+        self.bytes_received += len(data)
         try:
-            while True:
-                data = await session.reader.read(READ_CHUNK)
-                session.conn.receive_data(data)
-                while (msg := session.conn.next_event()) is not NEED_DATA:
-                    if isinstance(msg, ConnectionClosed):
-                        session.end("Asterisk closed the connection")
-                        return
-                    self._handle(session, msg)
-                if not data:
+            session.conn.receive_data(data)
+            while (msg := session.conn.next_event()) is not NEED_DATA:
+                if isinstance(msg, ConnectionClosed):
+                    session.end("Asterisk closed the connection")
                     return
-                if self.read_pause > 0:
-                    await self._pause(session)
+                self._handle(session, msg)
         except RemoteProtocolError as exc:
             log.error("AMI protocol error: %s", exc)
             session.end(f"protocol error: {exc}")
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            session.end(f"read failed: {exc!r}")
-
-    async def _pause(self, session: _Session) -> None:
-        """Let events gather in the kernel's socket buffer for `read_pause` seconds.
-
-        The transport stops polling the socket meanwhile; otherwise the event loop would
-        still wake and read once per event Asterisk writes."""
-        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
-        transport = cast(asyncio.Transport, session.writer.transport)
-        transport.pause_reading()
-        try:
-            await asyncio.sleep(self.read_pause)
-        finally:
-            if not transport.is_closing():
-                transport.resume_reading()
+            return
+        if data and self.read_pause > 0 and session.transport is not None \
+                and not session.transport.is_closing() and session.resume is None:
+            # Let events gather in the kernel's socket buffer for `read_pause`: the
+            # transport stops polling the socket meanwhile, otherwise the event loop
+            # would still wake and read once per event Asterisk writes.
+            session.transport.pause_reading()
+            session.resume = asyncio.get_running_loop().call_later(
+                self.read_pause, session.resume_reading)
 
     def _handle(self, session: _Session, msg: object) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -368,6 +397,7 @@ class AmiClient:
         elif isinstance(msg, Response):
             self._on_response(session, msg)
         elif isinstance(msg, Event):
+            self.events_received += 1
             action_id = msg.action_id
             if action_id is not None and action_id in session.lists:
                 collector, done = session.lists[action_id]
@@ -393,36 +423,35 @@ class AmiClient:
             log.warning("AMI response to no pending action: %r", msg)
 
     def _enqueue(self, session: _Session, event: Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            log.error("AMI event queue full (%d): dropping the session to resync",
-                      self._queue.maxsize)
+        held = session.held
+        if held is None:
+            self._dispatch(event)
+            return
+        if len(held) >= self.queue_size:
+            log.error("AMI events held during the resync passed %d: dropping the session "
+                      "to resync", self.queue_size)
             session.end("event queue overflow")
             return
-        size = self._queue.qsize()
+        held.append(event)
+        size = len(held)
         if size > self.queue_high_water:
             # Log each doubling only: the high-water mark is news, not every event.
             if size >= 2 * max(self.queue_high_water, 64):
-                log.warning("AMI event queue high-water mark %d of %d", size,
-                            self._queue.maxsize)
+                log.warning("AMI events held high-water mark %d of %d", size,
+                            self.queue_size)
             self.queue_high_water = size
 
-    async def _dispatch_loop(self) -> None:
-        while True:
-            event = await self._queue.get()
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("on_event failed for %s", event.name)
+    def _dispatch(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("on_event failed for %s", event.name)
 
-    def _drain_queue(self) -> None:
-        while not self._queue.empty():
-            event = self._queue.get_nowait()
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("on_event failed for %s", event.name)
+    def _deliver_held(self, session: _Session) -> None:
+        """Deliver the events held so far, in order; from now on, at once."""
+        held, session.held = session.held, None
+        while held:
+            self._dispatch(held.popleft())
 
     async def _ping_loop(self, session: _Session) -> None:
         while True:
@@ -450,7 +479,8 @@ class AmiClient:
         if log.isEnabledFor(logging.DEBUG):
             shown = [(k, "********" if k.lower() in SECRET_KEYS else v) for k, v in pairs]
             log.debug(">> %r", encode_action(name, action_id, shown))
-        session.writer.write(data)
+        assert session.transport is not None  # set by connection_made
+        session.transport.write(data)
 
     async def _session_before(self, deadline: float, what: str) -> _Session:
         remaining = deadline - asyncio.get_running_loop().time()

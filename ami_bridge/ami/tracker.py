@@ -190,7 +190,8 @@ class CallTracker:
 
     def _track_bridges(self, name: str, ix: Mapping[str, str], uid: str) -> None:
         """Who is in which bridge, for every channel (an unowned channel may be joined
-        by an owned one later); entries go with BridgeLeave, BridgeDestroy or Hangup.
+        by an owned one later); entries go with BridgeLeave or Hangup (and BridgeDestroy,
+        which the shipped manager user no longer receives: by then every member left).
         `ix` is the event's lower-cased key index, `uid` its Uniqueid ("" if none)."""
         if name not in _BRIDGE_TRACKED:
             return

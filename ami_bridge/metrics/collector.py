@@ -144,7 +144,8 @@ class BridgeCollector(Collector):
                                       "VTS messages the intermediary refused (not acted on).",
                                       value=counters.refused)
             yield CounterMetricFamily(PREFIX + "call_events",
-                                      "Call events forwarded to a venue's VTS.",
+                                      "Call events of connected VTS processes' calls (sent, "
+                                      "or not subscribed to).",
                                       value=counters.call_events)
 
     def _vts(self) -> Iterator[Metric]:
@@ -183,8 +184,14 @@ class BridgeCollector(Collector):
         yield CounterMetricFamily(PREFIX + "ami_reconnects",
                                   "AMI sessions established after the first one.",
                                   value=link.reconnects)
+        yield CounterMetricFamily(PREFIX + "ami_events_received",
+                                  "AMI events Asterisk sent the bridge (list replies "
+                                  "included).", value=client.events_received)
+        yield CounterMetricFamily(PREFIX + "ami_bytes_received",
+                                  "Bytes Asterisk sent the bridge's AMI session.",
+                                  value=client.bytes_received)
         yield GaugeMetricFamily(PREFIX + "ami_queue_high_water",
-                                "Most AMI events ever waiting in the bridge's queue.",
+                                "Most AMI events ever held during a resync.",
                                 value=client.queue_high_water)
 
     def _alarms(self) -> Iterator[Metric]:

@@ -142,6 +142,9 @@ def test_scrapes_match_sipp_and_the_uases_and_the_logs_hold_no_secret(
         assert all(value(s, "ami_bridge_route_requests_total", **labels) <= calls
                    for s in during)
     assert value(after, "ami_bridge_ami_connected") == 1
+    # At least the Newchannel of every call came over the session, and its bytes.
+    assert value(after, "ami_bridge_ami_events_received_total") >= ACME_CALLS + GLOBEX_CALLS
+    assert value(after, "ami_bridge_ami_bytes_received_total") > 0
     assert value(after, "ami_bridge_vts_connected", vts="acme") == 1
     log = bridge.log()
     lines = json_lines(log)

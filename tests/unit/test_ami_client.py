@@ -99,7 +99,7 @@ def make(port: int, log: list[str], secret: str = "s3cret", **kw: float) -> AmiC
 def test_login_resync_before_events_and_masked_wire_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="ami_bridge.ami.client")
 
-    async def main() -> list[str]:
+    async def main() -> tuple[list[str], AmiClient]:
         fake = FakeAsterisk()
         server, port = await start(fake)
         log: list[str] = []
@@ -111,11 +111,15 @@ def test_login_resync_before_events_and_masked_wire_log(caplog: pytest.LogCaptur
         await client.close()
         await task
         await stop(server, fake)
-        return log
+        return log, client
 
-    log = asyncio.run(main())
+    log, client = asyncio.run(main())
     # The owner's resync runs before any event is delivered.
     assert log[:3] == ["resync True ['1.1']", "event FullyBooted", "event Newchannel"]
+    # Counted: FullyBooted, Newchannel and the two events of the CoreShowChannels list;
+    # the bytes are everything the fake wrote, greeting and responses included.
+    assert client.events_received == 4
+    assert client.bytes_received > len(GREETING) + 4 * len("Event: \r\n\r\n")
     wire = caplog.text
     assert ">> " in wire and "<< " in wire and "s3cret" not in wire and "********" in wire
 
@@ -179,3 +183,48 @@ def test_wrong_secret_backs_off() -> None:
     assert client.last_login_error is not None and "refused" in client.last_login_error
     # Delays are at least 0.025, 0.05, 0.1, 0.1, ... s: at most 7 attempts in 0.6 s.
     assert 2 <= client.attempts <= 7
+
+
+def test_events_held_past_the_bound_during_the_resync_drop_the_session() -> None:
+    # FullyBooted and Newchannel arrive while the owner resyncs: both are held; a hold of
+    # one event overflows, and the session is dropped to resync again.
+    async def main() -> list[str]:
+        fake = FakeAsterisk()
+        server, port = await start(fake)
+        log: list[str] = []
+        client = make(port, log, queue_size=1)
+        task = asyncio.create_task(client.run())
+        while not any(line.startswith("down") for line in log):
+            await asyncio.sleep(0.01)
+        await client.close()
+        await task
+        await stop(server, fake)
+        return log
+
+    log = asyncio.run(main())
+    assert "down event queue overflow" in log
+    assert not any(line.startswith("resync") for line in log)  # it never finished
+
+
+def test_a_broken_block_ends_the_session_naming_the_protocol_error() -> None:
+    async def main() -> tuple[list[str], int]:
+        fake = FakeAsterisk()
+        server, port = await start(fake)
+        log: list[str] = []
+        client = make(port, log)
+        task = asyncio.create_task(client.run())
+        await client.wait_connected(5)
+        fake.writers[0].write(b"Event: Hangup\r\nno colon on this line\r\n\r\n")
+        while not any(line.startswith("down") for line in log):
+            await asyncio.sleep(0.01)
+        while client.attempts < 2 or not client.connected:  # and it comes back
+            await asyncio.sleep(0.01)
+        await client.close()
+        await task
+        await stop(server, fake)
+        return log, client.attempts
+
+    log, attempts = asyncio.run(main())
+    down = [line for line in log if line.startswith("down")]
+    assert down[0].startswith("down protocol error: line is not 'Key: Value'"), down
+    assert "event Hangup" not in log and attempts >= 2

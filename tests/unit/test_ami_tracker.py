@@ -180,3 +180,35 @@ def test_resync_picks_up_calls_that_entered_a_venue_while_ami_was_down() -> None
                ("Linkedid", caller), ("Cause", "16"))))]
     assert got == [("hangup", "acme", caller, leg), ("hangup", "acme", caller, caller),
                    ("call_end", "acme", caller, caller)]
+
+
+
+CORPUS_WITH_BRIDGES = ("real_session", "call_operator", "bare_lf")
+
+
+def test_the_tracker_needs_no_bridge_destroy() -> None:
+    # The shipped manager user no longer asks for BridgeDestroy (one event per bridged
+    # call): every channel in a bridge leaves it by BridgeLeave or Hangup first, which
+    # already empties the bridge's entries. On every transcript with a BridgeDestroy,
+    # with every channel tracked (each binds itself in its context): when it arrives the
+    # tracker that never sees it already holds nothing of that bridge, and both give
+    # the same call events.
+    for name in CORPUS_WITH_BRIDGES:
+        evs = events(name)
+        contexts = {e.get("Context") or "" for e in evs if e.name == "Newchannel"}
+        venues = {c: "t" for c in contexts if c}
+        full, without = CallTracker(venues=venues), CallTracker(venues=venues)
+        got_full: list[object] = []
+        got_without: list[object] = []
+        destroyed = 0
+        for event in evs:
+            got_full += full.handle(event)
+            if event.name == "BridgeDestroy":
+                bridge = event.get("BridgeUniqueid") or ""
+                assert bridge not in without._bridges, name
+                assert bridge not in without._in_bridge.values(), name
+                destroyed += 1
+            else:
+                got_without += without.handle(event)
+        assert destroyed and got_full and got_without == got_full, name
+        assert (without._bridges, without._in_bridge) == (full._bridges, full._in_bridge)

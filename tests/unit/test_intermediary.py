@@ -22,7 +22,7 @@ from ami_bridge.calls import Disposition, Treatment
 from ami_bridge.intermediary import Intermediary
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.messages import Target
-from ami_bridge.tenants.protocol import PROTOCOL_VERSION
+from ami_bridge.tenants.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION
 from tests.unit.strategies import dispositions
 
 RAW: dict[str, Any] = {
@@ -491,6 +491,45 @@ def test_call_events_go_to_the_venues_vts_and_only_there() -> None:
     assert len(w.globex.sent) == 1 and len(w.acme.sent) == 1
 
 
+def test_a_vts_gets_only_the_event_kinds_it_subscribed_to() -> None:
+    asked: list[str] = []
+
+    def snapshot(tenant: str) -> list[m.AgentState]:
+        asked.append(tenant)
+        return [agent(tenant, f"PJSIP/{tenant}")]
+
+    w = World(agents=snapshot)
+    asked.clear()
+    acme, globex = Link(), Link()
+    w.inter.attach_vts("acme", acme, events=["agent_state", "call_end", "a-kind-from-2030"])
+    w.inter.attach_vts("globex", globex, events=[])  # nothing at all, not even the snapshot
+    assert asked == ["acme"] and acme.sent == [agent("acme", "PJSIP/acme")]
+    assert globex.sent == []
+    w.inter.forward_call_event(call_event("acme-venue", "acme"))  # dial_end: not asked for
+    end = CallEvent(kind="call_end", venue="acme-venue", tenant="acme", call="u1",
+                    uniqueid="u1", channel="", detail={"reason": "hangup"})
+    w.inter.forward_call_event(end)
+    w.inter.forward_call_event(call_event("globex-venue", "globex"))
+    w.inter.forward_agent_state(agent("acme", "PJSIP/a"))
+    w.inter.forward_agent_state(agent("globex", "PJSIP/g"))
+    assert acme.sent[1:] == [
+        m.CallProgress(kind="call_end", venue="acme-venue", uniqueid="u1", leg="u1",
+                       channel="", detail={"reason": "hangup"}),
+        agent("acme", "PJSIP/a")]
+    assert globex.sent == []
+    assert (w.inter.counters.call_events, w.inter.counters.call_events_unsubscribed) == (3, 2)
+    # Handle-bound events are not subscriptions: an abandon still reaches globex.
+    handle, _ = w.call("globex-venue")
+    w.inter.abandon(handle)
+    assert [type(x) for x in globex.sent] == [m.RouteRequest, m.Abandoned]
+    # A reconnect without `events` (protocol 2.0) gets every kind again.
+    w.inter.detach_vts("acme")
+    again = Link()
+    w.inter.attach_vts("acme", again)
+    w.inter.forward_call_event(call_event("acme-venue", "acme"))
+    assert again.of_type(m.CallProgress) != []
+
+
 def test_status_and_hello() -> None:
     w = World()
     w.call()
@@ -500,6 +539,7 @@ def test_status_and_hello() -> None:
                                               "connected": True}
     hello = w.inter.hello_for("acme")
     assert (hello.v, hello.vts, list(hello.tenants)) == (PROTOCOL_VERSION, "acme", ["acme"])
+    assert hello.minor == PROTOCOL_MINOR and hello.events is None
     assert hello.tenants["acme"].targets == ("1001", "91", "92", "operator")
 
 

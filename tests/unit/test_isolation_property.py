@@ -60,11 +60,16 @@ MIN_STEPS, MAX_STEPS = 15, 50
 UNKNOWN_HANDLE_TEXT = "call is not pending (unknown handle); not acted on"
 
 
+SUBSCRIPTIONS: tuple[tuple[str, ...] | None, ...] = (
+    None, ("agent_state",), (), ("dial_end", "call_end"), m.SUBSCRIBABLE)
+
+
 class Link:
     """A VTS link that records what it was sent, and refuses it once detached."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, events: tuple[str, ...] | None = None) -> None:
         self.name = name
+        self.events = events  # its hello's subscription (None: every kind)
         self.sent: list[m.Message] = []
         self.seen = 0  # messages already checked
         self.attached = True
@@ -246,11 +251,13 @@ class Model:
         return cfg.tenants if cfg is not None else ()
 
     def connect(self, name: str) -> None:
-        link = Link(name)
+        # Each connection takes the next subscription in turn (protocol 2.1): the
+        # isolation checks hold whatever a VTS asked for.
+        link = Link(name, SUBSCRIPTIONS[len(self.all_links) % len(SUBSCRIPTIONS)])
         self.all_links.append(link)
         link.send(self.inter.hello_for(name))  # what vts_link does when it connects
         self.links[name] = link
-        self.inter.attach_vts(name, link)
+        self.inter.attach_vts(name, link, events=link.events)
 
     def disconnect(self, name: str) -> None:
         self.links.pop(name).attached = False
@@ -457,6 +464,10 @@ class Model:
                 known |= self.world.tokens.owned_by(tenant)
             for message in new:
                 self.check_concerns(link.name, message)
+                kind = message.kind if isinstance(message, m.CallProgress) else \
+                    message.TYPE if isinstance(message, m.AgentState) else None
+                assert kind is None or link.events is None or kind in link.events, (
+                    f"VTS {link.name} asked for {link.events}, was sent {message}")
                 text = json.dumps(m.to_wire(message))
                 leaked = {w for w in words(text) if owners.get(w) and w not in known}
                 assert not leaked, (

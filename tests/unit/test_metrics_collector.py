@@ -9,6 +9,7 @@ import logging
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -151,6 +152,23 @@ def test_the_alarm_gauge_follows_the_book() -> None:
                   venue="globex-venue") == 1
     assert sample(got, "ami_bridge_alarm", alarm="no_requests", tenant="acme",
                   venue="acme-venue") == 0
+
+
+def test_ami_session_series_read_the_client_counters() -> None:
+    w = World()
+    client = SimpleNamespace(connected=True, attempts=2, events_received=321,
+                             bytes_received=98765, queue_high_water=7)
+    link: Any = SimpleNamespace(client=client, reconnects=1)
+    registry, _ = registry_for(Sources(
+        stats=w.stats, venues=lambda: w.config.venues, intermediary=lambda: w.inter,
+        processes=dict, ami=lambda: link), started=0.0)
+    got = {(s.name, frozenset(s.labels.items())): s.value
+           for family in text_string_to_metric_families(generate_latest(registry).decode())
+           for s in family.samples}
+    assert sample(got, "ami_bridge_ami_events_received_total") == 321
+    assert sample(got, "ami_bridge_ami_bytes_received_total") == 98765
+    assert sample(got, "ami_bridge_ami_reconnects_total") == 1
+    assert sample(got, "ami_bridge_ami_connected") == 1
 
 
 def test_unknown_contexts_share_one_label_past_the_cap() -> None:

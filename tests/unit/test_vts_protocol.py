@@ -106,6 +106,8 @@ EXAMPLES: list[m.Message] = [
           group="sales", lookup={"customer": "ACME GmbH"},
           trace=m.TraceInfo(rule="#1 pop", why="ask", inputs={"day": "mon"})),
     m.Ask("ab", 5000, m.TakeDefault("ab")),
+    m.Hello(v=PROTOCOL_VERSION, vts="acme", minor=1, events=("agent_state", "call_end")),
+    m.Hello(v=PROTOCOL_VERSION, vts="acme", minor=1, events=()),
 ]
 
 
@@ -114,6 +116,22 @@ def test_every_message_survives_the_wire(message: m.Message) -> None:
     obj = m.to_wire(message)
     assert obj["type"] == message.TYPE
     assert m.parse(decode_frame(encode(obj)[:-1])) == message
+
+
+def test_a_hello_without_events_asks_for_everything_and_kinds_are_documented() -> None:
+    old = m.parse({"type": "hello", "v": PROTOCOL_VERSION, "vts": "acme"})
+    assert isinstance(old, m.Hello) and (old.minor, old.events) == (0, None)
+    assert m.to_wire(old) == {"type": "hello", "v": PROTOCOL_VERSION, "vts": "acme"}
+    with pytest.raises(m.MessageError, match="events"):
+        m.parse({"type": "hello", "v": PROTOCOL_VERSION, "events": "agent_state"})
+    section = DOC.split("### Subscriptions")[1].split("##")[0]
+    assert all(f"`{kind}`" in section for kind in m.SUBSCRIBABLE)
+
+
+def test_the_trackers_call_event_kinds_are_the_subscribable_ones() -> None:
+    from ami_bridge.ami import tracker
+    kinds = {kind for kind, _ in tracker._KINDS.values()} | {"answer", "transfer", "call_end"}
+    assert kinds == set(m.CALL_EVENT_KINDS)
 
 
 def test_every_message_type_has_an_example() -> None:

@@ -15,7 +15,12 @@ from ami_bridge.tenants import messages as m
 from ami_bridge.tenants import personal
 from ami_bridge.tenants import worker as worker_mod
 from ami_bridge.tenants.messages import Target
-from ami_bridge.tenants.protocol import PROTOCOL_VERSION, FrameDecoder, encode
+from ami_bridge.tenants.protocol import (
+    PROTOCOL_MINOR,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    encode,
+)
 from ami_bridge.tenants.worker import Worker
 from harness.fault_vts import FaultVts
 
@@ -55,7 +60,11 @@ def done() -> Iterator[asyncio.Future[None]]:
 def connect(worker: Worker) -> Transport:
     transport = Transport()
     worker.connection_made(transport)  # type: ignore[arg-type]
-    assert transport.sent() == [m.Hello(v=PROTOCOL_VERSION, vts="acme")]
+    # Protocol 2.1: the shipped runtime asks only for what it reads (agent states); the
+    # fault VTS of the tests records everything and asks for every kind (None).
+    events = ("agent_state",) if type(worker) is Worker else worker.events
+    assert transport.sent() == [m.Hello(v=PROTOCOL_VERSION, vts="acme",
+                                        minor=PROTOCOL_MINOR, events=events)]
     worker.data_received(encode(m.to_wire(HELLO)))
     return transport
 
