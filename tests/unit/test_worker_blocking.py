@@ -13,7 +13,7 @@ import pytest
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants import worker as worker_mod
 from ami_bridge.tenants.messages import Target
-from ami_bridge.tenants.protocol import PROTOCOL_VERSION, FrameDecoder, encode
+from ami_bridge.tenants.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, FrameDecoder, encode
 from ami_bridge.tenants.worker import Worker
 from harness.fault_vts import FaultVts
 
@@ -70,7 +70,8 @@ def running() -> Iterator[Running]:
 
 
 def test_the_blocking_loop_says_hello_and_answers_every_request(running: Running) -> None:
-    assert running.read(1) == [m.Hello(v=PROTOCOL_VERSION, vts="acme")]
+    assert running.read(1) == [m.Hello(v=PROTOCOL_VERSION, vts="acme", minor=PROTOCOL_MINOR,
+                                         events=("agent_state",))]
     running.bridge.sendall(encode(m.to_wire(HELLO)))
     # three requests in one write and one split across two: all answered, in order
     running.bridge.sendall(request("h1") + request("h2") + request("h3"))
