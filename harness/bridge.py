@@ -27,9 +27,8 @@ from typing import IO, Any, Self
 
 from ami_bridge import config as config_mod
 from ami_bridge import control
-from ami_bridge.supervision.supervisor import NAME_ENV
 from harness.asterisk import REPO_ROOT
-from harness.procs import alive, all_pids, environ, parent_pid, spawn, terminate
+from harness.procs import alive, all_pids, spawn, terminate
 
 # A cold start with two VTS processes took under 1 s here; a loaded 2-core machine with
 # several test runs needs more, and the benchmarks start hundreds of VTS (they pass more).
@@ -223,11 +222,16 @@ class BridgeProcess:
         return self._proc.pid if self._proc is not None else None
 
     def vts_pids(self, name: str) -> list[int]:
-        """This bridge's running VTS processes for `[vts.NAME]` (whatever their command)."""
+        """This bridge's running VTS process for `[vts.NAME]` (whatever their command), as
+        its `ctl status` names it: an exec'd VTS's bwrap, a forked one's own process (a
+        child of the fork server, not of the bridge; `vts_spawn`, docs/operations.md)."""
         if self.pid is None:
             return []
-        return [pid for pid in all_pids() if parent_pid(pid) == self.pid
-                and environ(pid).get(NAME_ENV) == name and alive(pid)]
+        status = self._try_status()
+        if status is None:
+            return []
+        pid = status.get("vts", {}).get(name, {}).get("pid")
+        return [pid] if isinstance(pid, int) and alive(pid) else []
 
 
 def _session_of(pid: int) -> int | None:
