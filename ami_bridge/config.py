@@ -87,7 +87,7 @@ DEFAULT_MAX_PENDING_PER_VTS = 2000
 DEFAULT_MAX_ROUTE_REQUESTS = 16
 DEFAULT_CONTROL_SOCKET = "/run/ami-bridge/control.sock"
 # How a VTS of the shipped runtime starts: forked from the fork server, which shares one
-# imported runtime among all (ami_bridge.supervision.forkserver; bench/notes-issue14-fork.md),
+# imported runtime among all (ami_bridge.supervision.forkserver; bench/README.md),
 # or exec'd as its own interpreter. Read at start only.
 VTS_SPAWN_MODES = ("fork", "exec")
 DEFAULT_VTS_SPAWN = "fork"

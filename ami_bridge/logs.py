@@ -57,7 +57,7 @@ def setup(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
     """Configure the root logger once, as logging.basicConfig would, with `fmt`."""
     # Neither format prints a record's pid, thread or process name; collecting them costs
     # a getpid() and ~1.5 µs per record, and the daemon writes one record per routed call
-    # (bench/notes-issue14-routepath.md).
+    # (bench/README.md, "Notes: the routing path").
     logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False

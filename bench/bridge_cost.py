@@ -75,7 +75,7 @@ BASELINE_VARIANTS = (f"{ROUTED}@baseline", f"{NOAMI}@baseline")
 # The issue's rate for the CPU figures.
 CPU_RATE = 120
 # Grid of the knee: the drivers run of 2026-11-29 (idle machine) had static at its 420
-# ceiling; probes on the busy box put it at 240-300 (bench/notes-issue14-benchcost.md).
+# ceiling; probes on the busy box put it at 240-300 (bench/README.md).
 # Bisection costs log2 of the grid, so a top well above static costs one probe more.
 LO, HI, RES = 120, 680, 40
 STEP_S = 4.0

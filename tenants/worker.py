@@ -17,7 +17,7 @@ fault-injecting VTS of the tests (`python -m harness.fault_vts`) is one.
 plain blocking loop on its one socket, `serve_blocking`: recv, decode every whole frame,
 decide, one send for all the answers. A VTS has nothing else to wait for, and an event
 loop's wake-up (epoll, its own bookkeeping, its transport objects) cost more per route
-than the routing decision itself (bench/notes-issue14-routepath.md). Any other subclass
+than the routing decision itself (bench/README.md, "Notes: the routing path"). Any other subclass
 runs on the event loop (`serve`), as before.
 """
 

@@ -12,7 +12,7 @@ answered within `ping_timeout` or the session is dropped, and `on_disconnected(r
 follows its end. The session is an `asyncio.Protocol`: bytes are parsed where they
 arrive (`data_received`) and each event goes straight to `on_event` (a callback error
 is logged, never kills the session), with no reader task and no queue to wake (one task
-wake-up less per read, bench/notes-issue14-amipath.md). Events that arrive before
+wake-up less per read, bench/README.md, "Notes: the AMI path"). Events that arrive before
 `on_connected` returned are held, in order, and delivered after it; the hold is
 bounded, and overflowing it drops the session on purpose, because a resync after
 reconnecting is the only way back to a true view.

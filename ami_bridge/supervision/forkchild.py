@@ -133,7 +133,7 @@ def warm_up() -> int:
     """Run every call path of `become_vts` once in the fork server, harmlessly (reads, a
     no-op unshare, mounts that fail), so that ctypes' lazily built function pointers and
     converters and Python 3.11's specialised bytecode exist before the fork: built in
-    each child instead, they dirtied ~110 kB more of its pages (bench/notes-issue14-fork.md).
+    each child instead, they dirtied ~110 kB more of its pages (bench/README.md).
     Returns the highest capability number (`ChildPlan.last_cap`): read once here."""
     prctl(PR_CAPBSET_READ, 0)
     unshare(0)

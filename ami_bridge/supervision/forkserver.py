@@ -7,7 +7,7 @@ unconfined. It imports the shipped VTS runtime (and uvloop, and any module named
 freezes what it allocated out of the garbage collector's reach (gc.freeze), and then
 forks one child per spawn request, the requests queued at once forked back to back:
 1,000 VTS processes share one copy of the runtime, copy-on-write
-(bench/notes-issue14-fork.md: ~4 MB per forked VTS, ~15 MB per exec'd one). It never
+(bench/README.md: ~4 MB per forked VTS, ~15 MB per exec'd one). It never
 creates an event loop nor a thread, so a fork copies no loop state; the child confines
 itself (ami_bridge.supervision.forkchild), makes its own loop and runs the requested
 module as `python -m MODULE --vts NAME --log-level LEVEL` would (the shipped runtime
@@ -204,7 +204,7 @@ class Server:
         (reference counts of the objects decoding a request touches, at least) leaves
         each child before it with a copy of those pages that no other process shares.
         Decoding a whole batch first and then forking in a tight loop made an idle child
-        ~480 kB smaller (bench/notes-issue14-fork.md)."""
+        ~480 kB smaller (bench/README.md, "Notes: the VTS fork server")."""
         batch: list[tuple[Spawn, list[int]]] = []
         flags = 0
         while True:
@@ -349,7 +349,7 @@ def _child(plan: forkchild.ChildPlan, request: Spawn) -> None:
         module = sys.modules[request.module]
         if request.module == WORKER_MODULE:
             # What its main() does once argparse is done; argparse's parser alone dirtied
-            # ~600 kB of the child's pages (bench/notes-issue14-fork.md, attempt 2).
+            # ~600 kB of the child's pages (bench/README.md, attempt 2).
             name = request.name
             code = module.run(name, request.log_level,
                               lambda done: module.Worker(name=name, done=done))
@@ -368,7 +368,7 @@ def _child(plan: forkchild.ChildPlan, request: Spawn) -> None:
 
 
 # The warm-up's tenant: one rule of each kind the runtime parses, so that their parsing
-# code runs (and Python 3.11 specialises it) once here (bench/notes-issue14-fork.md).
+# code runs (and Python 3.11 specialises it) once here (bench/README.md).
 _WARM_RULES: tuple[dict[str, Any], ...] = (
     {"name": "anon", "ani_withheld": True, "targets": ["operator"]},
     {"name": "holiday", "holiday": True, "targets": ["operator"]},
