@@ -20,7 +20,6 @@ import secrets
 import socket
 import struct
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ami_bridge.cli import LOG_FORMAT
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.vts_output import start_captured
 from ami_bridge.tenants.protocol import FD_ENV, FrameDecoder
+from tests.loopback.conftest import never_connected
 
 NAME_ENV = "AMI_BRIDGE_VTS_NAME"  # as the supervisor sets it
 HOSTILE_UID = 391_234  # an explicit [vts.hostile] uid = ...
@@ -123,38 +123,7 @@ sock.recv(1)  # stay alive until the bridge hangs up, so the test can look at /p
 '''
 
 
-@pytest.fixture(scope="module")
-def rt() -> confine.Runtime:
-    runtime = confine.runtime()
-    reason = confine.cannot_confine(confine.host_facts()) or confine.probe(runtime)
-    if reason is not None:
-        pytest.fail(f"this machine cannot confine a VTS: {reason}. These tests need root and "
-                    "bubblewrap (apt-get install bubblewrap); CI has both.", pytrace=False)
-    return runtime
 
-
-@pytest.fixture
-def listeners() -> Iterator[dict[str, Any]]:
-    """A TCP listener on the host's loopback and an abstract Unix socket, both open."""
-    tcp = socket.create_server(("127.0.0.1", 0))
-    abstract_name = f"ami-bridge-test-{secrets.token_hex(8)}"
-    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    abstract.bind("\0" + abstract_name)
-    abstract.listen()
-    for s in (tcp, abstract):
-        s.setblocking(False)
-    yield {"tcp": tcp, "abstract": abstract, "abstract_name": abstract_name}
-    tcp.close()
-    abstract.close()
-
-
-def _never_connected(listener: socket.socket) -> bool:
-    try:
-        conn, _ = listener.accept()
-    except BlockingIOError:
-        return True
-    conn.close()
-    return False
 
 
 def _recv_with_creds(sock: socket.socket, lines: int) -> tuple[bytes, tuple[int, int, int]]:
@@ -286,9 +255,9 @@ def test_a_hostile_vts_is_confined(rt: confine.Runtime, tmp_path: Path,
     assert report["tcp"][0] == "refused"
     assert report["control_socket"][:2] == ["refused", "FileNotFoundError"]
     assert report["abstract_socket"][0] == "refused"
-    assert _never_connected(listeners["tcp"])
-    assert _never_connected(listeners["abstract"])
-    assert _never_connected(control)
+    assert never_connected(listeners["tcp"])
+    assert never_connected(listeners["abstract"])
+    assert never_connected(control)
     control.close()
     assert report["signal_bridge"][0] == "refused"
     # Read-only where it can read; its own /tmp is its only scratch space.

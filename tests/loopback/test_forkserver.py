@@ -23,7 +23,6 @@ import secrets
 import signal
 import socket
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pytest
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.forkclient import ForkedProcess, ForkServer, ForkServerError
 from ami_bridge.tenants.protocol import FD_ENV, FrameDecoder
+from tests.loopback.conftest import never_connected
 
 NAME_ENV = "AMI_BRIDGE_VTS_NAME"
 HOSTILE_MODULE = "fork_hostile_vts"
@@ -120,37 +120,7 @@ def main(argv):
 '''
 
 
-@pytest.fixture(scope="module")
-def rt() -> confine.Runtime:
-    runtime = confine.runtime()
-    reason = confine.cannot_confine(confine.host_facts()) or confine.probe(runtime)
-    if reason is not None:
-        pytest.fail(f"this machine cannot confine a VTS: {reason}. These tests need root and "
-                    "bubblewrap (apt-get install bubblewrap); CI has both.", pytrace=False)
-    return runtime
 
-
-@pytest.fixture
-def listeners() -> Iterator[dict[str, Any]]:
-    tcp = socket.create_server(("127.0.0.1", 0))
-    name = f"ami-bridge-fork-test-{secrets.token_hex(8)}"
-    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    abstract.bind("\0" + name)
-    abstract.listen()
-    for s in (tcp, abstract):
-        s.setblocking(False)
-    yield {"tcp": tcp, "abstract": abstract, "abstract_name": name}
-    tcp.close()
-    abstract.close()
-
-
-def _never_connected(listener: socket.socket) -> bool:
-    try:
-        conn, _ = listener.accept()
-    except BlockingIOError:
-        return True
-    conn.close()
-    return False
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -291,9 +261,9 @@ def test_forked_hostile_vts_reach_nothing(rt: confine.Runtime, tmp_path: Path,
         assert report["hostname_set"] == "PermissionError"
         # stdin, stdout, stderr and its socket; nothing of the bridge or the fork server.
         assert report["fds"] == [0, 1, 2, 3]
-    assert _never_connected(listeners["tcp"])
-    assert _never_connected(listeners["abstract"])
-    assert _never_connected(control)
+    assert never_connected(listeners["tcp"])
+    assert never_connected(listeners["abstract"])
+    assert never_connected(control)
     control.close()
     # Its output reaches the log only as its own labelled lines.
     said = [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("ami_bridge.vts")]
