@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -66,7 +66,8 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]
 
 def wait(driver: WebDriver, what: str, check: Callable[[WebDriver], T]) -> T:
     try:
-        return WebDriverWait(driver, WAIT_S).until(check)
+        return WebDriverWait(driver, WAIT_S,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(check)
     except TimeoutException:
         raise AssertionError(f"the page did not show {what} within {WAIT_S} s") from None
 
@@ -134,14 +135,24 @@ def test_a_rule_written_on_the_page_decides_the_next_call(
     assert mine.stop().received("INVITE") == 0
 
     # The page's call list shows the call and the rule that decided it.
-    def decided(d: WebDriver) -> list[WebElement]:
+    # The reload re-renders the list after its fetch: everything is read in one look, and a
+    # look that a re-render made stale is simply taken again (wait ignores staleness).
+    def decided(d: WebDriver) -> tuple[str, str, str, str] | None:
         d.find_element(By.ID, "history-reload").click()  # traces are written in batches
-        return d.find_elements(By.CSS_SELECTOR, f'#history [data-outcome="route {GOOD_TARGET}"]')
+        found = d.find_elements(By.CSS_SELECTOR, f'#history [data-outcome="route {GOOD_TARGET}"]')
+        if not found:
+            return None
+        entry = found[0].find_element(By.XPATH, "ancestor::li[@data-uniqueid]")
+        return (found[0].find_element(By.CSS_SELECTOR, ".trace-rule").text,
+                found[0].find_element(By.CSS_SELECTOR, ".why").text,
+                entry.get_attribute("data-uniqueid") or "",
+                entry.find_element(By.TAG_NAME, "h3").text)
 
-    decision = wait(driver, "the call in the call list", decided)[0]
-    assert RULE in decision.find_element(By.CSS_SELECTOR, ".trace-rule").text
-    assert RULE in decision.find_element(By.CSS_SELECTOR, ".why").text
-    entry = decision.find_element(By.XPATH, "ancestor::li[@data-uniqueid]")
-    assert entry.get_attribute("data-uniqueid")
-    assert "to 2101" in entry.find_element(By.TAG_NAME, "h3").text
+    shown = wait(driver, "the call in the call list", decided)
+    assert shown is not None  # wait returns only a truthy look
+    rule, why, uniqueid, heading = shown
+    assert RULE in rule
+    assert RULE in why
+    assert uniqueid
+    assert "to 2101" in heading
     browser.screenshot(tmp_path / "workstation-calls.png")
