@@ -7,7 +7,7 @@ unconfined. It imports the shipped VTS runtime (and uvloop, and any module named
 freezes what it allocated out of the garbage collector's reach (gc.freeze), and then
 forks one child per spawn request, the requests queued at once forked back to back:
 1,000 VTS processes share one copy of the runtime, copy-on-write
-(bench/README.md: ~4 MB per forked VTS, ~15 MB per exec'd one). It never
+(bench/README.md: ~3 MB per forked VTS, ~15 MB per exec'd one). It never
 creates an event loop nor a thread, so a fork copies no loop state; the child confines
 itself (ami_bridge.supervision.forkchild), makes its own loop and runs the requested
 module as `python -m MODULE --vts NAME --log-level LEVEL` would (the shipped runtime
