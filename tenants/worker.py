@@ -86,8 +86,8 @@ RECV_BYTES = 64 * 1024
 class Worker(asyncio.Protocol):
     # What the hello asks the bridge for (protocol 2.1): agent states, which
     # longest_idle and availability read. Call events were only ever logged at DEBUG
-    # here and cost the bridge and this process ~11 frames per call (bench/notes-
-    # issue14-amipath.md); a runtime built on this one that reads them sets None (all).
+    # here and cost the bridge and this process ~11 frames per call (bench/README.md,
+    # "Notes: the AMI path"); a runtime built on this one that reads them sets None (all).
     events: ClassVar[tuple[str, ...] | None] = (m.AGENT_STATE,)
 
     def __init__(self, *, name: str, done: asyncio.Future[None],
@@ -196,8 +196,8 @@ class Worker(asyncio.Protocol):
                            collect_digits=decision.collect_digits,
                            timeout_ms=decision.timeout_ms)
         self._calls.pop(handle, None)
-        trace = _tenant_trace(decision.rule, info, local := now.astimezone(protocol.timezone),
-                              self._clock_inputs_at(local))
+        trace = _tenant_trace(decision.rule, info,
+                              self._clock_inputs_at(now.astimezone(protocol.timezone)))
         if decision.action == "route" and decision.target is not None:
             return m.RouteTo(handle, decision.target, dial_timeout=decision.dial_timeout,
                              trace=trace)
@@ -351,14 +351,12 @@ def _same_body(rules: personal.RuleSet, raw: Mapping[str, Any]) -> bool:
             and raw.get("saved") == list(rules.saved))
 
 
-def _tenant_trace(rule: str, info: CallInfo, local: dt.datetime,
-                  clock_inputs: Mapping[str, str] | None = None) -> m.TraceInfo:
-    """Why the tenant's routing protocol decided what it did (the route trace).
-    `clock_inputs`: `_clock_inputs(local)`, when the caller keeps them for the minute."""
+def _tenant_trace(rule: str, info: CallInfo, clock: Mapping[str, str]) -> m.TraceInfo:
+    """Why the tenant's routing protocol decided what it did (the route trace); `clock`:
+    `_clock_inputs` of the call's local time."""
     why = (f"tenant rule {rule!r} matched" if not rule.startswith("(") else rule)
     if info.previous_target is not None:
         why += f" after {info.previous_target} gave {info.previous_status}"
-    clock = _clock_inputs(local) if clock_inputs is None else clock_inputs
     return m.TraceInfo(rule=rule, why=why,
                        inputs={**clock, "dnis": info.dnis, "digits": info.digits})
 

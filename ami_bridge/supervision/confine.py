@@ -65,6 +65,18 @@ _RESERVED = ("/proc", "/dev")
 PROBE_TIMEOUT = 20.0
 
 
+# Environment variables a VTS (or the fork server) never inherits from the bridge: anything
+# named like a secret, and the AMI settings (DESIGN.md section 7).
+SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
+
+
+def environment_without_secrets(extra: Mapping[str, str] = {}) -> dict[str, str]:
+    """The bridge's environment minus every variable named like a secret, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not any(hint in k.upper() for hint in SECRET_HINTS)}
+    return env | dict(extra)
+
+
 class ConfineError(ConfigError):
     """A VTS cannot be confined as configured; the message says which, why, and the switch.
     A `ConfigError`: the daemon refuses to start, and a reload is refused, the same way."""

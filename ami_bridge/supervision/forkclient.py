@@ -28,7 +28,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from ami_bridge.config import VtsConfig
 from ami_bridge.supervision import confine
@@ -55,7 +55,6 @@ START_TIMEOUT = 30.0
 # the fork server handles them one after the other anyway.
 MAX_IN_FLIGHT = 32
 STOP_TIMEOUT = 5.0
-_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
 _UCRED = struct.Struct("iII")
 OUTPUT_NAME = "fork server"  # the label of its own output lines (no VTS name has a space)
 
@@ -96,12 +95,6 @@ class ForkedProcess:
             self._pidfd = -1
         if not self._done.done():
             self._done.set_result(returncode)
-
-
-def _bridge_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not any(hint in k.upper() for hint in _SECRET_HINTS)}
-    return env | dict(extra)
 
 
 class ForkServer:
@@ -183,11 +176,11 @@ class ForkServer:
                 rt = confine.Runtime(read_only=(*rt.read_only, *self._paths),
                                      pythonpath=":".join((rt.pythonpath, *self._paths)))
                 argv = confine.zygote_argv([*command, "--confined"], rt=rt, env={})
-                env = _bridge_env({})
+                env = confine.environment_without_secrets({})
             else:
                 argv = [*command, "--parent", str(os.getpid())]
                 paths = os.pathsep.join(self._paths)
-                env = _bridge_env({"PYTHONUNBUFFERED": "1"} | (
+                env = confine.environment_without_secrets({"PYTHONUNBUFFERED": "1"} | (
                     {"PYTHONPATH": os.pathsep.join(filter(None, (paths, os.environ.get(
                         "PYTHONPATH", ""))))} if paths else {}))
             self._proc = await asyncio.create_subprocess_exec(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -32,7 +31,12 @@ from dataclasses import fields
 from typing import Protocol
 
 from ami_bridge.config import VtsConfig
-from ami_bridge.supervision.confine import Sandbox, confined_argv, unconfined_warning
+from ami_bridge.supervision.confine import (
+    Sandbox,
+    confined_argv,
+    environment_without_secrets,
+    unconfined_warning,
+)
 from ami_bridge.supervision.forkclient import ForkServer, ForkServerError
 from ami_bridge.supervision.reconcile import Plan, reconcile
 from ami_bridge.supervision.restart_policy import RestartPolicy
@@ -42,7 +46,6 @@ from ami_bridge.tenants.protocol import FD_ENV
 log = logging.getLogger(__name__)
 
 NAME_ENV = "AMI_BRIDGE_VTS_NAME"
-_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "AMI_")
 
 OnConnect = Callable[[str, socket.socket], None]
 Clock = Callable[[], float]
@@ -66,11 +69,7 @@ def default_command(name: str) -> list[str]:
 
 
 def _child_env(fd: int, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not any(hint in k.upper() for hint in _SECRET_HINTS)}
-    env[FD_ENV] = str(fd)
-    env[NAME_ENV] = name
-    return env
+    return environment_without_secrets({FD_ENV: str(fd), NAME_ENV: name})
 
 
 def changed(old: VtsConfig, new: VtsConfig) -> list[str]:
