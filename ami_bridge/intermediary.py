@@ -206,6 +206,10 @@ class Intermediary:
         `agent_state` it wants (its hello's `events`; None: every kind)."""
         self._links[name] = link
         self._wants[name] = None if events is None else frozenset(events)
+        unknown = sorted(set(events or ()) - set(m.SUBSCRIBABLE))
+        if unknown:  # a typo would otherwise silently starve the VTS of those events
+            log.warning("VTS %s asked for event kinds this bridge does not send: %s "
+                        "(known: %s)", name, ", ".join(unknown), ", ".join(m.SUBSCRIBABLE))
         self._per_vts.setdefault(name, set())
         log.info("VTS %s connected (tenants: %s)", name, self._tenants_of(name))
         if not self._wants_kind(name, m.AGENT_STATE):

@@ -491,7 +491,8 @@ def test_call_events_go_to_the_venues_vts_and_only_there() -> None:
     assert len(w.globex.sent) == 1 and len(w.acme.sent) == 1
 
 
-def test_a_vts_gets_only_the_event_kinds_it_subscribed_to() -> None:
+def test_a_vts_gets_only_the_event_kinds_it_subscribed_to(
+        caplog: pytest.LogCaptureFixture) -> None:
     asked: list[str] = []
 
     def snapshot(tenant: str) -> list[m.AgentState]:
@@ -505,6 +506,9 @@ def test_a_vts_gets_only_the_event_kinds_it_subscribed_to() -> None:
     w.inter.attach_vts("globex", globex, events=[])  # nothing at all, not even the snapshot
     assert asked == ["acme"] and acme.sent == [agent("acme", "PJSIP/acme")]
     assert globex.sent == []
+    # A kind this bridge does not know is said once, by name (a typo would starve the VTS).
+    [unknown] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "VTS acme" in unknown.getMessage() and "a-kind-from-2030" in unknown.getMessage()
     w.inter.forward_call_event(call_event("acme-venue", "acme"))  # dial_end: not asked for
     end = CallEvent(kind="call_end", venue="acme-venue", tenant="acme", call="u1",
                     uniqueid="u1", channel="", detail={"reason": "hangup"})
