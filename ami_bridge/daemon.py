@@ -15,7 +15,10 @@ STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is gracef
 FastAGI listener closes first, every pending call is answered or default-routed, then
 AMI, the VTS processes and the personal service stop, and the control socket is removed.
 `ctl status` answers with the status document that `ami-bridge status` prints
-(ami_bridge.status), including the last warnings and errors logged.
+(ami_bridge.status), including the last warnings and errors logged. The VTS processes'
+saved state (protocol 2.2, ami_bridge.vts_state) is loaded from the store before they
+start and saved to it while the bridge runs, when the bridge has a store (the personal
+router's, or `[store] backend = "postgresql"`); otherwise it is kept in memory only.
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ from ami_bridge.apply import ApplyResult, apply_config
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
-from ami_bridge.personal.service import PersonalService
+from ami_bridge.personal.model import Store
+from ami_bridge.personal.service import PersonalService, open_store
 from ami_bridge.sdnotify import Notifier
 from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.forkclient import ForkServer
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
 from ami_bridge.vts_link import VtsLinkProtocol
+from ami_bridge.vts_state import StateWriter, VtsStates
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,8 @@ class Bridge:
         self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
         self.metrics: metrics.Metrics | None = None
+        self.state_writer: StateWriter | None = None  # None: VTS state in memory only
+        self._state_store: Store | None = None  # opened for the VTS state alone
         self._apply_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -85,6 +92,7 @@ class Bridge:
             self.personal = PersonalService(self.config, lambda: self.config.tenants)
             await self.personal.start()
         personal = self.personal
+        states = await self._start_vts_state()
         # Per-venue counts, the per-call log line and the alarms (ami_bridge.metrics).
         self.metrics = metrics.Metrics(self, clock=loop.time)
         self.intermediary = Intermediary(
@@ -96,7 +104,7 @@ class Bridge:
             on_decision=personal.record if personal else None,
             # asked calls pop up on workstations only where the API serves them
             pops=personal.pops if personal and self.config.api is not None else None,
-            observer=self.metrics.stats)
+            observer=self.metrics.stats, states=states)
         if personal is not None:
             personal.pops.decide = self.intermediary.client_choice
         if self.config.agi_secret is None:
@@ -124,6 +132,22 @@ class Bridge:
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
         await self.metrics.start()  # /metrics when the config has [metrics]
+
+    async def _start_vts_state(self) -> VtsStates:
+        """The VTS's saved states, loaded before any VTS starts: from the personal
+        router's store, or a PostgreSQL `[store]` opened for them alone (several
+        bridges); a bridge with neither keeps them in memory (the single-node default
+        opens no store it did not open before)."""
+        states = VtsStates()
+        store: Store | None = self.personal.store if self.personal is not None else None
+        if store is None and self.config.store.backend == "postgresql":
+            self._state_store = store = open_store(self.config.store)
+            await store.open()
+        if store is not None:
+            self.state_writer = StateWriter(states, store)
+            await self.state_writer.load()
+            self.state_writer.start()
+        return states
 
     def _call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
         """A route request: the call-event source (AMI, else an ARI-only bridge's ARI
@@ -270,6 +294,10 @@ class Bridge:
         if self._control_path is not None:
             control.remove(self._control_path)
         await self.supervisor.stop()
+        if self.state_writer is not None:  # the VTS's last state, before the store closes
+            await self.state_writer.stop()
+        if self._state_store is not None:
+            await self._state_store.close()
         if self.personal is not None:
             await self.personal.stop()
         if self._server is not None:

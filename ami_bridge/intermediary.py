@@ -20,6 +20,13 @@ VTS is left alone (its own VTS still decides) and the refusal is logged naming b
 tenants. Handles are random and opaque; how a call ended is told to its own VTS only
 (another VTS's closed handle reads as unknown).
 
+A VTS's `state` frame (protocol 2.2) is kept for the tenant it names only if this VTS
+serves that tenant (else refused `not-yours`, logged naming both) and its object is at
+most `messages.MAX_STATE_BYTES` encoded (else refused `invalid-state` naming the limit);
+nothing refused is kept. Kept state goes into `VtsStates` (memory; the daemon's
+`StateWriter` saves it), and a VTS that says minor >= 2 in its hello gets each of its
+tenants' last state back right after it, before any route request.
+
 No I/O and no event loop: links, responders, the clock (`Scheduler`), the AMI
 link's agent snapshot and its `on_call_entered` (every route request's uniqueid, venue
 and tenant, so the AMI link knows the venue of a call that entered it while the AMI
@@ -60,6 +67,7 @@ from ami_bridge.personal.pops import Pop
 from ami_bridge.ratelimit import RateLimitedLog
 from ami_bridge.tenants import messages as m
 from ami_bridge.tenants.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, JsonObject
+from ami_bridge.vts_state import VtsStates
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,8 @@ MAX_REMEMBERED_CLOSED = 10_000
 # Why the calls still pending when the bridge stops were default-routed (AB_CAUSE, and the
 # reason in the VTS's `default_routed` event).
 CAUSE_STOPPING = "stopping"
+# The minor version from which a VTS reads `state` frames (protocol 2.2).
+STATE_MINOR = 2
 
 
 class VtsLink(Protocol):
@@ -157,11 +167,14 @@ class Intermediary:
                  wall_clock: Callable[[], float] = time.time,
                  users: PersonalLookup = no_users, pops: Pops | None = None,
                  observer: RouteObserver | None = None,
-                 latency_clock: Callable[[], float] = time.perf_counter) -> None:
+                 latency_clock: Callable[[], float] = time.perf_counter,
+                 states: VtsStates | None = None) -> None:
         """`latency_clock` times route requests for the observer: not the `Scheduler`,
         whose clock may be coarse (uvloop's `loop.time()` is cached per iteration, in
-        milliseconds) while a decision takes a fraction of one."""
+        milliseconds) while a decision takes a fraction of one. `states`: the VTS's
+        saved states (the daemon's, loaded from the store; None: in memory only)."""
         self._config = config
+        self.states = states if states is not None else VtsStates()
         self._latency_clock = latency_clock
         self._observer: RouteObserver = observer if observer is not None else _Unobserved()
         self._clock = clock
@@ -201,9 +214,10 @@ class Intermediary:
             link.send(self.hello_for(name))
 
     def attach_vts(self, name: str, link: VtsLink, *,
-                   events: Iterable[str] | None = None) -> None:
+                   events: Iterable[str] | None = None, minor: int = 0) -> None:
         """The VTS said hello: `events` are the kinds of `call` events and
-        `agent_state` it wants (its hello's `events`; None: every kind)."""
+        `agent_state` it wants (its hello's `events`; None: every kind); `minor` its
+        hello's minor version (2 and up: it gets its tenants' saved `state` now)."""
         self._links[name] = link
         self._wants[name] = None if events is None else frozenset(events)
         unknown = sorted(set(events or ()) - set(m.SUBSCRIBABLE))
@@ -212,9 +226,14 @@ class Intermediary:
                         "(known: %s)", name, ", ".join(unknown), ", ".join(m.SUBSCRIBABLE))
         self._per_vts.setdefault(name, set())
         log.info("VTS %s connected (tenants: %s)", name, self._tenants_of(name))
+        served = self._config.vts[name].tenants if name in self._config.vts else ()
+        if minor >= STATE_MINOR:
+            for tenant in served:  # each tenant's own, never another's
+                saved = self.states.get(tenant)
+                if saved is not None:
+                    link.send(m.State(tenant, saved))
         if not self._wants_kind(name, m.AGENT_STATE):
             return
-        served = self._config.vts[name].tenants if name in self._config.vts else ()
         for tenant in served:  # what the AMI link knows of its agents so far
             for agent in self._agent_snapshot(tenant):
                 link.send(agent)
@@ -356,6 +375,9 @@ class Intermediary:
         try:
             message = m.parse(raw)
         except m.MessageError as exc:
+            if exc.type == m.State.TYPE:
+                self._refuse(vts, None, "invalid-state", f"{exc}; not kept")
+                return
             if exc.type != m.RouteTo.TYPE:
                 self._refuse(vts, exc.handle, "unknown-type",
                              f"message type {exc.type!r} is not accepted from a VTS")
@@ -364,6 +386,9 @@ class Intermediary:
             if pending is not None:
                 self._invalid(vts, pending, exc, "")
             return
+        if isinstance(message, m.State):
+            self._on_state(vts, message)
+            return
         if not isinstance(message, m.DISPOSITIONS):
             self._refuse(vts, getattr(message, "handle", None), "unknown-type",
                          f"message type {message.TYPE!r} is not accepted from a VTS")
@@ -371,6 +396,17 @@ class Intermediary:
         pending = self._own_pending(vts, message.handle)
         if pending is not None:
             self._on_disposition(pending, message)
+
+    def _on_state(self, vts: str, message: m.State) -> None:
+        """A VTS's latest state for one of its tenants: kept (saved later, not here)."""
+        vts_config = self._config.vts.get(vts)
+        if vts_config is None or message.tenant not in vts_config.tenants:
+            log.error("isolation: VTS %s (tenant %s) sent state for tenant %r; refused",
+                      vts, self._tenants_of(vts), message.tenant[:64])
+            self._refuse(vts, None, "not-yours",
+                         "state names a tenant this VTS does not serve; not kept")
+            return
+        self.states.put(message.tenant, message.state)
 
     def _own_pending(self, vts: str, handle: str | None) -> Pending | None:
         """The pending call `handle` if this VTS may act on it; else refuse and None."""
@@ -737,6 +773,7 @@ class Intermediary:
                        for name, v in sorted(self._config.venues.items())},
             "pending": {name: len(handles) for name, handles in sorted(self._per_vts.items())},
             "counters": dict(vars(self.counters)),
+            "vts_state": self.states.status(),
         }
 
     def hello_for(self, vts: str) -> m.Hello:

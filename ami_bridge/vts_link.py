@@ -90,7 +90,8 @@ class VtsLinkProtocol(asyncio.Protocol):
             raise RemoteProtocolError(
                 f"expected hello with v={PROTOCOL_VERSION}, got {str(raw)[:120]}")
         self.ready = True
-        self._intermediary.attach_vts(self.name, self, events=hello.events)
+        self._intermediary.attach_vts(self.name, self, events=hello.events,
+                                      minor=hello.minor)
 
     # -- VtsLink -----------------------------------------------------------------------
     def send(self, message: messages.Message) -> None:

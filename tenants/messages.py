@@ -28,7 +28,7 @@ from ami_bridge.namespace import (
     TARGET_KINDS,
     TARGET_VALUE_RE,
 )
-from ami_bridge.tenants.protocol import JsonObject
+from ami_bridge.tenants.protocol import JsonObject, encoded_size
 
 # A dial timeout above ten minutes is a mistake, not a plan (Dial's own timeout is free).
 MAX_DIAL_TIMEOUT = 600
@@ -41,6 +41,9 @@ MAX_TRACE_INPUT = 100
 # An ask: a workstation has at most a minute to choose; a VTS's lookup data is small.
 MAX_ASK_MS = 60_000
 MAX_LOOKUP = 8
+# A VTS's saved state (protocol 2.2) is a few cursors, not a database: the bridge keeps
+# the latest per tenant in memory and in its store, so it is bounded (docs/vts-protocol.md).
+MAX_STATE_BYTES = 4096  # the `state` object, encoded compactly
 GROUP_RE = re.compile(r"[a-z0-9_-]{1,32}")  # fullmatch; pickup group names
 
 
@@ -225,6 +228,17 @@ class AgentState:
 
 
 @dataclass(frozen=True)
+class State:
+    """Both ways (minor 2): a VTS's small persistent state for one of its tenants. From
+    the VTS: its latest state (the bridge keeps it for the tenant and saves it); from the
+    bridge, after the VTS's hello: the tenant's last saved state, to resume from."""
+
+    TYPE: ClassVar[str] = "state"
+    tenant: str
+    state: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Error:
     TYPE: ClassVar[str] = "error"
     handle: str | None
@@ -298,11 +312,11 @@ SUBSCRIBABLE = (AGENT_STATE, *CALL_EVENT_KINDS)
 
 Disposition = RouteTo | Treat | Reject | TakeDefault | Ask
 Event = TreatmentDone | Abandoned | DefaultRouted | CallProgress
-Message = Hello | RouteRequest | Event | AgentState | Error | Disposition
+Message = Hello | RouteRequest | Event | AgentState | Error | Disposition | State
 EVENTS: tuple[type[Event], ...] = (TreatmentDone, Abandoned, DefaultRouted, CallProgress)
 DISPOSITIONS: tuple[type[Disposition], ...] = (RouteTo, Treat, Reject, TakeDefault, Ask)
 MESSAGES: tuple[type[Message], ...] = (Hello, RouteRequest, *EVENTS, AgentState, Error,
-                                       *DISPOSITIONS)
+                                       *DISPOSITIONS, State)
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -397,11 +411,24 @@ def parse(obj: object) -> Message:
         return AgentState(tenant=f.string("tenant"), device=f.string("device"),
                           available=f.boolean("available"), state=f.string("state", ""),
                           paused=f.boolean("paused", False), idle_since=idle)
+    if type_ == "state":
+        return _state(f)
     if type_ == "error":
         if raw_handle is not None and handle is None:
             raise f.fail("handle", f"must be a string or null, got {_show(raw_handle)}")
         return Error(handle=handle, code=f.string("code"), message=f.string("message", ""))
     raise f.fail("type", f"unknown message type {_show(type_)}")
+
+
+def _state(f: _Fields) -> State:
+    """A state frame: the tenant and a JSON object of at most MAX_STATE_BYTES encoded."""
+    tenant = f.string("tenant")
+    body = f.table("state", required=True).obj
+    size = encoded_size(body)
+    if size > MAX_STATE_BYTES:
+        raise f.fail("state", f"{size} bytes encoded, more than the limit of "
+                     f"{MAX_STATE_BYTES} (MAX_STATE_BYTES)")
+    return State(tenant=tenant, state=dict(body))
 
 
 def _handle(f: _Fields) -> str:
@@ -588,6 +615,8 @@ def to_wire(message: Message) -> JsonObject:
     if isinstance(message, Error):
         return {"type": message.TYPE, "handle": message.handle, "code": message.code,
                 "message": message.message}
+    if isinstance(message, State):
+        return {"type": message.TYPE, "tenant": message.tenant, "state": dict(message.state)}
     return _hello_wire(message)
 
 

@@ -1,4 +1,4 @@
-"""Sans-I/O framing of the bridge <-> VTS wire protocol (version 2.1).
+"""Sans-I/O framing of the bridge <-> VTS wire protocol (version 2.2).
 
 Frames are single-line JSON objects (UTF-8) ended by LF: JSON escapes every control
 character inside strings, so the newline is an unambiguous delimiter and a VTS can be
@@ -23,7 +23,9 @@ from typing import Any
 PROTOCOL_VERSION = 2
 # Minor versions add to a version without breaking it (`minor` in `hello`; absent: 0).
 # 1: a VTS names the event kinds it wants in its hello (`events`); without it, all.
-PROTOCOL_MINOR = 1
+# 2: `state` frames both ways: a VTS's small persistent state per tenant, kept by the
+# bridge and given back after the VTS's hello (only to a VTS that says minor >= 2).
+PROTOCOL_MINOR = 2
 # The environment variable naming the VTS's end of its socket pair (a file descriptor
 # number), set by the bridge's supervisor for the VTS process it starts.
 FD_ENV = "AMI_BRIDGE_VTS_FD"
@@ -109,6 +111,14 @@ def decode_frame(raw: bytes) -> JsonObject:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise RemoteProtocolError(f"frame is not an object with a string 'type': {raw[:80]!r}")
     return message
+
+
+def encoded_size(value: object) -> int:
+    """The bytes of `value` encoded as in a frame (compact, ASCII): what a size limit on
+    part of a message (a VTS's `state`) counts. ValueError/TypeError if not JSON."""
+    if _encode_chunks is None:
+        return len(_ENCODER.encode(value))
+    return sum(len(chunk) for chunk in _encode_chunks(value, 0))
 
 
 def encode(message: JsonObject) -> bytes:

@@ -137,12 +137,37 @@ class Rule:
 
 @dataclass
 class RoutingProtocol:
-    """A tenant's rules plus the mutable selection state (round-robin cursors)."""
+    """A tenant's rules plus the mutable selection state (round-robin cursors: rule name
+    -> the index of the target the rule gives next). `cursors_changed` is set whenever a
+    cursor moves, for the VTS to send them as its saved state (protocol 2.2) and clear
+    it; `restore_cursors` takes them back (a restarted VTS resumes where it was)."""
 
     rules: tuple[Rule, ...]
     timezone: ZoneInfo
     holidays: frozenset[dt.date] = frozenset()
     _cursors: dict[str, int] = field(default_factory=dict)
+    cursors_changed: bool = False
+
+    def cursors(self) -> dict[str, int]:
+        """A copy of the round-robin cursors (only rules that have given a call)."""
+        return dict(self._cursors)
+
+    def restore_cursors(self, saved: object) -> int:
+        """Take cursors saved earlier (rule name -> index), perhaps by a VTS that had
+        other rules: only names of this protocol's round-robin rules count, an index is
+        taken modulo the rule's targets now, anything else is ignored. Returns how many
+        were taken. Does not set `cursors_changed` (they are what is saved already)."""
+        if not isinstance(saved, Mapping):
+            return 0
+        taken = 0
+        for rule in self.rules:
+            index = saved.get(rule.name)
+            if (rule.strategy != "round_robin" or not rule.route_targets
+                    or not isinstance(index, int) or isinstance(index, bool) or index < 0):
+                continue
+            self._cursors[rule.name] = index % len(rule.route_targets)
+            taken += 1
+        return taken
 
     def evaluate(self, call: CallInfo, now: dt.datetime, rng: random.Random,
                  agents: Agents = _NO_AGENTS) -> Decision:
@@ -187,6 +212,7 @@ class RoutingProtocol:
         if rule.strategy == "round_robin":
             index = self._cursors.get(rule.name, 0)
             self._cursors[rule.name] = (index + 1) % len(targets)
+            self.cursors_changed = True
             target = targets[index]
         elif rule.strategy == "split":
             target = rng.choices(targets, weights=rule.weights)[0]

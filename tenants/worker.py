@@ -12,6 +12,13 @@ answer) and `Worker.on_message` (every frame from the bridge) are the hooks a VT
 built on this runtime overrides; `serve` runs any such `Worker` on the socket. The
 fault-injecting VTS of the tests (`python -m harness.fault_vts`) is one.
 
+Its state that must outlive the process, the round-robin cursors, goes to the bridge as
+a `state` frame per tenant (protocol 2.2) after each batch of frames in which a cursor
+moved (one frame per tenant per batch, not one per call), and comes back from the bridge
+after the handshake (`restore_cursors`), so a restarted VTS, or this tenant's VTS on
+another bridge, resumes the round-robin where it was. A reload's new `hello` keeps the
+cursors. A bridge older than 2.2 (its hello's `minor` < 2) is sent none.
+
 `run` drives a worker of the shipped class (or a subclass that sets
 `runs_without_event_loop = True`: it uses no timers, tasks or other loop services) with a
 plain blocking loop on its one socket, `serve_blocking`: recv, decode every whole frame,
@@ -49,6 +56,7 @@ from ami_bridge.tenants.protocol import (
     JsonObject,
     RemoteProtocolError,
     encode,
+    encoded_size,
 )
 from ami_bridge.tenants.routing import (
     AgentView,
@@ -81,6 +89,8 @@ MAX_CACHED_RULES = 50_000
 # One recv() of the blocking loop: a route request is < 1 KiB, so a burst of several
 # dozen arrives in one read; a longer frame (a hello) is simply read in several.
 RECV_BYTES = 64 * 1024
+# The minor version from which the bridge keeps a VTS's `state` frames (protocol 2.2).
+STATE_MINOR = 2
 
 
 class Worker(asyncio.Protocol):
@@ -116,6 +126,8 @@ class Worker(asyncio.Protocol):
         # the route trace's clock inputs for the local minute in `_clock_key`
         self._clock_key: tuple[object, ...] = ()
         self._clock_memo: Mapping[str, str] = {}
+        self._bridge_minor = 0  # from the bridge's hello: 2 and up keeps our state
+        self._state_too_large: set[str] = set()  # tenants whose cursors outgrew the limit
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
@@ -131,6 +143,8 @@ class Worker(asyncio.Protocol):
         except RemoteProtocolError as exc:
             log.error("vts %s: protocol error from the bridge: %s", self.name, exc)
             self._close()
+            return
+        self.send_state()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._done.done():
@@ -169,6 +183,8 @@ class Worker(asyncio.Protocol):
             log.debug("vts %s: call %s %s", self.name, message.uniqueid, message.kind)
         elif isinstance(message, m.AgentState):
             self._on_agent(message)
+        elif isinstance(message, m.State):
+            self._restore(message)
         elif isinstance(message, m.Error):
             self._warn_refused(self._clock(), "vts %s: bridge refused: %s (%s)", self.name,
                                message.message, message.code, key=message.code)
@@ -279,6 +295,38 @@ class Worker(asyncio.Protocol):
             self._parsed_rules -= len(dropped.rules)
         return rules
 
+    def send_state(self) -> None:
+        """One `state` frame per tenant whose round-robin cursors moved since the last
+        (called after each batch of frames: a burst of calls costs one frame per tenant).
+        Cursors past MAX_STATE_BYTES are not sent (said once per tenant): the bridge
+        would refuse them."""
+        if self._bridge_minor < STATE_MINOR:
+            return
+        for tenant, protocol in self._protocols.items():
+            if not protocol.cursors_changed:
+                continue
+            protocol.cursors_changed = False
+            body = {"round_robin": protocol.cursors()}
+            if encoded_size(body) > m.MAX_STATE_BYTES:
+                if tenant not in self._state_too_large:
+                    self._state_too_large.add(tenant)
+                    log.error("vts %s: tenant %s: round-robin cursors exceed %d bytes "
+                              "encoded; not saved by the bridge", self.name, tenant,
+                              m.MAX_STATE_BYTES)
+                continue
+            self.send(m.State(tenant, body))
+
+    def _restore(self, message: m.State) -> None:
+        """The bridge's saved state for one of our tenants (after the handshake)."""
+        protocol = self._protocols.get(message.tenant)
+        if protocol is None:
+            log.warning("vts %s: state for tenant %s, which it does not serve; ignored",
+                        self.name, message.tenant)
+            return
+        taken = protocol.restore_cursors(message.state.get("round_robin"))
+        log.info("vts %s: tenant %s: %d round-robin cursors restored", self.name,
+                 message.tenant, taken)
+
     def send(self, message: m.Message) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode(m.to_wire(message)))
@@ -291,7 +339,7 @@ class Worker(asyncio.Protocol):
             self._close()
             return
         try:
-            self._protocols = {
+            protocols = {
                 name: parse_protocol(list(t.rules), timezone=t.timezone,
                                      holidays=list(t.holidays), where=f"{name}.rules")
                 for name, t in hello.tenants.items()
@@ -300,6 +348,13 @@ class Worker(asyncio.Protocol):
             log.error("vts %s: bad routing protocol from the bridge: %s", self.name, exc)
             self._close()
             return
+        for name, protocol in protocols.items():  # a reload keeps the round-robin going
+            old = self._protocols.get(name)
+            if old is not None:
+                protocol.restore_cursors(old.cursors())
+                protocol.cursors_changed = old.cursors_changed
+        self._protocols = protocols
+        self._bridge_minor = hello.minor
         self._tenants = dict(hello.tenants)
         self._parsed.clear()  # a tenant's ring_time may have changed
         self._parsed_rules = 0

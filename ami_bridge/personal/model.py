@@ -6,7 +6,8 @@ and one portion of routing rules of his or her own, versioned: every write bumps
 version, and a write carrying a stale version is refused (`Conflict`, HTTP 409). The
 rules inside a portion are kept as validated JSON (`ami_bridge.tenants.personal` checks
 them at write time and evaluates them in the VTS at call time). A trace records one
-routing decision. `Store` is async; its backends are `ami_bridge.personal.sqlite` (the
+routing decision. A VTS state is one tenant's VTS's small saved state (its round-robin
+cursors). `Store` is async; its backends are `ami_bridge.personal.sqlite` (the
 embedded default) and `ami_bridge.personal.postgres` (several bridges sharing users).
 Pure data: no I/O here.
 """
@@ -95,6 +96,16 @@ class TraceRecord:
     call: Mapping[str, str] = field(default_factory=dict)  # ani, dnis... (for replay)
 
 
+@dataclass(frozen=True)
+class VtsState:
+    """A VTS's saved state for one tenant (protocol 2.2, ami_bridge.vts_state): a small
+    JSON object the bridge checked (its size, its tenant) before it got here."""
+
+    tenant: str
+    body: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: float = 0.0  # Unix time of the write
+
+
 class Store(Protocol):
     """The personal router's persistent state. Every write is one transaction."""
 
@@ -161,3 +172,11 @@ class Store(Protocol):
 
     async def prune_traces(self, *, before: float, max_rows_per_tenant: int) -> int:
         """Drop traces older than `before` and beyond the newest max_rows per tenant."""
+
+    # -- VTS state (protocol 2.2) ---------------------------------------------------------
+    async def put_vts_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the saved state of each tenant in `states` (tenant -> body), all in one
+        transaction; a tenant not in `states` keeps its own."""
+
+    async def vts_states(self) -> list[VtsState]:
+        """Every tenant's saved state, sorted by tenant (loaded at start)."""

@@ -38,6 +38,7 @@ from ami_bridge.personal.model import (
     StoreError,
     TraceRecord,
     User,
+    VtsState,
 )
 
 POOL_MAX = 8  # concurrent statements one bridge needs: API requests + the call path
@@ -333,6 +334,24 @@ class PostgresStore:
                 "(PARTITION BY tenant ORDER BY at DESC, id DESC) AS n FROM traces) AS ranked "
                 "WHERE n > %s)", (max_rows_per_tenant,))
             return old + cur.rowcount
+
+    # -- VTS state -----------------------------------------------------------------------------
+    async def put_vts_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        values = rows.vts_state_rows(states, self._clock())
+        if not values:
+            return
+        async with self._tx() as cur:
+            await cur.executemany(
+                "INSERT INTO vts_state (tenant, body, updated_at) VALUES (%s, %s::jsonb, %s) "
+                "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body, "
+                "updated_at = excluded.updated_at", values)
+
+    async def vts_states(self) -> list[VtsState]:
+        async with self._tx() as cur:
+            await cur.execute("SELECT tenant, body, updated_at FROM vts_state")
+            found = await cur.fetchall()
+        # sorted here: a database's collation need not be bytewise
+        return sorted((rows.vts_state_from_row(row) for row in found), key=lambda s: s.tenant)
 
 
 # -- statements shared by several methods ---------------------------------------------------

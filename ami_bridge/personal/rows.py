@@ -27,6 +27,7 @@ from ami_bridge.personal.model import (
     StoreError,
     TraceRecord,
     User,
+    VtsState,
 )
 
 
@@ -108,7 +109,16 @@ _V1 = (
     "CREATE INDEX traces_by_user ON traces (tenant, user_id, at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Migration 2: a VTS's saved state per tenant (protocol 2.2, ami_bridge.vts_state). One
+# row per tenant, replaced whole; no foreign key: tenants live in the config, not here.
+_V2 = (
+    """CREATE TABLE vts_state (
+        tenant TEXT PRIMARY KEY,
+        body {json} NOT NULL,
+        updated_at {real} NOT NULL)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 
 
 def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:
@@ -240,3 +250,24 @@ def trace_from_row(row: Sequence[Any]) -> TraceRecord:
                        user_id=row[4], request=int(row[5]), previous=row[6], outcome=row[7],
                        rule=row[8], why=row[9], inputs=decode_json(row[10]),
                        call=decode_json(row[11]))
+
+
+# -- VTS state ------------------------------------------------------------------------------
+
+
+def vts_state_rows(states: Mapping[str, Mapping[str, Any]],
+                   now: float) -> list[tuple[str, str, float]]:
+    """(tenant, body as JSON text, updated_at) for each tenant, sorted by tenant (two
+    writers then lock rows in one order)."""
+    if not math.isfinite(now):
+        raise StoreError(f"vts state: time {now!r} is not finite")
+    for tenant in states:
+        if not isinstance(tenant, str) or not tenant:
+            raise StoreError(f"vts state: tenant {tenant!r} must be a non-empty string")
+    return [(tenant, encode_json(states[tenant], f"vts state of {tenant!r}"), float(now))
+            for tenant in sorted(states)]
+
+
+def vts_state_from_row(row: Sequence[Any]) -> VtsState:
+    """From (tenant, body, updated_at)."""
+    return VtsState(tenant=row[0], body=decode_json(row[1]), updated_at=float(row[2]))

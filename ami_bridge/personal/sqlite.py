@@ -40,6 +40,7 @@ from ami_bridge.personal.model import (
     StoreError,
     TraceRecord,
     User,
+    VtsState,
 )
 
 T = TypeVar("T")
@@ -230,6 +231,15 @@ class SqliteStore:
             raise StoreError(f"prune_traces: max_rows_per_tenant {max_rows_per_tenant} "
                              "is negative")
         return await self._write(_prune_traces, before, max_rows_per_tenant)
+
+    # -- VTS state -----------------------------------------------------------------------------
+    async def put_vts_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        values = rows.vts_state_rows(states, self._clock())
+        if values:
+            await self._write(_put_vts_states, values)
+
+    async def vts_states(self) -> list[VtsState]:
+        return await self._read(_vts_states)
 
 
 def _journal_mode_wal(conn: sqlite3.Connection) -> str:
@@ -442,3 +452,14 @@ def _prune_traces(conn: sqlite3.Connection, before: float, max_rows: int) -> int
         "(PARTITION BY tenant ORDER BY at DESC, id DESC) AS n FROM traces) AS ranked "
         "WHERE n > ?)", (max_rows,)).rowcount
     return old + over
+
+
+def _put_vts_states(conn: sqlite3.Connection, values: list[tuple[str, str, float]]) -> None:
+    conn.executemany("INSERT INTO vts_state (tenant, body, updated_at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body, "
+                     "updated_at = excluded.updated_at", values)
+
+
+def _vts_states(conn: sqlite3.Connection) -> list[VtsState]:
+    found = conn.execute("SELECT tenant, body, updated_at FROM vts_state ORDER BY tenant")
+    return [rows.vts_state_from_row(row) for row in found]

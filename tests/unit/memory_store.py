@@ -16,6 +16,7 @@ from ami_bridge.personal.model import (
     Session,
     TraceRecord,
     User,
+    VtsState,
 )
 
 
@@ -26,6 +27,7 @@ class MemoryStore:
         self.portions: dict[tuple[str, str], Portion] = {}
         self.sessions: dict[str, Session] = {}
         self.records: list[TraceRecord] = []
+        self.vts: dict[str, VtsState] = {}
         self._clock = clock
 
     async def open(self) -> None:
@@ -146,3 +148,11 @@ class MemoryStore:
         gone = len(self.records) - len(kept)
         self.records = kept
         return gone
+
+    async def put_vts_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        at = self._clock() if self._clock is not None else 0.0
+        for tenant, body in states.items():
+            self.vts[tenant] = VtsState(tenant, dict(body), at)
+
+    async def vts_states(self) -> list[VtsState]:
+        return [self.vts[t] for t in sorted(self.vts)]

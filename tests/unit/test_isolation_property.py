@@ -161,7 +161,17 @@ class Connect:
     up: bool
 
 
-Op = Route | Answer | Abandon | TreatmentEnd | Advance | Agent | Progress | Reload | Connect
+@dataclass(frozen=True)
+class SaveState:
+    """A VTS sends a `state` frame (protocol 2.2) naming any tenant, its own or not."""
+
+    vts: int
+    tenant: int  # index into the world's tenants
+    oversize: bool  # over MAX_STATE_BYTES: refused whoever it names
+
+
+Op = (Route | Answer | Abandon | TreatmentEnd | Advance | Agent | Progress | Reload | Connect
+      | SaveState)
 
 
 def operations(world: World) -> st.SearchStrategy[Op]:
@@ -206,7 +216,8 @@ def operations(world: World) -> st.SearchStrategy[Op]:
         (st.builds(Progress, venue, st.integers(-1, 3),
                    st.sampled_from(["answered", "hangup", "dial_end", "bridged"])), 1),
         (st.builds(Reload, st.integers(0, len(world.configs) - 1)), 1),
-        (st.builds(Connect, index, st.sampled_from([True, True, False])), 1))
+        (st.builds(Connect, index, st.sampled_from([True, True, False])), 1),
+        (st.builds(SaveState, index, index, st.sampled_from([False, False, True])), 1))
 
 
 def weighted(*choices: tuple[st.SearchStrategy[Any], int]) -> st.SearchStrategy[Any]:
@@ -257,7 +268,8 @@ class Model:
         self.all_links.append(link)
         link.send(self.inter.hello_for(name))  # what vts_link does when it connects
         self.links[name] = link
-        self.inter.attach_vts(name, link, events=link.events)
+        # minor 2: it is given its tenants' saved state, which must be its own
+        self.inter.attach_vts(name, link, events=link.events, minor=2)
 
     def disconnect(self, name: str) -> None:
         self.links.pop(name).attached = False
@@ -296,6 +308,8 @@ class Model:
             self.agent(op)
         elif isinstance(op, Progress):
             self.progress(op)
+        elif isinstance(op, SaveState):
+            self.save_state(op)
         elif isinstance(op, Reload):
             allowed = self.reload(self.world.configs[op.index])
         else:
@@ -397,6 +411,26 @@ class Model:
         if kind == "json":
             return body[1]
         return {**base, "type": body[1]}
+
+    def save_state(self, op: SaveState) -> None:
+        """The state carries a fresh token owned by a tenant the sender serves (the one
+        it names if it serves it): a VTS not serving that tenant must never be sent it."""
+        vts = self.pick(sorted(self.links), op.vts)
+        named = self.pick([t.name for t in self.world.tenants], op.tenant)
+        if vts is None or named is None:
+            return
+        served = self.served(vts)
+        owner = named if named in served else self.pick(list(served), 0)
+        token = self.fresh("vs", owner)
+        body: dict[str, Any] = {"round_robin": {token: 1}}
+        if op.oversize:
+            body["pad"] = "x" * m.MAX_STATE_BYTES
+        raw = {"type": "state", "tenant": named, "state": body}
+        self.sent_words.setdefault(vts, set()).update(words(json.dumps(raw)))
+        kept_before = self.inter.states.received
+        self.inter.on_vts_message(vts, raw)
+        kept = self.inter.states.received != kept_before
+        assert kept == (named in served and not op.oversize), (vts, served, raw)
 
     def agent(self, op: Agent) -> None:
         tenant = self.config.devices.get(op.device) or self.world.device_owner(op.device)
@@ -512,6 +546,8 @@ class Model:
             event = self.events[message.leg]
             venue = self.config.venues[message.venue]
             assert venue.vts == vts and venue.tenant == event.tenant in served, message
+        elif isinstance(message, m.State):
+            assert message.tenant in served, message
         elif isinstance(message, m.Error):
             if message.handle is not None and message.handle not in given:
                 # A handle it was not given (another VTS's, or made up): the answer says

@@ -108,6 +108,8 @@ EXAMPLES: list[m.Message] = [
     m.Ask("ab", 5000, m.TakeDefault("ab")),
     m.Hello(v=PROTOCOL_VERSION, vts="acme", minor=1, events=("agent_state", "call_end")),
     m.Hello(v=PROTOCOL_VERSION, vts="acme", minor=1, events=()),
+    m.State("acme", {"round_robin": {"sales": 2, "night": 0}}),
+    m.State("acme", {}),
 ]
 
 
@@ -126,6 +128,25 @@ def test_a_hello_without_events_asks_for_everything_and_kinds_are_documented() -
         m.parse({"type": "hello", "v": PROTOCOL_VERSION, "events": "agent_state"})
     section = DOC.split("### Subscriptions")[1].split("##")[0]
     assert all(f"`{kind}`" in section for kind in m.SUBSCRIBABLE)
+
+
+def test_a_state_is_an_object_of_at_most_the_limit_encoded() -> None:
+    # the limit counts the object as a frame encodes it: compact, ASCII (\u escapes)
+    room = m.MAX_STATE_BYTES - len('{"k":""}')
+    assert m.parse({"type": "state", "tenant": "acme", "state": {"k": "x" * room}})
+    with pytest.raises(MessageError, match=f"limit of {m.MAX_STATE_BYTES}") as caught:
+        m.parse({"type": "state", "tenant": "acme", "state": {"k": "x" * (room + 1)}})
+    assert caught.value.field == "state" and caught.value.type == "state"
+    wide = room // 6  # a non-ASCII character is 6 bytes on the wire (\u00fc)
+    m.parse({"type": "state", "tenant": "acme", "state": {"k": "\u00fc" * wide}})
+    with pytest.raises(MessageError, match="limit"):
+        m.parse({"type": "state", "tenant": "acme", "state": {"k": "\u00fc" * (wide + 1)}})
+    for bad, field in [({"tenant": "acme", "state": [1]}, "state"),
+                       ({"tenant": "acme"}, "state"), ({"state": {}}, "tenant"),
+                       ({"tenant": 7, "state": {}}, "tenant")]:
+        with pytest.raises(MessageError) as caught:
+            m.parse({"type": "state", **bad})
+        assert caught.value.field == field
 
 
 def test_the_trackers_call_event_kinds_are_the_subscribable_ones() -> None:
