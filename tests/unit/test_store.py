@@ -40,6 +40,7 @@ from ami_bridge.personal.model import (
     StoreError,
     TraceRecord,
     User,
+    VtsState,
 )
 from ami_bridge.personal.postgres import PostgresStore
 from ami_bridge.personal.sqlite import SqliteStore
@@ -492,6 +493,36 @@ def test_traces_are_pruned_by_age_and_by_rows_per_tenant(backend: Backend) -> No
         assert await store.prune_traces(before=0.0, max_rows_per_tenant=5) == 0
         assert await store.prune_traces(before=0.0, max_rows_per_tenant=0) == 6
         assert await store.traces("acme") == []
+
+    run(backend, main)
+
+
+# -- VTS state (protocol 2.2) ---------------------------------------------------------------
+
+
+def test_vts_states_are_replaced_per_tenant_and_survive_a_reopen(backend: Backend) -> None:
+    async def write(store: Store) -> None:
+        assert await store.vts_states() == []
+        await store.put_vts_states({"zeta": {"round_robin": {"r": 1}},
+                                    "acme": {"round_robin": {"r": 0}}})
+        await store.put_vts_states({"acme": {"round_robin": {"r": 2, "s": 1}, "u": "\u00fc"}})
+        await store.put_vts_states({})  # nothing to write: no transaction, no error
+
+    run(backend, write)
+    assert run(backend, lambda s: s.vts_states()) == [
+        VtsState("acme", {"round_robin": {"r": 2, "s": 1}, "u": "\u00fc"}, CLOCK),
+        VtsState("zeta", {"round_robin": {"r": 1}}, CLOCK)]  # its own, untouched
+    assert backend.sql("SELECT count(*) FROM vts_state") == [(2,)]
+
+
+def test_a_vts_state_that_is_not_json_is_refused_and_nothing_written(backend: Backend) -> None:
+    async def main(store: Store) -> None:
+        await store.put_vts_states({"acme": {"r": 1}})
+        with pytest.raises(StoreError, match="vts state of 'zeta'"):
+            await store.put_vts_states({"acme": {"r": 2}, "zeta": {"bad": float("nan")}})
+        with pytest.raises(StoreError, match="tenant"):
+            await store.put_vts_states({"": {"r": 2}})
+        assert [s.body for s in await store.vts_states()] == [{"r": 1}]
 
     run(backend, main)
 
