@@ -19,7 +19,10 @@ Parts, each interleaved and rotated per repetition, summaries are medians:
            one loadgen on pg-a; `two` = one loadgen on pg-a and one on pg-b at once,
            summed. routes/s, CPU per route of each bridge, the machine's busy share
            (/proc/stat) and routes per CPU-second (bridges + VTS; and with the loadgens
-           and PostgreSQL); ratios two / one (target ~ 2 on a host with the cores for it)
+           and PostgreSQL); ratios two / one (target ~ 2 on a host with the cores for it).
+           And `paced`: the same two variants open loop at `rate`/2 per bridge (the
+           machine keeps up with both), for each bridge's CPU per route without the
+           oversubscription of the closed loop (issue 16: "the same per-call CPU")
   change   (target c) the rule-change client (bench/personal_change.py) PUTs through
            pg-a's HTTP API and asks pg-b for the changed user's number, next to
            `rate`/2 personal calls on pg-b: from the 200 to the first answer at pg-b
@@ -148,16 +151,16 @@ def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     return res
 
 
-def saturation(bridges: list[Target], duration: float, users: int,
-               pg_pid: int) -> dict[str, Any]:
-    """Closed loop on every bridge of `bridges` at once (one loadgen each, started
-    together): summed routes/s, each bridge's CPU per route, the machine's busy share and
-    routes per CPU-second."""
+def together(bridges: list[Target], *, mode: str, rate: float, duration: float,
+             users: int, pg_pid: int) -> dict[str, Any]:
+    """Personal routes into every bridge of `bridges` at once (one loadgen each, started
+    together; `mode` closed: saturation, open: `rate`/s each): summed routes/s, each
+    bridge's CPU per route, the machine's busy share and routes per CPU-second."""
     pids = {t.name: tree(t.server.pid) for t in bridges}
     pg = tree(pg_pid)
     before = {name: tree_cpu(p) for name, p in pids.items()}
     pg0, m0 = cpu_of(pg), machine_ticks()
-    procs = [_loadgen(t.server.port, mode="closed", rate=0, duration=duration, users=users)
+    procs = [_loadgen(t.server.port, mode=mode, rate=rate, duration=duration, users=users)
              for t in bridges]
     results = [_result(p, duration + 60) for p in procs]
     m1, pg1 = machine_ticks(), cpu_of(pg)
@@ -237,7 +240,7 @@ def run(*, users: int, reps: int, duration: float, rate: float, sat_duration: fl
 
     workdir.mkdir(parents=True, exist_ok=True)
     steps = (4 + len(BRIDGES) + reps * (len(STORE_BRIDGES) * len(KINDS)
-                                        + len(SCALE_VARIANTS)) + 1)
+                                        + 2 * len(SCALE_VARIANTS)) + 1)
     bar = Progress(steps, "scale-out")
     sqlite_store, fill_s = filled_store(users, workdir / "sqlite.sqlite3")
     bar.step(f"sqlite store with {users} users "
@@ -282,16 +285,23 @@ def run(*, users: int, reps: int, duration: float, rate: float, sat_duration: fl
                     emit(rec, sink=sink)
                     bar.step(f"{store} {kind} {r['cpu_us_per_route']} us "
                              f"p99 {r['p99_ms']} ms")
-                variants = list(SCALE_VARIANTS[rep % 2:] + SCALE_VARIANTS[:rep % 2])
-                for variant in variants:
+                runs = [(kind, variant) for kind in ("saturation", "paced")
+                        for variant in SCALE_VARIANTS]
+                for kind, variant in runs[rep % len(runs):] + runs[:rep % len(runs)]:
                     on = [tlist["pg-a"]] + ([tlist["pg-b"]] if variant == "two" else [])
-                    s = saturation(on, sat_duration, users, pg_pid)
-                    rec = {"bench": "scale-out", "kind": "saturation", "variant": variant,
-                           "rep": rep, "users": users, "duration_s": sat_duration, **s}
+                    closed = kind == "saturation"
+                    seconds = sat_duration if closed else duration
+                    s = together(on, mode="closed" if closed else "open",
+                                 rate=0 if closed else rate / 2, duration=seconds,
+                                 users=users, pg_pid=pg_pid)
+                    rec = {"bench": "scale-out", "kind": kind, "variant": variant,
+                           "rep": rep, "users": users, "duration_s": seconds,
+                           "offered_rate_each": None if closed else rate / 2, **s}
                     records.append(rec)
                     emit(rec, sink=sink)
-                    bar.step(f"{variant}: {s['routes_per_s']}/s, busy "
-                             f"{s['machine_busy_share']}")
+                    bar.step(f"{kind} {variant}: {s['routes_per_s']}/s, busy "
+                             f"{s['machine_busy_share']}, us/route "
+                             f"{[b['cpu_us_per_route'] for b in s['per_bridge'].values()]}")
             change = cross_change(tlist["pg-a"], configs["pg-a"], tlist["pg-b"], rate / 2,
                                   users, changes, change_s)
             records.append(change)
@@ -406,6 +416,24 @@ def summarize(records: list[dict[str, Any]], rate: float) -> list[dict[str, Any]
         s["two_over_one_cpu_normalised"] = (round(2 * s["two_over_one_per_bridge_cpu_s"], 3)
                                             if s["two_over_one_per_bridge_cpu_s"] else None)
         s["target_two_over_one"] = TARGET_TWO_OVER_ONE
+        paced = [r for r in records if r["kind"] == "paced"]
+        for variant in SCALE_VARIANTS:
+            at = [r for r in paced if r["variant"] == variant]
+            for name in ("pg-a", "pg-b"):
+                vals = [r["per_bridge"][name]["cpu_us_per_route"] for r in at
+                        if name in r["per_bridge"]]
+                if vals:
+                    s[f"paced_{variant}_{name}_cpu_us_per_route"] = round(median(vals), 1)
+                    s[f"paced_{variant}_{name}_cpu_us_per_route_each"] = vals
+            busy = [r["machine_busy_share"] for r in at if r["machine_busy_share"] is not None]
+            s[f"paced_{variant}_machine_busy_share"] = round(median(busy), 3) if busy else None
+        one_cpu = s.get("paced_one_pg-a_cpu_us_per_route")
+        two_cpu = [s.get(f"paced_two_{n}_cpu_us_per_route") for n in ("pg-a", "pg-b")]
+        if one_cpu and all(two_cpu):
+            # each bridge's CPU per route with the other one busy too, against alone
+            s["paced_two_over_one_cpu_per_route"] = round(
+                sum(c for c in two_cpu if c) / 2 / one_cpu, 3)
+        s["paced_offered_rate_each"] = paced[0]["offered_rate_each"] if paced else None
         out.append(s)
     return out
 
@@ -442,14 +470,20 @@ def plot(records: list[dict[str, Any]], summaries: list[dict[str, Any]], rate: f
                 label="routes per bridge CPU-second")
         ax2.set_xticks(list(x), [f"{n} bridge{'s' if n == 'two' else ''}" for n in names])
         ax2.set_title(f"(a) two / one: {scale['two_over_one_routes_per_s']} per wall s, "
-                      f"busy {scale['two_machine_busy_share']}")
+                      f"busy {scale['two_machine_busy_share']}; CPU per route paced: "
+                      f"x{scale.get('paced_two_over_one_cpu_per_route')}", fontsize=9)
         ax2.legend(fontsize=8)
     change = next((r for r in records if r["kind"] == "rule-change"), None)
     if change and change["visible_ms_each"]:
         vals = sorted(change["visible_ms_each"])
         ax3.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], "-")
-        ax3.set_xscale("log")
+    elif change:
+        ax3.text(0.5, 0.5, f"no change seen at {change['route_bridge']}\n"
+                 f"({change['ambiguous']} ambiguous)", transform=ax3.transAxes,
+                 ha="center", va="center")
     if change:
+        ax3.set_xscale("log")
+        ax3.set_xlim(0.5, VISIBLE_WITHIN_MS)
         ax3.axvline(TARGET_VISIBLE_P99_MS, color="red", lw=0.8, ls=":",
                     label="target p99 100 ms")
         ax3.set_xlabel("ms from A's 200 to the first route at B with the new rule")

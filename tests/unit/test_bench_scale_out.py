@@ -22,9 +22,11 @@ def _point(store: str, kind: str, rep: int, cpu: float, main: float) -> dict[str
             "completed": 100, "deferred_ticks": 0, "errors": {}}
 
 
-def _sat(variant: str, rep: int, rps: float, per_cpu: float) -> dict[str, Any]:
+def _sat(variant: str, rep: int, rps: float, per_cpu: float,
+         kind: str = "saturation") -> dict[str, Any]:
     names = ["pg-a"] + (["pg-b"] if variant == "two" else [])
-    return {"kind": "saturation", "variant": variant, "rep": rep, "users": 10,
+    return {"kind": kind, "variant": variant, "rep": rep, "users": 10,
+            "offered_rate_each": 500.0 if kind == "paced" else None,
             "routes_per_s": rps, "machine_busy_share": 1.0,
             "routes_per_bridge_cpu_s": per_cpu, "routes_per_cpu_s_all": per_cpu / 2,
             "per_bridge": {n: {"cpu_us_per_route": 1e6 / per_cpu} for n in names}}
@@ -67,6 +69,20 @@ def test_scale_ratio_pairs_one_and_two_by_repetition() -> None:
     assert scale["one_pg-a_cpu_us_per_route"] == 500.0
     assert "one_pg-b_cpu_us_per_route" not in scale
     assert scale["two_pg-b_cpu_us_per_route"] == round(1e6 / 1900.0, 1)
+    assert "paced_two_over_one_cpu_per_route" not in scale
+
+
+def test_paced_cpu_ratio_is_each_bridge_with_the_other_busy_against_alone() -> None:
+    records = [_sat("one", 0, 1000.0, 2000.0), _sat("two", 0, 1500.0, 1800.0),
+               _sat("one", 0, 500.0, 2500.0, "paced"), _sat("two", 0, 1000.0, 2000.0,
+                                                             "paced")]
+    scale = next(s for s in so.summarize(records, 1000) if s["kind"] == "scale")
+    assert scale["paced_one_pg-a_cpu_us_per_route"] == 400.0
+    assert scale["paced_two_pg-b_cpu_us_per_route"] == 500.0
+    assert scale["paced_two_over_one_cpu_per_route"] == 1.25
+    assert scale["paced_offered_rate_each"] == 500.0
+    # the saturation figures are not mixed with the paced ones
+    assert scale["two_over_one_routes_per_s"] == 1.5
 
 
 def test_no_scale_summary_without_both_variants() -> None:
