@@ -11,6 +11,8 @@ different rules match first, and two VIP patterns. Portions are validated exactl
 HTTP API validates them (`parse_portion` with the tenant's extensions) and written through
 the real store API (`SqliteStore`); the filled store is built once per (N, `DATA_VERSION`)
 under bench/.run/cache/ (20,000 fsync'ed transactions take a while) and copied per bridge.
+The scale-out bench fills a PostgreSQL store with the same users through `fill` and
+points its configs at it (`write_config(store_dsn=...)`).
 One extra user, `changer` (number `CHANGER_NUMBER`), has one rule, "forward always to
 1002", which the rule-change client flips between 1002 and 1003 over the HTTP API.
 """
