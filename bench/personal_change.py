@@ -18,6 +18,13 @@ bridge's MSet. Per change:
   (usually before its 200): counted by when it started (before / after the 200) and what
   it saw (old / new); old after the 200 is stale too.
 
+Across bridges (bench/scale_out.py, `--route-port`): the PUT goes to bridge A's API and
+every route request to bridge B's FastAGI port, with `--within-ms` as the bound: a change
+B has not shown that long after the 200 counts in `never_seen` and the client goes on with
+the next one. B may then still hold an older target, so before each PUT one request asks B
+what it answers now (`pre`): a change whose new target B already answers cannot be told
+from B having seen it and counts in `ambiguous`, not in the figures.
+
 Run next to the 1,000/s load by bench/personal_load.py; prints one JSON object.
 
     python -m bench.personal_change --agi-port 4700 --api http://127.0.0.1:4701 \\
@@ -81,11 +88,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     token = Path(args.token_file).read_text().strip()
     url = f"{args.api}/api/v1/tenants/{TENANT}/users/{CHANGER}/rules"
     headers = {"Authorization": f"Bearer {token}"}
-    router = Router(args.agi_port)
+    cross = args.route_port is not None
+    router = Router(args.route_port if cross else args.agi_port)
+    within_s = args.within_ms / 1000 if args.within_ms is not None else None
     visible: list[float] = []
     visible_start: list[float] = []
     put_ms: list[float] = []
-    stale = never = other = first_new = 0
+    stale = never = other = first_new = ambiguous = 0
     concurrent = {"before_200_old": 0, "before_200_new": 0, "after_200_old": 0,
                   "after_200_new": 0, "other": 0}
     deadline = time.monotonic() + args.max_seconds
@@ -97,6 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while done < args.changes and time.monotonic() < deadline:
             new = FORWARD_TARGETS[1] if current == FORWARD_TARGETS[0] else FORWARD_TARGETS[0]
             old = current
+            pre = (await router.route())[2] if cross else old
             sent = time.perf_counter()
 
             async def delayed(at: float = sent) -> tuple[float, float, str]:
@@ -113,19 +123,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"PUT answered {answer.status}: {body}")
             version = int(body["version"])
             put_ms.append((t200 - sent) * 1000)
-            for attempt in range(MAX_TRIES):
+            attempt = 0
+            while pre != new:
+                if (within_s is None and attempt >= MAX_TRIES) or (
+                        within_s is not None and time.perf_counter() - t200 > within_s):
+                    never += 1
+                    break
+                attempt += 1
                 started, ended, target = await router.route()
                 if target == new:
                     visible.append((ended - t200) * 1000)
                     visible_start.append((started - t200) * 1000)
-                    first_new += attempt == 0
+                    first_new += attempt == 1
                     break
                 if target == old and started >= t200:
                     stale += 1
                 elif target != old:
                     other += 1
-            else:
-                never += 1
+            ambiguous += pre == new
             started, _, target = await probe
             when = "after_200" if started >= t200 else "before_200"
             if target in (old, new):
@@ -145,6 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "visible_start_p50_ms": vis_start["p50_ms"], "visible_start_p99_ms": vis_start["p99_ms"],
         "visible_start_max_ms": vis_start["max_ms"], "stale_after_200": stale, "never_seen": never,
         "first_route_after_200_new": first_new, "other_answers": other,
+        "cross_bridge": cross, "within_ms": args.within_ms, "ambiguous": ambiguous,
         "concurrent_probe": concurrent,
         "put_p50_ms": percentiles([p / 1000 for p in put_ms])["p50_ms"],
         "put_p99_ms": percentiles([p / 1000 for p in put_ms])["p99_ms"],
@@ -163,6 +179,12 @@ def main() -> None:
                    help="the concurrent route request starts this long after the PUT")
     p.add_argument("--gap-ms", type=float, default=20.0, help="pause between changes")
     p.add_argument("--max-seconds", type=float, default=60.0)
+    p.add_argument("--route-port", type=int, default=None,
+                   help="route requests to this bridge's FastAGI port instead of "
+                   "--agi-port's (a change made through A, seen at B)")
+    p.add_argument("--within-ms", type=float, default=None,
+                   help="a change not seen this long after the 200 counts as never seen "
+                   f"(default: after {MAX_TRIES} route requests)")
     args = p.parse_args()
     try:
         import uvloop

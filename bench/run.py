@@ -1,9 +1,9 @@
 """Entry point of the benchmarks: `python -m bench [--only NAME,...] [--quick]`.
 
-Runs agi-load, e2e-cps, drivers, bridge-cost, tenants-scale, personal and pops in that
-order (each can be picked with `--only`). With `--baseline PATH` (a checkout of older
-code) agi-load adds the target `bridge@baseline` and bridge-cost the variants
-`routed@baseline` and `routed-noami@baseline`, run from PATH in the same session.
+Runs agi-load, e2e-cps, drivers, bridge-cost, tenants-scale, personal, pops and
+scale-out in that order (each can be picked with `--only`). With `--baseline PATH` (a
+checkout of older code) agi-load adds the target `bridge@baseline` and bridge-cost the
+variants `routed@baseline` and `routed-noami@baseline`, run from PATH in the same session.
 Prints one JSON object per result line on stdout, a progress bar on stderr, and writes
 PNG plots and a copy of the JSON lines (`results.jsonl`) under bench/results/.
 Generated configs and server logs go to bench/.run/<timestamp>/ (ignored by git).
@@ -17,7 +17,8 @@ import time
 
 from bench.common import REPO, RESULTS, baseline_checkout, is_baseline
 
-ALL = ("agi-load", "e2e-cps", "drivers", "bridge-cost", "tenants-scale", "personal", "pops")
+ALL = ("agi-load", "e2e-cps", "drivers", "bridge-cost", "tenants-scale", "personal", "pops",
+       "scale-out")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="pops: idle WebSocket clients (default 1000)")
     p.add_argument("--pops-idle-s", type=float, default=None,
                    help="pops: seconds the idle clients are watched (default 60, quick 30)")
+    p.add_argument("--scale-users", type=int, default=None,
+                   help="scale-out: users in the store (default 10000, quick 2000)")
+    p.add_argument("--scale-changes", type=int, default=None,
+                   help="scale-out: rule changes through bridge A (default 200, quick 50)")
     args = p.parse_args(argv)
     chosen = [x for x in args.only.split(",") if x]
     bad = set(chosen) - set(ALL)
@@ -163,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
                 idle_clients=args.pops_idle_clients,
                 idle_s=args.pops_idle_s or (30.0 if args.quick else 60.0),
                 baseline_s=10.0 if args.quick else 20.0, workdir=workdir / "pops", sink=sink)
+        if "scale-out" in chosen:
+            from bench import scale_out
+            scale_out.run(
+                users=args.scale_users or (2000 if args.quick else 10_000),
+                reps=args.reps or (2 if args.quick else 3),
+                duration=3.0 if args.quick else 5.0, rate=1000,
+                sat_duration=3.0 if args.quick else 4.0,
+                changes=args.scale_changes or (50 if args.quick else 200),
+                change_s=15.0 if args.quick else 25.0,
+                workdir=workdir / "scale-out", sink=sink)
     finally:
         sink.close()
     print(f"bench: plots and results.jsonl in {RESULTS}; logs in {workdir}",
