@@ -1,4 +1,4 @@
-"""The bridge's control socket: `status` and `reload`, for `ami-bridge ctl` and scripts.
+"""The bridge's control socket: `status`, `reload` and `apply`, for `ami-bridge ctl` and scripts.
 
 A Unix stream socket (mode 0600: whoever can use it can reload the bridge) speaking one
 JSON object per line each way: `{"cmd": "status"}` -> the intermediary's venue map,
@@ -6,8 +6,9 @@ VTS connections, pending counts, counters and supervisor state;
 `{"cmd": "reload"}` -> `{"ok": true}` or `{"ok": false, "error": "..."}` (the running
 config is kept when the file does not validate); `{"cmd": "apply"}` -> the same with
 `"changed"` (ami_bridge.apply; with `[cluster]` on every node: ami_bridge.cluster.apply).
-The same framing core as the VTS wire (`ami_bridge.tenants.protocol`) bounds each request. `serve` replaces a stale socket
-file; a bridge that stops cleanly removes its own (`remove`).
+The same framing core as the VTS wire (`ami_bridge.tenants.protocol`) bounds each
+request. `serve` replaces a stale socket file; a bridge that stops cleanly removes its
+own (`remove`).
 """
 
 from __future__ import annotations
