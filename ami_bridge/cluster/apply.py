@@ -63,6 +63,9 @@ class Timeouts:
     finish: float = 5.0  # only releases a lock (it expires anyway)
 
 
+DEFAULT_TIMEOUTS = Timeouts()
+
+
 @dataclass(frozen=True)
 class Reply:
     """One node's answer to one phase."""
@@ -102,7 +105,7 @@ def new_tx(node: str) -> str:
 
 async def cluster_apply(nodes: Sequence[Node], *, coordinator: str,
                         tenants: Mapping[str, str], tx: str,
-                        timeouts: Timeouts = Timeouts()) -> ClusterResult:
+                        timeouts: Timeouts = DEFAULT_TIMEOUTS) -> ClusterResult:
     """PREPARE every node, then COMMIT every node, or ABORT them all (module docstring)."""
     ordered = sorted(nodes, key=lambda n: n.name)  # one lock order for the whole cluster
     asked: list[Node] = []

@@ -13,6 +13,7 @@ network or behind a TLS terminator and give the other nodes an `https://` URL
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -141,7 +142,8 @@ class RemoteNode:
                                   path=path, body=body)
         headers["Content-Type"] = "application/json"
         try:
-            async with self._session.post(self._url + path, data=body,
+            # A stream, not bytes: aiohttp warns that a large bytes body blocks the loop.
+            async with self._session.post(self._url + path, data=io.BytesIO(body),
                                           headers=headers) as response:
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, OSError, ValueError) as exc:

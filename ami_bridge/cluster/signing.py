@@ -69,9 +69,11 @@ def verify(secret: str, *, method: str, path: str, body: bytes, timestamp: str |
         return f"unsigned request: {TIME_HEADER} and {SIGNATURE_HEADER} are required"
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         return f"{TIME_HEADER} must be whole seconds since the epoch"
-    if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
-        return (f"request time {timestamp} is {now - int(timestamp):+.0f} s from this "
-                f"node's clock (at most {MAX_SKEW_SECONDS:g} s; are the clocks in step?)")
+    late = now - int(timestamp)
+    if abs(late) > MAX_SKEW_SECONDS:
+        return (f"request time {timestamp} is {abs(late):.0f} s "
+                f"{'behind' if late > 0 else 'ahead of'} this node's clock (at most "
+                f"{MAX_SKEW_SECONDS:g} s: a replay, or clocks out of step)")
     expected = sign(secret, timestamp=int(timestamp), method=method, path=path, body=body)
     if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace")):
         return "signature does not match (is [cluster] secret_file the same on every node?)"
