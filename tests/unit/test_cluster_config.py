@@ -121,3 +121,14 @@ def test_tenant_texts_replace_the_files_on_disk_and_errors_name_their_future_pat
                                       "not valid TOML")
     texts["globex"] = (tmp_path / "tenants.d" / "globex" / "tenant.toml").read_text()
     assert sorted(config_mod.load(path, tenant_texts=texts).tenants) == ["acme", "globex"]
+
+
+def test_conf_show_masks_the_cluster_secret_and_resolves_its_file(tmp_path: Path) -> None:
+    from ami_bridge import confshow
+
+    path = write(tmp_path)
+    cfg = config_mod.load(path)
+    assert SECRET in confshow.known_secrets(cfg)
+    raw = {"cluster": {"secret_file": "cluster.secret", "note": SECRET}}
+    shown = confshow.mask(raw, secrets=confshow.known_secrets(cfg))
+    assert SECRET not in str(shown)
