@@ -4,7 +4,9 @@ Node A is the bridge the sandbox Asterisk asks; node B is a second bridge with i
 config dir, tenant files, FastAGI port and Asterisk conf dir (a copy of the live one,
 its `AB_AGI_URL` naming B), reloading the same Asterisk. Carol's tenant file is added on
 A and `ctl apply` run there: with B down, no node changes and the error names B; with
-both up, carol lands on both (tenant file, fragments, venue map) and her calls route.
+B's Asterisk reload refused, A (already committed, Asterisk reloaded) is rolled back and
+B is named; with both up, carol lands on both (tenant file, fragments, venue map) and
+her calls route.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def free_port() -> int:
 
 
 def write_node(root: Path, name: str, *, agi_port: int, conf_dir: Path,
-               ports: dict[str, int], carol: bool = False) -> Path:
+               ports: dict[str, int], carol: bool = False,
+               reload_secret: str = "ami-bridge-reload-secret") -> Path:
     root.mkdir(exist_ok=True)
     if not (root / "tenants.d").exists():
         shutil.copytree(ROOT / "examples" / "tenants.d", root / "tenants.d")
@@ -69,7 +72,7 @@ path = "{root}/personal.sqlite3"
 username = "ami-bridge"
 secret = "ami-bridge-secret"
 reload_username = "ami-bridge-reload"
-reload_secret = "ami-bridge-reload-secret"
+reload_secret = "{reload_secret}"
 
 [cluster]
 node = "{name}"
@@ -117,7 +120,8 @@ def two_nodes(asterisk: Asterisk, tmp_path: Path) -> tuple[Path, Path, Path, Pat
     return a, b, a_etc, b_etc, ports
 
 
-def add_carol(tmp_path: Path, asterisk: Asterisk, ports: dict[str, int], b_etc: Path) -> None:
+def add_carol(tmp_path: Path, asterisk: Asterisk, ports: dict[str, int], b_etc: Path,
+              b_reload_secret: str = "ami-bridge-reload-secret") -> None:
     """The operator's edits: carol's tenant file on A only; her VTS on both nodes."""
     carol = tmp_path / "a" / "tenants.d" / "carol"
     carol.mkdir()
@@ -125,7 +129,7 @@ def add_carol(tmp_path: Path, asterisk: Asterisk, ports: dict[str, int], b_etc: 
     write_node(tmp_path / "a", "a", agi_port=AGI_PORT, conf_dir=asterisk.instance_dir / "etc",
                ports=ports, carol=True)
     write_node(tmp_path / "b", "b", agi_port=B_AGI_PORT, conf_dir=b_etc, ports=ports,
-               carol=True)
+               carol=True, reload_secret=b_reload_secret)
 
 
 def test_node_b_unreachable_changes_no_node_and_names_b(asterisk: Asterisk,
@@ -145,6 +149,28 @@ def test_node_b_unreachable_changes_no_node_and_names_b(asterisk: Asterisk,
         assert bridge_a.status()["cluster"]["apply_held_by"] is None  # released
     assert not (tmp_path / "b" / "tenants.d" / "carol").exists()
     assert show_dialplan(["carol-venue"]) == {"carol-venue": False}
+
+
+def test_a_commit_failing_on_b_rolls_a_back(asterisk: Asterisk, tmp_path: Path) -> None:
+    a, b, a_etc, b_etc, ports = two_nodes(asterisk, tmp_path)
+    b.write_text(b.read_text().replace('reload_secret = "ami-bridge-reload-secret"',
+                                       'reload_secret = "wrong"'))
+    with BridgeProcess(a, log_path=tmp_path / "a.log") as bridge_a, \
+            BridgeProcess(b, log_path=tmp_path / "b.log") as bridge_b:
+        before = {"a": fragments(a_etc), "b": fragments(b_etc)}
+        add_carol(tmp_path, asterisk, ports, b_etc, b_reload_secret="wrong")
+        answer = ctl_apply(tmp_path / "a")
+        assert not answer["ok"]
+        error = str(answer["error"])
+        assert error.startswith("cluster apply failed at commit on node b: apply failed, "
+                                "rolled back: AMI login as 'ami-bridge-reload' refused"), error
+        assert "\n  node a: rolled back" in error
+        assert {"a": fragments(a_etc), "b": fragments(b_etc)} == before
+        assert "carol-venue" not in venues(bridge_a) | venues(bridge_b)
+        assert not (tmp_path / "b" / "tenants.d" / "carol").exists()
+    # A had committed and reloaded Asterisk with carol; its rollback reloaded it again.
+    assert show_dialplan(["carol-venue", "acme-venue"]) == {"carol-venue": False,
+                                                            "acme-venue": True}
 
 
 def test_with_both_up_the_change_lands_on_both(asterisk: Asterisk, tmp_path: Path) -> None:

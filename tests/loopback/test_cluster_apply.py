@@ -255,3 +255,28 @@ def test_phases_of_an_unknown_transaction_change_nothing(tmp_path: Path, op: str
     reply = asyncio.run(getattr(node, op)("x-1"))
     assert reply.ok == (op != "commit")
     assert steps.journal == []
+
+
+def test_of_two_concurrent_applies_one_wins_and_the_other_is_refused_with_words(
+        tmp_path: Path) -> None:
+    paths = {"a": make_node(tmp_path / "a", "a"), "b": make_node(tmp_path / "b", "b")}
+    steps = {name: Steps(path) for name, path in paths.items()}
+    for path in paths.values():
+        add_vts(path)
+    texts = tenant_texts(paths["a"]) | {"carol": CAROL}
+
+    async def scenario() -> list[str]:
+        clock = asyncio.get_running_loop().time
+        nodes: list[Node] = [Participant(node=n, steps=steps[n], clock=clock) for n in "ab"]
+        results = await asyncio.gather(
+            cluster_apply(nodes, coordinator="a", tenants=texts, tx="a-1"),
+            cluster_apply(list(reversed(nodes)), coordinator="b", tenants=texts, tx="b-1"))
+        return [r.message if not r.ok else "ok" for r in results]
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes.count("ok") == 1, outcomes
+    refused = next(o for o in outcomes if o != "ok")
+    assert refused.startswith("cluster apply refused at prepare; no node changed:\n  node a: "
+                              "busy: node a is held by apply "), refused
+    for name in "ab":
+        assert sorted(steps[name].config.tenants) == ["acme", "carol", "globex"]
