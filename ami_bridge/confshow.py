@@ -13,7 +13,8 @@ document before it is printed: the value of every key named like a secret (`secr
 URI form; a DSN that cannot be read is masked whole) and of any URL with a user, and then
 every string that still holds a secret value the loader read (AMI secrets, the AGI
 secret, the operator token, the cluster secret, a DSN password) has it replaced: a
-secret put under a key that does not look like one is masked too. `*_file` keys show a path, never the content.
+secret put under a key that does not look like one is masked too. `*_file` keys show a
+path, never the content.
 """
 
 from __future__ import annotations
