@@ -16,14 +16,18 @@ never gets here) and, with the callbacks the daemon passes in, does in order:
    that every venue of every tenant is there.
 
 A failure in 3-5 restores the old fragments and venue map and reloads again, and the
-result says why. Other tenants' calls are unaffected: a dialplan reload does not touch
+result says why. A successful result carries its `Undo` (the fragments it replaced and
+the config it swapped out), which `revert` puts back: a cluster apply
+(ami_bridge.cluster.apply) rolls a committed node back with it when another node fails.
+`refusal` is steps 1-2 alone (render and check, nothing written): a cluster's prepare.
+Other tenants' calls are unaffected: a dialplan reload does not touch
 calls in progress, and their venue entries are unchanged by the swap.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +45,40 @@ MAX_FINDINGS_SHOWN = 10
 
 
 @dataclass(frozen=True)
+class Undo:
+    """What a successful apply replaced: enough to put it all back (`revert`)."""
+    conf_dir: Path
+    files: Mapping[str, str]  # the fragments it wrote
+    backup: Mapping[str, str | None]  # their old text (None: did not exist)
+    previous: BridgeConfig  # the config it swapped out
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     ok: bool
     message: str
     changed: list[str] = field(default_factory=list)
+    undo: Undo | None = field(default=None, repr=False, compare=False)  # set when ok
+
+
+def refusal(new: BridgeConfig) -> str | None:
+    """Render and check `new` against its Asterisk conf dir, writing nothing: why it
+    would be refused, or None when it may be applied."""
+    return _refusal(new, render_tree(new))
+
+
+def _refusal(new: BridgeConfig, files: dict[str, str]) -> str | None:
+    conf_dir = new.asterisk_conf_dir
+    if conf_dir is None:
+        return (f"{new.path}: bridge.asterisk_conf_dir is not set: "
+                "where should the rendered fragments go?")
+    findings = lint(files, conf_dir, new)
+    if findings:
+        shown = "\n".join(findings[:MAX_FINDINGS_SHOWN])
+        more = len(findings) - MAX_FINDINGS_SHOWN
+        return ("conf check refused the new dialplan; nothing changed:\n"
+                + shown + (f"\n... and {more} more" if more > 0 else ""))
+    return None
 
 
 async def apply_config(
@@ -55,17 +89,12 @@ async def apply_config(
     reload_asterisk: Callable[[], Awaitable[None]],
     missing_contexts: Callable[[list[str]], Awaitable[list[str]]],
 ) -> ApplyResult:
-    conf_dir = new.asterisk_conf_dir
-    if conf_dir is None:
-        return ApplyResult(False, f"{new.path}: bridge.asterisk_conf_dir is not set: "
-                           "where should the rendered fragments go?")
     files = render_tree(new)
-    findings = lint(files, conf_dir, new)
-    if findings:
-        shown = "\n".join(findings[:MAX_FINDINGS_SHOWN])
-        more = len(findings) - MAX_FINDINGS_SHOWN
-        return ApplyResult(False, "conf check refused the new dialplan; nothing changed:\n"
-                           + shown + (f"\n... and {more} more" if more > 0 else ""))
+    refused = _refusal(new, files)
+    if refused is not None:
+        return ApplyResult(False, refused)
+    conf_dir = new.asterisk_conf_dir
+    assert conf_dir is not None  # _refusal says so otherwise
     backup = _backup(conf_dir, files)
     changed: list[str] = []
     reloaded = False  # whether Asterisk may have read the new fragments
@@ -96,7 +125,17 @@ async def apply_config(
         return ApplyResult(False, f"apply failed, rolled back: {exc}")
     changed += [f"{rel} (removed)" for rel in backup if rel not in files]
     log.info("applied %s: %s", new.path, ", ".join(changed) or "no fragment changed")
-    return ApplyResult(True, "applied", changed)
+    return ApplyResult(True, "applied", changed,
+                       Undo(conf_dir=conf_dir, files=files, backup=backup, previous=current))
+
+
+async def revert(undo: Undo, *, swap_bridge: Callable[[BridgeConfig], Awaitable[None]],
+                 reload_asterisk: Callable[[], Awaitable[None]]) -> None:
+    """Put back what a successful apply replaced: fragments, venue map, Asterisk's dialplan."""
+    _restore(undo.conf_dir, dict(undo.files), dict(undo.backup))
+    await swap_bridge(undo.previous)
+    await reload_asterisk()
+    log.info("reverted the apply of %s", undo.previous.path)
 
 
 def agi_addresses(config: BridgeConfig) -> frozenset[tuple[str, int]]:

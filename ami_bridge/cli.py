@@ -196,7 +196,13 @@ CTL_ACTIONS = {
                " A refused config leaves the running one in place (exit 1, with why)."),
     "apply": ("reload, and render + check + swap the tenants' dialplan fragments and "
               "reload them in Asterisk, rolling back on failure",
-              " Needs [bridge] asterisk_conf_dir and [ami] reload_username."),
+              " Needs [bridge] asterisk_conf_dir and [ami] reload_username. With [cluster],"
+              " the tenant files of this node's tenants_dir go to every node, all or none:"
+              " each node first checks them against its own config and Asterisk conf dir"
+              " (PREPARE; an unreachable or refusing node stops it, nothing changes), then"
+              " each applies them (COMMIT); a node that fails rolls back every node already"
+              " changed. The error names each node and why; changed files print as"
+              " 'changed NODE: FILE' (docs/operations.md, docs/scale-out.md)."),
 }
 
 
@@ -490,7 +496,8 @@ def _ctl(args: argparse.Namespace) -> int:
     try:
         path = args.socket or config_mod.load(
             conffiles.require(conffiles.locate(args.config, os.environ))).control_socket
-        answer = control.request(path, args.action)
+        answer = control.request(path, args.action, timeout=control.APPLY_CLIENT_TIMEOUT
+                                 if args.action == "apply" else control.CLIENT_TIMEOUT)
     except config_mod.ConfigError as exc:
         print(f"ami-bridge: {exc}", file=sys.stderr)
         return 2

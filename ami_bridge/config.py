@@ -25,6 +25,8 @@ Layout (see examples/bridge.toml, docs/configuration.md):
     [owners.NAME]     contexts, endpoints granted to one tenant besides its `NAME-` ones
     [ari]             url, username, password_file, app: the ARI driver's connection
                       (ami_bridge.drivers.ari_settings)
+    [cluster]         node, listen, secret_file, [cluster.nodes]: the other bridges that
+                      `ctl apply` changes with this one (ami_bridge.cluster.settings)
 
 Every context, endpoint, trunk, queue member and prompt directory a tenant names must be
 its own or shared (ami_bridge.ownership); the check runs here, in the one loader that
@@ -36,6 +38,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +46,7 @@ from typing import Any
 
 from ami_bridge import conffiles
 from ami_bridge.agi.limits import ListenerPolicy, is_loopback
+from ami_bridge.cluster.settings import ClusterConfig, parse_cluster
 from ami_bridge.dialplan.allow import Allowance, parse_allowance
 from ami_bridge.drivers.ari_settings import AriConfig, parse_ari
 from ami_bridge.metrics.settings import MetricsConfig, parse_metrics
@@ -149,6 +153,8 @@ class BridgeConfig:
     fragments: tuple[Path, ...] = ()  # the conf.d/*.toml merged into `path`, in order
     metrics: MetricsConfig | None = None  # [metrics]: None, no endpoint (ami_bridge.metrics)
     ari: AriConfig | None = None  # [ari]: None, no ARI connection (ami_bridge.drivers.ari)
+    # [cluster]: None, a single node (ami_bridge.cluster.settings; cluster apply).
+    cluster: ClusterConfig | None = None
 
     @property
     def personal(self) -> bool:
@@ -156,19 +162,21 @@ class BridgeConfig:
         return any(t.personal is not None for t in self.tenants.values())
 
 
-def load(path: Path) -> BridgeConfig:
-    """The config of the main file `path` merged with its conf.d fragments."""
+def load(path: Path, *, tenant_texts: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The config of the main file `path` merged with its conf.d fragments.
+    `tenant_texts` (tenant name -> tenant.toml text): the tenant files of `tenants_dir`
+    as a cluster apply would write them, read instead of the ones on disk."""
     raw, files = conffiles.read(path)
-    return parse(raw, path=path, files=files)
+    return parse(raw, path=path, files=files, tenant_texts=tenant_texts)
 
 
-def parse(raw: Mapping[str, Any], *, path: Path,
-          files: conffiles.Sources | None = None) -> BridgeConfig:
+def parse(raw: Mapping[str, Any], *, path: Path, files: conffiles.Sources | None = None,
+          tenant_texts: Mapping[str, str] | None = None) -> BridgeConfig:
     """`raw` (read from `path`, merged as `files` says if given) validated; errors name
     the file that wrote the key."""
     fail = files.failer() if files is not None else failer(path)
     no_unknown(raw, {"bridge", "vts", "tenants", "ami", "shared", "owners", "api", "store",
-                     "operator", "metrics", "ari"}, "", fail)
+                     "operator", "metrics", "ari", "cluster"}, "", fail)
     bridge = table(raw, "bridge", fail)
     no_unknown(bridge, {"agi_listen", "router_timeout", "max_pending_per_vts", "redirect_limit",
                         "max_route_requests", "control_socket", "tenants_dir",
@@ -194,7 +202,12 @@ def parse(raw: Mapping[str, Any], *, path: Path,
     sources = [(name, traw, fail, f"tenants.{name}", str(path))
                for name, traw in table(raw, "tenants", fail).items()]
     if tenants_dir is not None:
-        sources += _tenant_files(tenants_dir)
+        sources += _tenant_files(tenants_dir) if tenant_texts is None \
+            else _tenant_texts(tenants_dir, tenant_texts)
+    cluster = parse_cluster(raw, path, fail)
+    if cluster is not None and tenants_dir is None:
+        raise fail("cluster", "needs [bridge] tenants_dir: the tenant files `ctl apply` "
+                   "sends to every node live there")
     check_tenant_names((tname, tfail, prefix or "name") for tname, _, tfail, prefix, _ in sources)
     owners = parse_owners(raw, (tname for tname, *_ in sources), fail)
     for tname, traw, tfail, prefix, source in sources:
@@ -247,7 +260,7 @@ def parse(raw: Mapping[str, Any], *, path: Path,
         api=parse_api(raw, path, fail), store=parse_store(raw, path, fail),
         fragments=files.fragments if files is not None else (),
         metrics=parse_metrics(raw, fail),
-        ari=ari,
+        ari=ari, cluster=cluster,
     )
 
 
@@ -316,6 +329,20 @@ def _tenant_files(directory: Path) -> list[tuple[str, Any, Fail, str, str]]:
             continue  # staging directories and anything else that is not a tenant
         found.append((entry.name, conffiles.read_toml(tenant_file), failer(tenant_file), "",
                       str(tenant_file)))
+    return found
+
+
+def _tenant_texts(directory: Path,
+                  texts: Mapping[str, str]) -> list[tuple[str, Any, Fail, str, str]]:
+    """Like `_tenant_files`, from texts named as the files they would be written to."""
+    found = []
+    for name, text in sorted(texts.items()):
+        tenant_file = directory / name / TENANT_FILE
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{tenant_file}: not valid TOML: {exc}") from None
+        found.append((name, raw, failer(tenant_file), "", str(tenant_file)))
     return found
 
 

@@ -12,8 +12,9 @@ document before it is printed: the value of every key named like a secret (`secr
 `reload_secret`, `*_token`, `*password`), the password of a PostgreSQL DSN (key=value or
 URI form; a DSN that cannot be read is masked whole) and of any URL with a user, and then
 every string that still holds a secret value the loader read (AMI secrets, the AGI
-secret, the operator token, a DSN password) has it replaced: a secret put under a key
-that does not look like one is masked too. `*_file` keys show a path, never the content.
+secret, the operator token, the cluster secret, a DSN password) has it replaced: a
+secret put under a key that does not look like one is masked too. `*_file` keys show a
+path, never the content.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def effective(raw: Mapping[str, Any], cfg: config_mod.BridgeConfig) -> dict[str,
         api.update({"listen": f"[{host}]:{cfg.api.port}" if ":" in host
                     else f"{host}:{cfg.api.port}", "token_ttl": cfg.api.token_ttl})
         _resolve(api, ("tls_cert", "tls_key", "operator_token_file"), base)
+    if cfg.cluster is not None:
+        _resolve(doc["cluster"], ("secret_file",), base)
     store = doc.setdefault("store", {})
     store.update({"backend": cfg.store.backend, "path": str(cfg.store.path),
                   "trace_max_age": cfg.store.trace_max_age,
@@ -155,6 +158,8 @@ def known_secrets(cfg: config_mod.BridgeConfig) -> frozenset[str]:
         found |= {cfg.ami.secret, cfg.ami.reload_secret}
     if cfg.api is not None:
         found.add(cfg.api.operator_token or "")
+    if cfg.cluster is not None:
+        found.add(cfg.cluster.secret)
     found |= set(_dsn_secrets(cfg.store.dsn))
     return frozenset(s for s in found if len(s) >= MIN_SCRUB_LENGTH)
 

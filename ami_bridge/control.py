@@ -1,12 +1,14 @@
-"""The bridge's control socket: `status` and `reload`, for `ami-bridge ctl` and scripts.
+"""The bridge's control socket: `status`, `reload` and `apply`, for `ami-bridge ctl` and scripts.
 
 A Unix stream socket (mode 0600: whoever can use it can reload the bridge) speaking one
 JSON object per line each way: `{"cmd": "status"}` -> the intermediary's venue map,
 VTS connections, pending counts, counters and supervisor state;
 `{"cmd": "reload"}` -> `{"ok": true}` or `{"ok": false, "error": "..."}` (the running
-config is kept when the file does not validate). The same framing core as the VTS wire
-(`ami_bridge.tenants.protocol`) bounds each request. `serve` replaces a stale socket
-file; a bridge that stops cleanly removes its own (`remove`).
+config is kept when the file does not validate); `{"cmd": "apply"}` -> the same with
+`"changed"` (ami_bridge.apply; with `[cluster]` on every node: ami_bridge.cluster.apply).
+The same framing core as the VTS wire (`ami_bridge.tenants.protocol`) bounds each
+request. `serve` replaces a stale socket file; a bridge that stops cleanly removes its
+own (`remove`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096  # requests are one short command
 CLIENT_TIMEOUT = 30.0  # a reload of a large config stays well under this
+# `apply` with [cluster] waits for every node's prepare and commit, each bounded by
+# ami_bridge.cluster.apply.Timeouts (20 s + 30 s, and 30 s to roll back): room for 3
+# nodes at their worst; a node typically takes about a second.
+APPLY_CLIENT_TIMEOUT = 300.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -9,7 +9,9 @@ started, removed ones stopped, changed ones restarted, unchanged ones left alone
 every connected VTS gets a fresh `hello` with its tenants' routing protocols. A config
 that fails to load leaves the running one in place. `ctl apply` does the same and also
 renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
-(ami_bridge.apply). Under systemd (`Type=notify`) it reports READY=1 once the listener is
+(ami_bridge.apply); with `[cluster]`, on every node or none: the bridge serves the
+other nodes on `[cluster] listen` and coordinates when it is asked (ami_bridge.cluster).
+Under systemd (`Type=notify`) it reports READY=1 once the listener is
 up and the VTS processes are connected, RELOADING=1/READY=1 around reloads and
 STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is graceful: the
 FastAGI listener closes first, every pending call is answered or default-routed, then
@@ -31,7 +33,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+
+from aiohttp import web
 
 from ami_bridge import config as config_mod
 from ami_bridge import control, lifecycle
@@ -40,7 +45,9 @@ from ami_bridge.agi.server import Listener, serve_listener
 from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
-from ami_bridge.apply import ApplyResult, apply_config
+from ami_bridge.apply import ApplyResult, Undo, apply_config, revert
+from ami_bridge.cluster import peers, tenant_files
+from ami_bridge.cluster.apply import Node, Participant, cluster_apply, new_tx
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
@@ -83,6 +90,11 @@ class Bridge:
         self.state_writer: StateWriter | None = None  # None: VTS state in memory only
         self._state_store: Store | None = None  # opened for the VTS state alone
         self._apply_lock = asyncio.Lock()
+        # [cluster] (read at start only): this node's side of a cluster apply and the
+        # endpoint the other nodes reach it on (ami_bridge.cluster).
+        self._cluster = config.cluster
+        self.cluster_node: Participant | None = None
+        self._cluster_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,6 +141,12 @@ class Bridge:
             self.ari.start()
         self._control_path = self.config.control_socket  # stays here if a reload renames it
         self._control = await control.serve(self._control_path, self._on_control)
+        if self._cluster is not None:
+            self.cluster_node = Participant(node=self._cluster.node,
+                                            steps=_ClusterSteps(self), clock=loop.time)
+            self._cluster_runner = await peers.serve(
+                self.cluster_node, self._cluster.secret, host=self._cluster.host,
+                port=self._cluster.port)
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
         await self.metrics.start()  # /metrics when the config has [metrics]
@@ -203,6 +221,10 @@ class Bridge:
                 status["ari"] = self.ari.status()
             if self.personal is not None:
                 status["personal"] = self.personal.status()
+            if self._cluster is not None and self.cluster_node is not None:
+                status["cluster"] = {"node": self._cluster.node,
+                                     "nodes": sorted(self._cluster.nodes),
+                                     "apply_held_by": self.cluster_node.holder}
             # For leak checks (the fault run, docs/reliability.md): tasks that outlive
             # their call or session show here before they show as memory.
             status["runtime"] = {"tasks": len(asyncio.all_tasks())}
@@ -232,17 +254,27 @@ class Bridge:
         return None
 
     async def apply(self) -> ApplyResult:
-        """Reload the config and make Asterisk's dialplan follow it (ami_bridge.apply)."""
+        """Reload the config and make Asterisk's dialplan follow it (ami_bridge.apply);
+        with [cluster], on every node or on none (ami_bridge.cluster.apply)."""
+        if self.cluster_node is not None:
+            return await self._cluster_apply(self.cluster_node)
         try:
             new = config_mod.load(self.config.path)
             sandboxes_for(new)  # a VTS this host cannot confine: refused before Asterisk
         except config_mod.ConfigError as exc:
             log.error("apply refused, running config kept: %s", exc)
             return ApplyResult(False, f"{exc}; nothing changed")
+        return await self.apply_new(new)
+
+    def _asterisk_steps(self) -> tuple[Callable[[], Awaitable[None]],
+                                       Callable[[list[str]], Awaitable[list[str]]]]:
+        """Reload Asterisk's dialplan and queues; find venue contexts it lacks. Raises
+        ConfigError without the AMI login that may reload."""
         ami = self.config.ami
         if self.ami is None or ami is None or not ami.reload_username:
-            return ApplyResult(False, "apply needs [ami] with reload_username and "
-                               "reload_secret (the login that may reload the dialplan)")
+            raise config_mod.ConfigError("apply needs [ami] with reload_username and "
+                                         "reload_secret (the login that may reload the "
+                                         "dialplan)")
         link, reload_user = self.ami, ami.reload_username
 
         async def reload_asterisk() -> None:
@@ -258,9 +290,36 @@ class Bridge:
                     absent.append(context)
             return absent
 
+        return reload_asterisk, missing
+
+    async def apply_new(self, new: config_mod.BridgeConfig) -> ApplyResult:
+        """Apply an already loaded config: fragments, venue map, Asterisk (ami_bridge.apply)."""
+        try:
+            reload_asterisk, missing = self._asterisk_steps()
+        except config_mod.ConfigError as exc:
+            return ApplyResult(False, str(exc))
         async with self._apply_lock:
             return await apply_config(current=self.config, new=new, swap_bridge=self._swap,
                                       reload_asterisk=reload_asterisk, missing_contexts=missing)
+
+    async def revert(self, undo: Undo) -> None:
+        """Put back a successful apply (a cluster rollback)."""
+        reload_asterisk, _ = self._asterisk_steps()
+        async with self._apply_lock:
+            await revert(undo, swap_bridge=self._swap, reload_asterisk=reload_asterisk)
+
+    async def _cluster_apply(self, local: Participant) -> ApplyResult:
+        cluster, tenants_dir = self._cluster, self.config.tenants_dir
+        assert cluster is not None and tenants_dir is not None  # the loader requires both
+        tenants = tenant_files.read_all(tenants_dir)
+        async with peers.client_session() as session:
+            nodes: list[Node] = [local, *(peers.RemoteNode(name, url, cluster.secret, session)
+                                          for name, url in cluster.nodes.items())]
+            result = await cluster_apply(nodes, coordinator=cluster.node, tenants=tenants,
+                                         tx=new_tx(cluster.node))
+        return ApplyResult(result.ok, result.message, [
+            f"{node}: {name}" for node, names in sorted(result.changed.items())
+            for name in names])
 
     async def _swap(self, new: config_mod.BridgeConfig) -> None:
         assert self.intermediary is not None
@@ -291,6 +350,8 @@ class Bridge:
             await self.ami.stop()
         if self._control is not None:
             self._control.close()
+        if self._cluster_runner is not None:
+            await self._cluster_runner.cleanup()
         if self._control_path is not None:
             control.remove(self._control_path)
         await self.supervisor.stop()
@@ -306,6 +367,28 @@ class Bridge:
         if self.metrics is not None:  # last: a scrape sees the stop to its end
             await self.metrics.stop()
         log.info("ami-bridge stopped")
+
+
+class _ClusterSteps:
+    """What this node's Participant may do to its bridge (a cluster.apply.LocalSteps)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+
+    def current(self) -> config_mod.BridgeConfig:
+        return self._bridge.config
+
+    def load(self, tenants: Mapping[str, str]) -> config_mod.BridgeConfig:
+        new = config_mod.load(self._bridge.config.path, tenant_texts=tenants)
+        sandboxes_for(new)  # a VTS this host cannot confine: refused at prepare
+        self._bridge._asterisk_steps()  # no AMI login that may reload: refused at prepare
+        return new
+
+    async def apply(self, new: config_mod.BridgeConfig) -> ApplyResult:
+        return await self._bridge.apply_new(new)
+
+    async def revert(self, undo: Undo) -> None:
+        await self._bridge.revert(undo)
 
 
 async def run(config_path: Path) -> int:

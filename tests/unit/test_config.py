@@ -258,8 +258,8 @@ def test_unknown_top_level_key(key: str) -> None:
     raw = example()
     raw[key] = {}
     message = config_error(raw, f"{PATH}: {key}: unknown key")
-    assert ("(allowed: ami, api, ari, bridge, metrics, operator, owners, shared, store, tenants, "
-            "vts)") in message
+    assert ("(allowed: ami, api, ari, bridge, cluster, metrics, operator, owners, shared, store, "
+            "tenants, vts)") in message
 
 
 @pytest.mark.parametrize(("section", "key", "dotted"), [

@@ -26,6 +26,8 @@ CORES = [
     "ami_bridge/backoff.py", "ami_bridge/drivers/ari_events.py",
     "ami_bridge/drivers/ari_calls.py",
     "ami_bridge/supervision/restart_policy.py", "ami_bridge/supervision/reconcile.py",
+    # The cluster's request signing and its config section (ami_bridge/cluster).
+    "ami_bridge/cluster/signing.py", "ami_bridge/cluster/settings.py",
     # The dialplan layers (syntax -> parser -> targets -> taint -> lint -> check, and
     # findings) by glob, so a new layer is covered at once; the renderer writes files.
     *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "ami_bridge/dialplan").glob("*.py")
