@@ -15,7 +15,9 @@ STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is gracef
 FastAGI listener closes first, every pending call is answered or default-routed, then
 AMI, the VTS processes and the personal service stop, and the control socket is removed.
 `ctl status` answers with the status document that `ami-bridge status` prints
-(ami_bridge.status), including the last warnings and errors logged.
+(ami_bridge.status), including the last warnings and errors logged. With the PostgreSQL
+store the personal service runs the bus between bridges; the bridge then also shares
+its agent states over it (ami_bridge.cluster.share.AgentShare).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
+from ami_bridge.cluster.share import AgentShare
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
@@ -47,6 +50,7 @@ from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.forkclient import ForkServer
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
+from ami_bridge.tenants import messages as m
 from ami_bridge.vts_link import VtsLinkProtocol
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ class Bridge:
         self.ami: AmiLink | None = None
         self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
+        self.agent_share: AgentShare | None = None  # with the bus (PostgreSQL store)
         self.metrics: metrics.Metrics | None = None
         self._apply_lock = asyncio.Lock()
 
@@ -96,9 +101,13 @@ class Bridge:
             on_decision=personal.record if personal else None,
             # asked calls pop up on workstations only where the API serves them
             pops=personal.pops if personal and self.config.api is not None else None,
-            observer=self.metrics.stats)
+            observer=self.metrics.stats,
+            on_agent_state=self._agent_state if personal and personal.bus else None)
         if personal is not None:
             personal.pops.decide = self.intermediary.client_choice
+        if personal is not None and personal.bus is not None:
+            self.agent_share = AgentShare(personal.bus, self.intermediary, self._local_agents)
+            self.agent_share.start()
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,
@@ -124,6 +133,16 @@ class Bridge:
         log.info("ami-bridge: FastAGI on %s:%d, %d venues, %d VTS", self.config.agi_host,
                  self.config.agi_port, len(self.config.venues), len(self.config.vts))
         await self.metrics.start()  # /metrics when the config has [metrics]
+
+    def _agent_state(self, state: m.AgentState) -> None:
+        if self.agent_share is not None:
+            self.agent_share.publish(state)
+
+    def _local_agents(self) -> list[m.AgentState]:
+        """Every agent state this bridge's Asterisk gave, all tenants (for the bus)."""
+        if self.ami is None:
+            return []
+        return [a for tenant in self.config.tenants for a in self.ami.agent_snapshot(tenant)]
 
     def _call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
         """A route request: the call-event source (AMI, else an ARI-only bridge's ARI
@@ -270,6 +289,8 @@ class Bridge:
         if self._control_path is not None:
             control.remove(self._control_path)
         await self.supervisor.stop()
+        if self.agent_share is not None:
+            await self.agent_share.stop()
         if self.personal is not None:
             await self.personal.stop()
         if self._server is not None:
