@@ -161,7 +161,6 @@ class PostgresServer:
         if run_as is not None:
             os.chown(self.root, *run_as)
         data = self.root / "data"
-        log = self.root / "server.log"
         initdb = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust",
                   "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         with open(self.root / "initdb.log", "wb") as out:

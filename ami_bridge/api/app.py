@@ -12,8 +12,8 @@ tenant's collections answers 403. Every write goes to the store first, then into
 directory, so the next call sees it. Bad input is a 4xx naming the field
 (`ami_bridge.api.inputs`); a store that cannot be reached (PostgreSQL down) is a 503
 naming the store, nothing changed (`STORE_DOWN`); anything unexpected is logged with its
-traceback and answered with a generic 500. Password hashing runs in a worker thread: the event loop also
-routes calls.
+traceback and answered with a generic 500. Password hashing runs in a worker thread:
+the event loop also routes calls.
 """
 
 from __future__ import annotations

@@ -152,5 +152,6 @@ class AgentMerge:
             if device in mine:  # read now: the latest of all
                 candidates.append((known(mine[device]), -1 if not candidates else
                                    max(c[1] for c in candidates) + 1, mine[device]))
-            out.append(max(candidates, key=lambda c: (c[0], c[1]))[2])
+            if candidates:  # none: only our own old report, and the AMI link has it no more
+                out.append(max(candidates, key=lambda c: (c[0], c[1]))[2])
         return out

@@ -187,15 +187,19 @@ class Bus:
         except BusError as exc:
             log.warning("%s; ignored", exc)
             return
-        if message.sender == self.bridge_id or message.to not in ("", self.bridge_id):
+        if message.sender == self.bridge_id:
             return
-        self.received += 1
+        # Every bridge hears every message (one channel), so the sequence is checked
+        # before the address: a message for another bridge is not a gap.
         last = self._last_seen.get(message.sender)
         self._last_seen[message.sender] = message.seq
         if last is not None and message.seq != last + 1:
             log.warning("bus: %d messages from bridge %s missed; resyncing",
                         message.seq - last - 1, message.sender)
             self._resync()
+        if message.to not in ("", self.bridge_id):
+            return
+        self.received += 1
         for sub in self._subscribers:
             if message.kind in sub.kinds:
                 try:

@@ -358,9 +358,12 @@ class PopHub:
 
     def status(self) -> dict[str, int]:
         self._expire()
-        return {"clients": len(self._sockets), "pops": len(self._pops),
-                "dropped": self.dropped, "remote_choices": len(self._asked),
-                "remote_timeouts": self.remote_timeouts}
+        status = {"clients": len(self._sockets), "pops": len(self._pops),
+                  "dropped": self.dropped}
+        if self.peer is not None:  # across bridges only
+            status |= {"remote_choices": len(self._asked),
+                       "remote_timeouts": self.remote_timeouts}
+        return status
 
     async def close(self) -> None:
         """Close every socket with 1001 (going away): the bridge stops and the pages will

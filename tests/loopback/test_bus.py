@@ -31,7 +31,7 @@ from tests.loopback.test_personal_daemon import write_config
 
 pytestmark = pytest.mark.postgres
 WAIT = 10.0  # seconds a thing that must happen may take on a busy 2-core box
-RULE_WRITES = 40  # rule writes timed from bridge A to bridge B
+RULE_WRITES = 100  # rule writes timed from bridge A to bridge B
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
@@ -191,9 +191,12 @@ def test_a_workstation_on_bridge_a_takes_a_call_bridge_b_keeps(
             for ws in (ann, bob):
                 frame = await ws.receive_json(timeout=WAIT)
                 assert frame["type"] == "pop" and frame["call"]["call_id"] == "call-1"
+            chose = time.perf_counter()
             await ann.send_json({"type": "choose", "call": "call-1", "choice": "take"})
             assert await ann.receive_json(timeout=WAIT) == {"type": "accepted",
                                                             "call": "call-1"}
+            print(f"\nchoice on A for B's call -> accepted: "
+                  f"{(time.perf_counter() - chose) * 1000:.1f} ms")
             gone = await ann.receive_json(timeout=WAIT)
             assert gone["type"] == "gone" and gone["by"] == "ann"
             assert (await bob.receive_json(timeout=WAIT))["type"] == "gone"
@@ -267,14 +270,18 @@ def test_postgresql_down_and_up_refuses_writes_keeps_traces_and_resyncs(
                 assert b.service.directory.by_number("acme", "2101") is not None
                 for n in range(50, 150):
                     a.service.record(trace(n))
+                refused = time.perf_counter()
                 status, body = await a.call("POST", users,
                                             json_body=create_user("bob", "2102"))
+                print(f"\na write while PostgreSQL is down: {status} after "
+                      f"{time.perf_counter() - refused:.1f} s")
                 assert status == 503, body
                 assert body["error"]["field"] == "store"
                 assert "personal store" in body["error"]["reason"]
                 await until(lambda: not (a.service.bus and a.service.bus.listening),
                             "A's bus sees the outage")
                 await asyncio.to_thread(server.resume)
+                back = time.perf_counter()
                 await until(lambda: a.service.written_traces == 150,
                             "the 150 decisions written after the outage")
                 assert a.service.dropped_traces == 0
@@ -284,6 +291,8 @@ def test_postgresql_down_and_up_refuses_writes_keeps_traces_and_resyncs(
                                         and n.service.bus.reconnects >= 1
                                         and n.service.bus.listening for n in (a, b)),
                             "both buses listening again")
+                print(f"PostgreSQL back -> traces written, buses listening, B resynced: "
+                      f"{time.perf_counter() - back:.2f} s")
                 status, _ = await a.call("POST", users, json_body=create_user("bob", "2102"))
                 assert status == 201
                 await until(lambda: b.service.directory.user("acme", "bob") is not None,
