@@ -302,3 +302,53 @@ def test_postgresql_down_and_up_refuses_writes_keeps_traces_and_resyncs(
                                                                     for n in range(150))
 
         asyncio.run(main())
+
+
+def test_agent_states_cross_the_bus_and_the_known_state_wins(
+        postgres_server: PostgresServer) -> None:
+    from ami_bridge.cluster.bus import Bus
+    from ami_bridge.cluster.share import AgentShare
+    from ami_bridge.intermediary import Intermediary
+    from ami_bridge.tenants import messages as m
+    from tests.unit.test_intermediary import RAW, FakeClock, Link
+
+    dsn = postgres_server.create_database()
+    config = config_mod.parse(RAW, path=Path("test.toml"))
+
+    def agent(node: str, st: str) -> m.AgentState:
+        return m.AgentState(tenant="acme", device="PJSIP/desk", available=st == "NOT_INUSE",
+                            state=st, paused=False, idle_since=None)
+
+    async def main() -> None:
+        buses = [Bus(dsn), Bus(dsn)]
+        shares: list[AgentShare] = []
+        inters, links = [], []
+        # Node a's Asterisk has the device registered; node b's does not know it.
+        tables = {0: [agent("a", "NOT_INUSE")], 1: [agent("b", "UNAVAILABLE")]}
+        for i, bus in enumerate(buses):
+            inter = Intermediary(config=config, clock=FakeClock(),
+                                 agent_snapshot=lambda t, i=i: tables[i],  # type: ignore[misc]
+                                 on_agent_state=lambda s, i=i: shares[i].publish(s))  # type: ignore[misc]
+            shares.append(AgentShare(bus, inter, lambda i=i: tables[i]))  # type: ignore[misc]
+            inters.append(inter)
+            await bus.start()
+        try:
+            await until(lambda: all(b.listening for b in buses), "both buses listening")
+            # b's VTS connects after a's table crossed (agents_wanted at connect).
+            await until(lambda: all(b.received >= 2 for b in buses), "tables exchanged")
+            link = Link()
+            inters[1].attach_vts("acme", link)
+            links.append(link)
+            assert link.of_type(m.AgentState) == [agent("a", "NOT_INUSE")]
+            # Node b's AMI says UNAVAILABLE again: a's known state still stands.
+            inters[1].forward_agent_state(agent("b", "UNAVAILABLE"))
+            assert link.of_type(m.AgentState) == [agent("a", "NOT_INUSE")]
+            # Node a's agent takes a call: b's VTS hears it over the bus.
+            inters[0].forward_agent_state(agent("a", "INUSE"))
+            await until(lambda: link.of_type(m.AgentState)[-1] == agent("a", "INUSE"),
+                        "a's INUSE at b's VTS")
+        finally:
+            for bus in buses:
+                await bus.stop()
+
+    asyncio.run(main())
