@@ -12,7 +12,8 @@ waits for any of it: it reads the Directory as before.
 
 `AgentShare`: this bridge's agent states (from its AMI) are published as they change
 (`{"k": "agents", "d": {"a": [...]}}`), and the whole table every `agents.REFRESH_S`
-and to a bridge that asks (`agents_wanted`, sent after every (re)connect); other
+and to a bridge that asks (`agents_wanted`, sent after every (re)connect, and to a
+bridge heard from for the first time: it may have started after our ask); other
 bridges' reports go to the intermediary's merge (ami_bridge.cluster.agents), whose
 silent bridges are forgotten at each refresh.
 """
@@ -130,6 +131,7 @@ class AgentShare:
         self._intermediary = intermediary
         self._local = local  # this bridge's whole agent table (its AMI link's)
         self._task: asyncio.Task[None] | None = None
+        self._peers: set[str] = set()  # bridges heard from (a restarted one is new)
         self.malformed = 0
         bus.subscribe((AGENTS, AGENTS_WANTED), self._on_message, self._on_resync)
 
@@ -157,6 +159,9 @@ class AgentShare:
             self._intermediary.expire_agents()
 
     def _on_message(self, sender: str, kind: str, body: Mapping[str, Any]) -> None:
+        if sender not in self._peers:  # a bridge that started after our own ask
+            self._peers.add(sender)
+            self._bus.publish(AGENTS_WANTED, {}, to=sender)
         if kind == AGENTS_WANTED:
             self.publish_all(to=sender)
             return

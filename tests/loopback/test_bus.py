@@ -250,7 +250,10 @@ def trace(n: int) -> TraceRecord:
 
 
 def test_postgresql_down_and_up_refuses_writes_keeps_traces_and_resyncs(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ami_bridge.personal import postgres
+
+    monkeypatch.setattr(postgres, "CHECKOUT_TIMEOUT_S", 0.5)  # the 503 sooner (3 s shipped)
     with PostgresServer() as server:
         dsn = server.create_database()
 
@@ -334,15 +337,23 @@ def test_agent_states_cross_the_bus_and_the_known_state_wins(
             await bus.start()
         try:
             await until(lambda: all(b.listening for b in buses), "both buses listening")
-            # b's VTS connects after a's table crossed (agents_wanted at connect).
-            await until(lambda: all(b.received >= 2 for b in buses), "tables exchanged")
+            # Whichever bridge listened first, each gets the other's table.
             link = Link()
             inters[1].attach_vts("acme", link)
             links.append(link)
-            assert link.of_type(m.AgentState) == [agent("a", "NOT_INUSE")]
+            await until(lambda: agent("a", "NOT_INUSE") in link.of_type(m.AgentState),
+                        "a's table at b's VTS")
+            await until(lambda: inters[0].expire_agents() == 0 and any(
+                s.tenant == "acme" for s in inters[0]._agents.snapshot("acme", [])),
+                "b's table at a")
+            link.sent.clear()
             # Node b's AMI says UNAVAILABLE again: a's known state still stands.
             inters[1].forward_agent_state(agent("b", "UNAVAILABLE"))
-            assert link.of_type(m.AgentState) == [agent("a", "NOT_INUSE")]
+            assert link.of_type(m.AgentState) == []
+            fresh = Link()  # and a VTS connecting now gets a's known state
+            inters[1].attach_vts("acme", fresh)
+            assert fresh.of_type(m.AgentState) == [agent("a", "NOT_INUSE")]
+            inters[1].attach_vts("acme", link)
             # Node a's agent takes a call: b's VTS hears it over the bus.
             inters[0].forward_agent_state(agent("a", "INUSE"))
             await until(lambda: link.of_type(m.AgentState)[-1] == agent("a", "INUSE"),
