@@ -161,3 +161,29 @@ def test_the_bus_figures_are_scraped_only_where_there_is_a_bus() -> None:
     for line in ("ami_bridge_bus_listening 0.0", "ami_bridge_bus_received_total 1.0",
                  "ami_bridge_bus_dropped_total 1.0", "ami_bridge_bus_published_total 0.0"):
         assert line in text.splitlines()
+
+
+def test_pop_hubs_exchange_pops_and_ends_through_their_peer_hook() -> None:
+    from ami_bridge.personal.pops import Pop, PopHub, pop_from_json, pop_json
+
+    now = 1_800_000_000.0
+    sent: list[tuple[str, dict[str, Any], str]] = []
+    keeper, other = PopHub(clock=lambda: now), PopHub(clock=lambda: now)
+    keeper.peer = lambda kind, body, to: sent.append((kind, dict(body), to))
+    pop = Pop(call_id="c1", tenant="acme", user_id="ann", number="2001", ani="+4930",
+              ani_name="", asked=("ann",), lookup={"k": "v"}, expires_at=now + 10)
+    keeper.offer(pop)
+    assert sent == [("pop", pop_json(pop), "")]
+    assert pop_from_json(pop_json(pop)) == pop
+    other.on_peer("keeper", "pop", sent[0][1])
+    assert other.waiting("acme", "ann") == [pop] and other.waiting("globex", "ann") == []
+    keeper.on_peer("late", "pops_wanted", {})  # a bridge that reconnected asks again
+    assert sent[-1] == ("pop", pop_json(pop), "late")
+    other.on_peer("mallory", "gone", {"call": "c1", "reason": "taken", "by": "x"})
+    assert other.waiting("acme", "ann") == [pop]  # only the keeper ends its pops
+    keeper.gone("c1", "timeout")
+    assert sent[-1] == ("gone", {"call": "c1", "reason": "timeout", "by": ""}, "")
+    other.on_peer("keeper", "gone", sent[-1][1])
+    assert other.waiting("acme", "ann") == []
+    with pytest.raises(ValueError, match="malformed"):
+        pop_from_json({**pop_json(pop), "asked": []})
