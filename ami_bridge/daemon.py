@@ -16,8 +16,10 @@ FastAGI listener closes first, every pending call is answered or default-routed,
 AMI, the VTS processes and the personal service stop, and the control socket is removed.
 `ctl status` answers with the status document that `ami-bridge status` prints
 (ami_bridge.status), including the last warnings and errors logged. With the PostgreSQL
-store the personal service runs the bus between bridges; the bridge then also shares
-its agent states over it (ami_bridge.cluster.share.AgentShare).
+store (`[store] backend = "postgresql"`) the bridge runs the bus between bridges
+(ami_bridge.cluster.bus): it shares its agent states over it
+(ami_bridge.cluster.share.AgentShare) and the personal service, if any, its directory,
+pops and session ends; the bus starts once all of them have subscribed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ami_bridge.agi_adapter import RouteHandler
 from ami_bridge.ami.admin import reload_modules
 from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, apply_config
+from ami_bridge.cluster.bus import Bus
 from ami_bridge.cluster.share import AgentShare
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
@@ -78,7 +81,9 @@ class Bridge:
         self.ami: AmiLink | None = None
         self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
-        self.agent_share: AgentShare | None = None  # with the bus (PostgreSQL store)
+        # The bus between bridges: on with the PostgreSQL store, read at start only.
+        self.bus = Bus(config.store.dsn) if config.store.backend == "postgresql" else None
+        self.agent_share: AgentShare | None = None
         self.metrics: metrics.Metrics | None = None
         self._apply_lock = asyncio.Lock()
 
@@ -87,7 +92,8 @@ class Bridge:
         if self.config.personal or self.config.api is not None:
             # Users, their rules and the route trace (ami_bridge.personal.service); the
             # store and the API are read from the config at start only.
-            self.personal = PersonalService(self.config, lambda: self.config.tenants)
+            self.personal = PersonalService(self.config, lambda: self.config.tenants,
+                                            bus=self.bus)
             await self.personal.start()
         personal = self.personal
         # Per-venue counts, the per-call log line and the alarms (ami_bridge.metrics).
@@ -102,12 +108,13 @@ class Bridge:
             # asked calls pop up on workstations only where the API serves them
             pops=personal.pops if personal and self.config.api is not None else None,
             observer=self.metrics.stats,
-            on_agent_state=self._agent_state if personal and personal.bus else None)
+            on_agent_state=self._agent_state if self.bus is not None else None)
         if personal is not None:
             personal.pops.decide = self.intermediary.client_choice
-        if personal is not None and personal.bus is not None:
-            self.agent_share = AgentShare(personal.bus, self.intermediary, self._local_agents)
+        if self.bus is not None:
+            self.agent_share = AgentShare(self.bus, self.intermediary, self._local_agents)
             self.agent_share.start()
+            await self.bus.start()  # every user has subscribed: the first resync is theirs
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,
@@ -198,6 +205,8 @@ class Bridge:
                 status["ari"] = self.ari.status()
             if self.personal is not None:
                 status["personal"] = self.personal.status()
+            if self.bus is not None:
+                status["bus"] = self.bus.status()
             # For leak checks (the fault run, docs/reliability.md): tasks that outlive
             # their call or session show here before they show as memory.
             status["runtime"] = {"tasks": len(asyncio.all_tasks())}
@@ -293,6 +302,8 @@ class Bridge:
             await self.agent_share.stop()
         if self.personal is not None:
             await self.personal.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

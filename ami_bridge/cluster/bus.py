@@ -159,6 +159,7 @@ class Bus:
                 "reconnects": self.reconnects}
 
     async def start(self) -> None:
+        log.info("bus: this bridge is %s on the channel %s", self.bridge_id, CHANNEL)
         self._tasks = [asyncio.create_task(self._listen(), name="bus-listen"),
                        asyncio.create_task(self._write(), name="bus-write")]
 

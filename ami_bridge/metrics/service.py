@@ -21,9 +21,9 @@ from ami_bridge.metrics.routes import RouteStats
 
 if TYPE_CHECKING:
     from ami_bridge.ami_link import AmiLink
+    from ami_bridge.cluster.bus import Bus
     from ami_bridge.config import BridgeConfig
     from ami_bridge.intermediary import Intermediary
-    from ami_bridge.personal.service import PersonalService
     from ami_bridge.supervision.supervisor import VtsProcess
 
 
@@ -43,7 +43,7 @@ class BridgeView(Protocol):
     def processes(self) -> Mapping[str, VtsProcess]: ...
 
     @property
-    def personal(self) -> PersonalService | None: ...
+    def bus(self) -> Bus | None: ...
 
 
 class Metrics:
@@ -59,7 +59,7 @@ class Metrics:
                 stats=self.stats, venues=lambda: bridge.config.venues,
                 intermediary=lambda: bridge.intermediary, processes=lambda: bridge.processes,
                 ami=lambda: bridge.ami, alarms=self.alarms,
-                bus=lambda: bridge.personal.bus if bridge.personal is not None else None))
+                bus=lambda: bridge.bus))
             self.service = MetricsService(
                 settings, registry, alarms=self.alarms, clock=clock,
                 venues=lambda: {name: v.tenant for name, v in bridge.config.venues.items()})

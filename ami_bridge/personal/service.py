@@ -9,10 +9,12 @@ down, a batch it refused goes back to the queue and is written when it returns, 
 past `MAX_QUEUED_TRACES` are the oldest queued records dropped (counted), so a database
 outage never costs a call its route. Old traces and expired sessions are
 pruned every `PRUNE_INTERVAL_S`. The store and API settings are read at start only.
-With the PostgreSQL store (several bridges on one database) it also runs the bus
+With the PostgreSQL store (several bridges on one database) it also uses the bus
 (ami_bridge.cluster.bus): the directory kept in step with the other bridges
 (ami_bridge.cluster.share), workstation pops and session ends across bridges
-(ami_bridge.personal.pops); `bus` is None with SQLite.
+(ami_bridge.personal.pops); `bus` is None with SQLite. The daemon passes its own bus
+(which it starts once every user has subscribed, and stops); without one the service
+makes, starts and stops its own.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def open_store(config: StoreConfig) -> Store:
 
 class PersonalService:
     def __init__(self, config: BridgeConfig, tenants: Callable[[], Mapping[str, TenantConfig]],
-                 *, store: Store | None = None) -> None:
+                 *, store: Store | None = None, bus: Bus | None = None) -> None:
         self.config = config
         self.directory = Directory()
         self.store = store if store is not None else open_store(config.store)
@@ -83,8 +85,9 @@ class PersonalService:
         # Several bridges on one PostgreSQL store: the bus between them.
         self.bus: Bus | None = None
         self.sync: DirectorySync | None = None
+        self._own_bus = bus is None and config.store.backend == "postgresql"
         if config.store.backend == "postgresql":
-            self.bus = Bus(config.store.dsn)
+            self.bus = bus if bus is not None else Bus(config.store.dsn)
             self.sync = DirectorySync(self.bus, self.store, self.directory)
             self.pops.peer = lambda kind, body, to: self.bus.publish(kind, body, to=to) \
                 if self.bus is not None else None
@@ -97,8 +100,8 @@ class PersonalService:
                  self.config.store.backend)
         if self.bus is not None and self.sync is not None:
             self.sync.start()
-            await self.bus.start()
-            log.info("bus: this bridge is %s on the store's channel", self.bus.bridge_id)
+            if self._own_bus:
+                await self.bus.start()
         self._tasks = [asyncio.create_task(self._write_traces()),
                        asyncio.create_task(self._prune())]
         if self.config.api is not None:
@@ -122,8 +125,8 @@ class PersonalService:
             "users": len(self.directory), "traces_queued": len(self._queue),
             "traces_written": self.written_traces, "traces_dropped": self.dropped_traces,
             "api": self._runner is not None, "pops": self.pops.status()}
-        if self.bus is not None and self.sync is not None:
-            status["bus"] = self.bus.status() | {"directory": self.sync.status()}
+        if self.sync is not None:
+            status["directory_sync"] = self.sync.status()
         return status
 
     async def _write_traces(self) -> None:
@@ -178,7 +181,7 @@ class PersonalService:
             await self._runner.cleanup()
         if self.sync is not None:
             await self.sync.stop()
-        if self.bus is not None:
+        if self.bus is not None and self._own_bus:
             await self.bus.stop()
         for task in self._tasks:
             task.cancel()
