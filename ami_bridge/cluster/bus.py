@@ -18,7 +18,7 @@ for the kinds they name: `on_message(sender, kind, body)`; `on_resync()` after e
 (re)connect of the listener and when a sender's sequence skips (a message lost), i.e.
 whenever messages may have been missed, so they reload what they keep. Both
 connections reconnect with `ami_bridge.backoff` pacing. The bus is used only with the
-PostgreSQL store (ami_bridge.personal.service); the SQLite default has none.
+PostgreSQL store (the daemon makes it; ami_bridge.daemon); the SQLite default has none.
 """
 
 from __future__ import annotations
