@@ -21,6 +21,10 @@ AMI, the VTS processes and the personal service stop, and the control socket is 
 saved state (protocol 2.2, ami_bridge.vts_state) is loaded from the store before they
 start and saved to it while the bridge runs, when the bridge has a store (the personal
 router's, or `[store] backend = "postgresql"`); otherwise it is kept in memory only.
+With the PostgreSQL store the bridge also runs the bus between bridges
+(ami_bridge.cluster.bus): it shares its agent states over it
+(ami_bridge.cluster.share.AgentShare) and the personal service, if any, its directory,
+pops and session ends; the bus starts once all of them have subscribed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from ami_bridge.ami_link import AmiLink
 from ami_bridge.apply import ApplyResult, Undo, apply_config, revert
 from ami_bridge.cluster import peers, tenant_files
 from ami_bridge.cluster.apply import Node, Participant, cluster_apply, new_tx
+from ami_bridge.cluster.bus import Bus
+from ami_bridge.cluster.share import AgentShare
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
@@ -58,6 +64,7 @@ from ami_bridge.supervision import confine
 from ami_bridge.supervision.confine import Sandbox, plan_for_host
 from ami_bridge.supervision.forkclient import ForkServer
 from ami_bridge.supervision.supervisor import Supervisor, VtsProcess
+from ami_bridge.tenants import messages as m
 from ami_bridge.vts_link import VtsLinkProtocol
 from ami_bridge.vts_state import StateWriter, VtsStates
 
@@ -86,6 +93,9 @@ class Bridge:
         self.ami: AmiLink | None = None
         self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
+        # The bus between bridges: on with the PostgreSQL store, read at start only.
+        self.bus = Bus(config.store.dsn) if config.store.backend == "postgresql" else None
+        self.agent_share: AgentShare | None = None
         self.metrics: metrics.Metrics | None = None
         self.state_writer: StateWriter | None = None  # None: VTS state in memory only
         self._state_store: Store | None = None  # opened for the VTS state alone
@@ -101,7 +111,8 @@ class Bridge:
         if self.config.personal or self.config.api is not None:
             # Users, their rules and the route trace (ami_bridge.personal.service); the
             # store and the API are read from the config at start only.
-            self.personal = PersonalService(self.config, lambda: self.config.tenants)
+            self.personal = PersonalService(self.config, lambda: self.config.tenants,
+                                            bus=self.bus)
             await self.personal.start()
         personal = self.personal
         states = await self._start_vts_state()
@@ -116,9 +127,14 @@ class Bridge:
             on_decision=personal.record if personal else None,
             # asked calls pop up on workstations only where the API serves them
             pops=personal.pops if personal and self.config.api is not None else None,
-            observer=self.metrics.stats, states=states)
+            observer=self.metrics.stats, states=states,
+            on_agent_state=self._agent_state if self.bus is not None else None)
         if personal is not None:
             personal.pops.decide = self.intermediary.client_choice
+        if self.bus is not None:
+            self.agent_share = AgentShare(self.bus, self.intermediary, self._local_agents)
+            self.agent_share.start()
+            await self.bus.start()  # every user has subscribed: the first resync is theirs
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
                         "can start route requests (docs/security.md)", self.config.agi_host,
@@ -166,6 +182,15 @@ class Bridge:
             await self.state_writer.load()
             self.state_writer.start()
         return states
+    def _agent_state(self, state: m.AgentState) -> None:
+        if self.agent_share is not None:
+            self.agent_share.publish(state)
+
+    def _local_agents(self) -> list[m.AgentState]:
+        """Every agent state this bridge's Asterisk gave, all tenants (for the bus)."""
+        if self.ami is None:
+            return []
+        return [a for tenant in self.config.tenants for a in self.ami.agent_snapshot(tenant)]
 
     def _call_entered(self, uniqueid: str, venue: str, tenant: str) -> None:
         """A route request: the call-event source (AMI, else an ARI-only bridge's ARI
@@ -225,6 +250,8 @@ class Bridge:
                 status["cluster"] = {"node": self._cluster.node,
                                      "nodes": sorted(self._cluster.nodes),
                                      "apply_held_by": self.cluster_node.holder}
+            if self.bus is not None:
+                status["bus"] = self.bus.status()
             # For leak checks (the fault run, docs/reliability.md): tasks that outlive
             # their call or session show here before they show as memory.
             status["runtime"] = {"tasks": len(asyncio.all_tasks())}
@@ -359,8 +386,12 @@ class Bridge:
             await self.state_writer.stop()
         if self._state_store is not None:
             await self._state_store.close()
+        if self.agent_share is not None:
+            await self.agent_share.stop()
         if self.personal is not None:
             await self.personal.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

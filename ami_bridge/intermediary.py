@@ -31,6 +31,12 @@ No I/O and no event loop: links, responders, the clock (`Scheduler`), the AMI
 link's agent snapshot and its `on_call_entered` (every route request's uniqueid, venue
 and tenant, so the AMI link knows the venue of a call that entered it while the AMI
 session was down) are passed in.
+
+Agent states across bridges (ami_bridge.cluster.agents): `forward_agent_state` takes
+this bridge's own (from AMI) and hands each to `on_agent_state` (the bus), and
+`remote_agent_state` another bridge's; a VTS gets the merged state of a device (a known
+state wins over UNAVAILABLE/UNKNOWN, then the latest) and, at hello, the merged snapshot.
+Without other bridges every state goes out as it comes, as on a single node.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ from ami_bridge.calls import (
     personal_default,
     treatment_for,
 )
+from ami_bridge.cluster.agents import AgentMerge
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
 from ami_bridge.namespace import KIND_PHONES, KIND_VOICEMAIL, MAX_PHONES
 from ami_bridge.personal.model import Portion, TraceRecord, User
@@ -168,7 +175,8 @@ class Intermediary:
                  users: PersonalLookup = no_users, pops: Pops | None = None,
                  observer: RouteObserver | None = None,
                  latency_clock: Callable[[], float] = time.perf_counter,
-                 states: VtsStates | None = None) -> None:
+                 states: VtsStates | None = None,
+                 on_agent_state: Callable[[m.AgentState], object] | None = None) -> None:
         """`latency_clock` times route requests for the observer: not the `Scheduler`,
         whose clock may be coarse (uvloop's `loop.time()` is cached per iteration, in
         milliseconds) while a decision takes a fraction of one. `states`: the VTS's
@@ -184,6 +192,8 @@ class Intermediary:
         self._on_decision = on_decision
         self._wall = wall_clock
         self._agent_snapshot = agent_snapshot
+        self._on_agent_state = on_agent_state  # this bridge's agent states, for the bus
+        self._agents = AgentMerge(clock=clock.time)  # and the other bridges'
         self._on_call_entered = on_call_entered
         self._links: dict[str, VtsLink] = {}
         # VTS -> the event kinds it asked for in its hello (None: all, protocol 2.0);
@@ -234,8 +244,8 @@ class Intermediary:
                     link.send(m.State(tenant, saved))
         if not self._wants_kind(name, m.AGENT_STATE):
             return
-        for tenant in served:  # what the AMI link knows of its agents so far
-            for agent in self._agent_snapshot(tenant):
+        for tenant in served:  # what the AMI links know of its agents so far
+            for agent in self._agents.snapshot(tenant, self._agent_snapshot(tenant)):
                 link.send(agent)
 
     def detach_vts(self, name: str) -> None:
@@ -742,8 +752,32 @@ class Intermediary:
         return wants is None or kind in wants
 
     def forward_agent_state(self, message: m.AgentState) -> None:
-        """An agent device's state goes to the VTS processes serving its tenant only
-        (those that asked for `agent_state`)."""
+        """An agent device's state (this bridge's AMI) goes to the VTS processes serving
+        its tenant only (those that asked for `agent_state`), merged with what other
+        bridges report of it; and to the other bridges."""
+        if self._on_agent_state is not None:
+            self._on_agent_state(message)
+        merged = self._agents.local(message)
+        if merged is not None or not self._agents.reported_elsewhere(message):
+            self._send_agent(merged or message)
+
+    def remote_agent_state(self, node: str, message: m.AgentState) -> None:
+        """Another bridge's report of an agent device (the bus)."""
+        merged = self._agents.remote(node, message)
+        if merged is not None:
+            self._send_agent(merged)
+
+    def agent_node_heard(self, node: str) -> None:
+        self._agents.heard(node)
+
+    def expire_agents(self) -> int:
+        """Forget the reports of bridges silent too long; returns how many states changed."""
+        changed = self._agents.expire()
+        for merged in changed:
+            self._send_agent(merged)
+        return len(changed)
+
+    def _send_agent(self, message: m.AgentState) -> None:
         for name, vts in self._config.vts.items():
             link = self._links.get(name)
             if link is not None and message.tenant in vts.tenants and \

@@ -12,7 +12,9 @@ owner died anyway (the instant between fork and prctl) is reaped by the next
 :class:`PostgresServer`, with the directories of dead owners (only tagged postgres
 processes: other harness children are left alone). :meth:`PostgresServer.create_database`
 gives a fresh database and its DSN, :meth:`PostgresServer.create_schema` (much cheaper)
-a fresh schema. On exit the server gets SIGINT (fast shutdown), then
+a fresh schema. :meth:`PostgresServer.pause` stops the server and keeps its data
+directory, :meth:`PostgresServer.resume` starts it again on the same socket (an outage
+for a test of its clients). On exit the server gets SIGINT (fast shutdown), then
 SIGKILL for its whole process group, and the directory is removed. Durability is traded
 for speed (fsync off): the server is never killed under a test, only its clients are.
 Linux only.
@@ -159,7 +161,6 @@ class PostgresServer:
         if run_as is not None:
             os.chown(self.root, *run_as)
         data = self.root / "data"
-        log = self.root / "server.log"
         initdb = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust",
                   "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
         with open(self.root / "initdb.log", "wb") as out:
@@ -169,16 +170,34 @@ class PostgresServer:
         if done.returncode != 0:
             raise PostgresError(f"initdb exited {done.returncode}:\n"
                                 f"{procs.tail(self.root / 'initdb.log')}")
-        argv = [str(bindir / "postgres"), "-D", str(data), "-k", str(self.root),
+        self._spawn(started)
+        self.boot_s = time.monotonic() - started
+
+    def _spawn(self, started: float) -> None:
+        assert self.root is not None
+        data, log = self.root / "data", self.root / "server.log"
+        argv = [str(server_bin() / "postgres"), "-D", str(data), "-k", str(self.root),
                 "-p", str(PORT)]
         for key, value in SERVER_SETTINGS.items():
             argv += ["-c", f"{key}={value}"]
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:
             self.process = procs.spawn(argv, cwd=self.root, stdout=out,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       **_as_user(run_as))
+                                       **_as_user(_run_as()))
         self._wait_ready(data, log, started)
-        self.boot_s = time.monotonic() - started
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: its clients' connections break), keeping the
+        data directory; `resume` starts it again."""
+        if self.root is None:
+            raise PostgresError("the server is not started")
+        self._terminate()
+
+    def resume(self) -> None:
+        """Start the paused server again on the same socket and data."""
+        if self.root is None or self.process is not None:
+            raise PostgresError("resume: the server is not paused")
+        self._spawn(time.monotonic())
 
     def _wait_ready(self, data: Path, log: Path, started: float) -> None:
         """Until postmaster.pid says "ready" (its 8th line, PostgreSQL >= 10)."""
@@ -196,6 +215,12 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then SIGKILL the process group; remove the directory."""
+        self._terminate()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def _terminate(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -206,9 +231,6 @@ class PostgresServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)  # its own session: the backends
                 process.wait()
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
 
     # -- databases --------------------------------------------------------------------------
     def create_database(self, name: str | None = None) -> str:

@@ -10,9 +10,10 @@ operator_token_file`) manages every tenant's. Another tenant's resources, and an
 user's for a non-admin, answer 404 whether they exist or not; a lacking role on the own
 tenant's collections answers 403. Every write goes to the store first, then into the
 directory, so the next call sees it. Bad input is a 4xx naming the field
-(`ami_bridge.api.inputs`); anything unexpected is logged with its traceback and answered
-with a generic 500. Password hashing runs in a worker thread: the event loop also
-routes calls.
+(`ami_bridge.api.inputs`); a store that cannot be reached (PostgreSQL down) is a 503
+naming the store, nothing changed (`STORE_DOWN`); anything unexpected is logged with its
+traceback and answered with a generic 500. Password hashing runs in a worker thread:
+the event loop also routes calls.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ami_bridge.personal.model import (
     Portion,
     Session,
     Store,
+    StoreError,
     TraceRecord,
     User,
 )
@@ -104,6 +106,10 @@ def trace_json(record: TraceRecord) -> dict[str, Any]:
             "why": record.why, "inputs": dict(record.inputs), "call": dict(record.call)}
 
 
+STORE_DOWN = ("the personal store (its database) cannot be reached: nothing was read or "
+              "changed; try again when it is back (calls are still routed)")
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refusals as `{"error": {...}}`; anything unexpected as a logged, generic 500."""
@@ -111,6 +117,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    except StoreError as exc:  # Conflict, NotFound, Exists are answered by the handlers
+        log.warning("API %s %s: %s", request.method, request.path, exc)
+        return web.json_response({"error": {"field": "store", "reason": STORE_DOWN}},
+                                 status=503, headers={"Retry-After": "1"})
     except web.HTTPException as exc:  # aiohttp's own: unknown path, method, body size
         if exc.status < 400:
             raise

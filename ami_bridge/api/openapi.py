@@ -218,7 +218,12 @@ PATHS: dict[str, dict[str, Any]] = {
         "for a call that is unknown, gone, or was never offered to this socket is "
         "refused. Pops go only to the asked users of the call's tenant. The server pings "
         "every 30 s; a socket that leaves 64 frames unread is dropped; a stopping bridge "
-        "closes the sockets with 1001. Frames: "
+        "closes the sockets with 1001. With several bridges on one PostgreSQL store a "
+        "socket gets the pops of every bridge's calls, not only its own: a choice for a "
+        "call another bridge keeps is sent there, which decides (its first valid choice "
+        "wins) and answers; no answer within 3 s is `refused` (\"the bridge routing this "
+        "call did not answer in time\"); a logout or a new password on any bridge closes "
+        "the session's sockets on all. Frames: "
         "[ClientFrame](#clientframe), [ServerFrame](#serverframe), [PopCall](#popcall).",
         public=True,
         ok={"101": {"description": "switching to the WebSocket protocol; authenticate "
@@ -391,7 +396,10 @@ def document() -> dict[str, Any]:
         "info": {"title": TITLE, "version": VERSION,
                  "description": "Users of a tenant manage their own call routing rules; "
                  "tenant admins manage the tenant's users; the operator all tenants. "
-                 "Errors are `{\"error\": {\"field\": ..., \"reason\": ...}}`."},
+                 "Errors are `{\"error\": {\"field\": ..., \"reason\": ...}}`. Any path "
+                 "answers 503 (`field` \"store\", `Retry-After`) while the personal store "
+                 "cannot be reached: nothing was read or changed, and calls are still "
+                 "routed from the bridge's cached directory."},
         "paths": PATHS,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",

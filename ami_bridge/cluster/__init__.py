@@ -1,2 +1,3 @@
-"""Several bridges as one cluster (issue 16): the shared-state bus (`bus`), and the
-tenant config applied to every node or to none (`settings`, `peers`, `apply`)."""
+"""Several bridges as one cluster (issue 16): the bus between bridges on the shared
+PostgreSQL store (`bus`, `share`) and the merged agent states (`agents`); the tenant config
+applied to every node or to none (`settings`, `peers`, `apply`)."""

@@ -2,10 +2,11 @@
 
 Contract. `BridgeCollector` is a prometheus_client custom collector: on each scrape it
 reads the `RouteStats` counts (per tenant and venue), the intermediary's pending calls
-and global counters, the supervisor's VTS processes, the AMI client's session figures
-and the alarm book, and yields metric families; nothing is pushed into prometheus_client
-objects on the call path. Every configured venue has its request, disposition and
-alarm series from the start (at 0), so `rate()` and alerts work before the first call.
+and global counters, the supervisor's VTS processes, the AMI client's session figures,
+the bus between bridges (PostgreSQL store only) and the alarm book, and yields metric
+families; nothing is pushed into prometheus_client objects on the call path. Every
+configured venue has its request, disposition and alarm series from the start (at 0),
+so `rate()` and alerts work before the first call.
 It is registered in a private `CollectorRegistry` per bridge (`registry_for`), never in
 the process-wide default one: tests run several bridges in one process. Scrapes run on
 the event loop (ami_bridge.metrics.endpoint), so the plain dicts are read between two
@@ -41,6 +42,7 @@ from ami_bridge.status import version
 
 if TYPE_CHECKING:
     from ami_bridge.ami_link import AmiLink
+    from ami_bridge.cluster.bus import Bus
     from ami_bridge.config import VenueConfig
     from ami_bridge.intermediary import Intermediary
     from ami_bridge.supervision.supervisor import VtsProcess
@@ -61,6 +63,7 @@ class Sources:
     processes: Callable[[], Mapping[str, VtsProcess]]
     ami: Callable[[], AmiLink | None]
     alarms: AlarmBook | None = None
+    bus: Callable[[], Bus | None] = lambda: None
 
 
 class BridgeCollector(Collector):
@@ -76,6 +79,7 @@ class BridgeCollector(Collector):
         yield from self._routing()
         yield from self._vts()
         yield from self._ami()
+        yield from self._bus()
         yield from self._alarms()
 
     def _build(self) -> Iterator[Metric]:
@@ -193,6 +197,22 @@ class BridgeCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "ami_queue_high_water",
                                 "Most AMI events ever held during a resync.",
                                 value=client.queue_high_water)
+
+    def _bus(self) -> Iterator[Metric]:
+        bus = self._sources.bus()
+        if bus is None:
+            return
+        yield GaugeMetricFamily(PREFIX + "bus_listening",
+                                "1 while the bus (PostgreSQL LISTEN) is connected.",
+                                value=1 if bus.listening else 0)
+        for name, value, text in (
+                ("published", bus.published, "Bus messages sent to the other bridges."),
+                ("received", bus.received, "Bus messages from other bridges taken."),
+                ("dropped", bus.dropped, "Bus messages dropped unsent (queue full)."),
+                ("refused", bus.refused, "Bus messages too large for NOTIFY, not sent."),
+                ("reconnects", bus.reconnects, "Bus listener sessions after the first."),
+                ("resyncs", bus.resyncs, "Times the bus told its users to reload.")):
+            yield CounterMetricFamily(PREFIX + "bus_" + name, text, value=value)
 
     def _alarms(self) -> Iterator[Metric]:
         alarms = self._sources.alarms

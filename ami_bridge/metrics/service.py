@@ -21,6 +21,7 @@ from ami_bridge.metrics.routes import RouteStats
 
 if TYPE_CHECKING:
     from ami_bridge.ami_link import AmiLink
+    from ami_bridge.cluster.bus import Bus
     from ami_bridge.config import BridgeConfig
     from ami_bridge.intermediary import Intermediary
     from ami_bridge.supervision.supervisor import VtsProcess
@@ -41,6 +42,9 @@ class BridgeView(Protocol):
     @property
     def processes(self) -> Mapping[str, VtsProcess]: ...
 
+    @property
+    def bus(self) -> Bus | None: ...
+
 
 class Metrics:
     def __init__(self, bridge: BridgeView, *, clock: Callable[[], float]) -> None:
@@ -54,7 +58,8 @@ class Metrics:
             registry, _ = registry_for(Sources(
                 stats=self.stats, venues=lambda: bridge.config.venues,
                 intermediary=lambda: bridge.intermediary, processes=lambda: bridge.processes,
-                ami=lambda: bridge.ami, alarms=self.alarms))
+                ami=lambda: bridge.ami, alarms=self.alarms,
+                bus=lambda: bridge.bus))
             self.service = MetricsService(
                 settings, registry, alarms=self.alarms, clock=clock,
                 venues=lambda: {name: v.tenant for name, v in bridge.config.venues.items()})

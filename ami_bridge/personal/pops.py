@@ -15,6 +15,15 @@ offered, not gone, not expired; any other is answered `refused`, in the same wor
 call that does not exist and one the socket was never offered. A pop whose `expires_at`
 has passed is gone (reason timeout) at the hub's next step. Bad frames are answered
 `error`; nothing a client sends raises here. Frame parsing (`parse_frame`) is pure.
+
+Across bridges (several bridges on one PostgreSQL store, ami_bridge.cluster.bus): with
+`peer` set, every pop this bridge offers, its end (`gone`) and every session or user
+ended here are published; `on_peer` takes the other bridges' (`PEER_KINDS`). A pop from
+bridge B goes to this bridge's sockets of the users it asks, in its tenant, exactly as a
+local one; a choice for it is checked here as a local one is, then sent to B, which
+alone decides (its first valid choice wins) and answers; the socket gets `accepted` or
+`refused` when the answer comes, or `refused` with `REMOTE_NO_ANSWER` after
+`REMOTE_ANSWER_TIMEOUT` seconds. The local path (`decide`, synchronous) is unchanged.
 """
 
 from __future__ import annotations
@@ -61,6 +70,14 @@ CLOSE_WAIT = 2.0  # seconds a client has to answer our close at shutdown (loopba
 CLOSE_UNAUTHORIZED = 4401  # the design's code: 4000 + HTTP 401
 CLOSE_INTERNAL = 1011  # RFC 6455: the server met a condition it cannot handle
 
+# A choice sent to the bridge that keeps the call: the bus takes milliseconds; past this
+# the page must not wait (the call's own timeout is seconds longer, in general).
+REMOTE_ANSWER_TIMEOUT = 3.0
+REMOTE_NO_ANSWER = ("the bridge routing this call did not answer in time; the choice "
+                    "may not have been taken")
+MAX_REMOTE_CHOICES = 1024  # choices waiting for another bridge's answer
+PEER_KINDS = ("pop", "gone", "choose", "answer", "pops_wanted", "end_session", "end_user")
+
 CHOICES = ("take", "voicemail", "forward", "reject")
 GONE_REASONS = ("taken", "timeout", "abandoned")
 UNKNOWN_CALL = "no such call is waiting for you"
@@ -72,6 +89,7 @@ Decide = Callable[[str, str, str, str, str], str | None]  # call_id, tenant, use
 # choice, target -> None (taken) or why not
 Authenticate = Callable[[str], Awaitable[tuple[str, str] | None]]  # token -> (tenant, user)
 Saved = Callable[[str, str], tuple[str, ...]]  # (tenant, user_id) -> saved targets
+Publish = Callable[[str, Mapping[str, Any], str], object]  # kind, body, to ("": all)
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,33 @@ def pop_frame(pop: Pop, saved: tuple[str, ...]) -> dict[str, Any]:
         "saved": list(saved)}}
 
 
+def pop_json(pop: Pop) -> dict[str, Any]:
+    """A pop as the bus carries it to the other bridges."""
+    return {"call_id": pop.call_id, "tenant": pop.tenant, "user_id": pop.user_id,
+            "number": pop.number, "ani": pop.ani, "ani_name": pop.ani_name,
+            "asked": list(pop.asked), "lookup": dict(pop.lookup),
+            "expires_at": pop.expires_at, "group": pop.group}
+
+
+def pop_from_json(raw: Mapping[str, Any]) -> Pop:
+    """The pop another bridge published, or ValueError saying what is wrong."""
+    texts = {key: raw.get(key) for key in ("call_id", "tenant", "user_id", "number", "ani",
+                                           "ani_name", "group")}
+    asked, lookup, expires = raw.get("asked"), raw.get("lookup"), raw.get("expires_at")
+    if not all(isinstance(v, str) for v in texts.values()) or not texts["call_id"] \
+            or not isinstance(asked, list) or not asked \
+            or not all(isinstance(a, str) for a in asked) \
+            or not isinstance(lookup, dict) \
+            or not all(isinstance(v, str) for v in lookup.values()) \
+            or not isinstance(expires, (int, float)):
+        raise ValueError(f"a pop from another bridge is malformed: {str(raw)[:120]}")
+    t = {k: str(v) for k, v in texts.items()}
+    return Pop(call_id=t["call_id"], tenant=t["tenant"], user_id=t["user_id"],
+               number=t["number"], ani=t["ani"], ani_name=t["ani_name"],
+               asked=tuple(asked), lookup=dict(lookup), expires_at=float(expires),
+               group=t["group"])
+
+
 def gone_words(reason: str, by: str) -> str:
     """Why a choice for a gone call is refused, as a person reads it."""
     if reason == "taken":
@@ -216,6 +261,17 @@ class _Live:
     taken_by: str = ""
     deciding: bool = False
     held: tuple[str, str] | None = None  # a gone(reason, by) that came during decide
+    origin: str = ""  # the bridge that keeps the call ("": this one)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A choice sent to another bridge, waiting for its answer."""
+
+    socket: int
+    call_id: str
+    user_id: str
+    timer: asyncio.TimerHandle
 
 
 @dataclass(frozen=True)
@@ -241,20 +297,32 @@ class PopHub:
         self._pops: dict[str, _Live] = {}
         self._gone: OrderedDict[str, _Gone] = OrderedDict()
         self.dropped = 0  # sockets dropped for not reading
+        # Across bridges (ami_bridge.cluster.bus): set by the personal service.
+        self.peer: Publish | None = None
+        self._asked: dict[str, _Asked] = {}  # request id -> the socket waiting
+        self._requests = itertools.count(1)
+        self.remote_timeouts = 0
 
     # -- the intermediary's side (sync, never waits) ----------------------------------------
     def offer(self, pop: Pop) -> None:
         """Send the pop to every open socket of the users it asks (its tenant only)."""
+        if self._offer(pop, ""):
+            self._publish("pop", pop_json(pop))
+
+    def _offer(self, pop: Pop, origin: str) -> bool:
+        """False if it was not sent (expired, or a peer's pop we have already)."""
         self._expire()
         if not pop.asked:
             raise ValueError(f"pop of call {pop.call_id!r}: asks nobody")
         if pop.expires_at <= self._clock():
             log.info("pop of call %s offered after it expired; not sent", pop.call_id)
-            return
+            return False
         self._gone.pop(pop.call_id, None)
         live = self._pops.get(pop.call_id)
         if live is None:
-            live = self._pops[pop.call_id] = _Live(pop)
+            live = self._pops[pop.call_id] = _Live(pop, origin=origin)
+        elif origin and live.pop == pop:  # a peer's pop sent again (a resync): known
+            return False
         else:  # offered again (changed): everyone asked gets the new one
             live.pop = pop
         for user_id in dict.fromkeys(pop.asked):
@@ -265,6 +333,7 @@ class PopHub:
             for sock in list(sockets.values()):
                 live.receivers.add(sock.number)
                 self._send(sock, frame)
+        return True
 
     def gone(self, call_id: str, reason: str, by: str = "") -> None:
         """The call is no longer waiting: tell every socket that got its pop."""
@@ -289,8 +358,12 @@ class PopHub:
 
     def status(self) -> dict[str, int]:
         self._expire()
-        return {"clients": len(self._sockets), "pops": len(self._pops),
-                "dropped": self.dropped}
+        status = {"clients": len(self._sockets), "pops": len(self._pops),
+                  "dropped": self.dropped}
+        if self.peer is not None:  # across bridges only
+            status |= {"remote_choices": len(self._asked),
+                       "remote_timeouts": self.remote_timeouts}
+        return status
 
     async def close(self) -> None:
         """Close every socket with 1001 (going away): the bridge stops and the pages will
@@ -309,6 +382,8 @@ class PopHub:
 
     def _finish(self, call_id: str, live: _Live, reason: str, by: str) -> None:
         del self._pops[call_id]
+        if not live.origin:  # ours: the other bridges' sockets hear it too
+            self._publish("gone", {"call": call_id, "reason": reason, "by": by})
         self._gone[call_id] = _Gone(reason, by, frozenset(live.receivers))
         self._gone.move_to_end(call_id)
         while len(self._gone) > MAX_GONE:
@@ -350,6 +425,9 @@ class PopHub:
                                                                           sock.user_id):
             self._refuse(sock, call_id, f"{frame.target} is not one of your saved targets")
             return
+        if live.origin:
+            self._ask_origin(sock, live, frame)
+            return
         decide = self.decide
         if decide is None:
             self._refuse(sock, call_id, "the bridge takes no choices yet; try again")
@@ -372,6 +450,119 @@ class PopHub:
         if live.held is not None and self._pops.get(call_id) is live:
             reason, by = live.held
             self._finish(call_id, live, reason, by)
+
+    # -- across bridges -------------------------------------------------------------------
+    def _publish(self, kind: str, body: Mapping[str, Any], to: str = "") -> None:
+        if self.peer is not None:
+            self.peer(kind, body, to)
+
+    def _ask_origin(self, sock: _Socket, live: _Live, frame: Frame) -> None:
+        """A choice for another bridge's call: sent there; the socket waits for its
+        answer (`on_peer` "answer") or the timeout."""
+        if len(self._asked) >= MAX_REMOTE_CHOICES:
+            self._refuse(sock, frame.call, "too many choices waiting; try again")
+            return
+        request = f"{next(self._requests)}"
+        timer = asyncio.get_running_loop().call_later(
+            REMOTE_ANSWER_TIMEOUT, self._no_answer, request)
+        self._asked[request] = _Asked(sock.number, frame.call, sock.user_id, timer)
+        self._publish("choose", {"req": request, "call": frame.call,
+                                 "tenant": live.pop.tenant, "user": sock.user_id,
+                                 "choice": frame.choice, "target": frame.target},
+                      live.origin)
+
+    def _no_answer(self, request: str) -> None:
+        asked = self._asked.pop(request, None)
+        if asked is None:
+            return
+        self.remote_timeouts += 1
+        log.warning("call %s: no answer from the bridge keeping it within %.0f s",
+                    asked.call_id, REMOTE_ANSWER_TIMEOUT)
+        sock = self._sockets.get(asked.socket)
+        if sock is not None:
+            self._refuse(sock, asked.call_id, REMOTE_NO_ANSWER)
+
+    def on_peer(self, sender: str, kind: str, body: Mapping[str, Any]) -> None:
+        """A message of `PEER_KINDS` from another bridge (the bus's subscriber)."""
+        if kind == "pop":
+            self._offer(pop_from_json(body), sender)
+        elif kind == "gone":
+            call_id = str(body.get("call", ""))
+            live = self._pops.get(call_id)
+            reason = str(body.get("reason", ""))
+            if live is not None and live.origin == sender and reason in GONE_REASONS:
+                self._finish(call_id, live, reason, str(body.get("by", "")))
+        elif kind == "choose":
+            answer = self._decide_for_peer(body)
+            self._publish("answer", {"req": body.get("req"), "call": body.get("call"),
+                                     "refused": answer}, sender)
+            self._release_held(str(body.get("call", "")))
+        elif kind == "answer":
+            self._answered(body)
+        elif kind == "pops_wanted":
+            for live in list(self._pops.values()):
+                if not live.origin and not live.taken_by:
+                    self._publish("pop", pop_json(live.pop), sender)
+        elif kind == "end_session":
+            self._end_session(str(body.get("session", "")))
+        elif kind == "end_user":
+            self._end_user(str(body.get("tenant", "")), str(body.get("user", "")))
+
+    def resync(self) -> None:
+        """Messages may have been missed (the bus reconnected): ask for the pops the
+        other bridges keep."""
+        self._publish("pops_wanted", {})
+
+    def _decide_for_peer(self, body: Mapping[str, Any]) -> str | None:
+        """Another bridge's socket chose for a call of ours: None (taken) or why not."""
+        self._expire()
+        call_id, tenant, user_id = (str(body.get(k, "")) for k in ("call", "tenant", "user"))
+        choice, target = str(body.get("choice", "")), str(body.get("target", ""))
+        live = self._pops.get(call_id)
+        if live is None or live.origin:
+            gone = self._gone.get(call_id)
+            return gone_words(gone.reason, gone.by) if gone is not None else UNKNOWN_CALL
+        if live.pop.tenant != tenant or user_id not in live.pop.asked:
+            return UNKNOWN_CALL  # the same words as for a call that does not exist
+        if live.taken_by:
+            return gone_words("taken", live.taken_by)
+        if self.decide is None:
+            return "the bridge takes no choices yet; try again"
+        live.deciding = True
+        try:
+            answer = self.decide(call_id, tenant, user_id, choice, target)
+        except Exception:
+            log.exception("decide failed for call %s (%s of %s chose %s on another bridge)",
+                          call_id, user_id, tenant, choice)
+            answer = "internal error"
+        finally:
+            live.deciding = False
+        if answer is None:
+            live.taken_by = user_id
+        return answer
+
+    def _release_held(self, call_id: str) -> None:
+        live = self._pops.get(call_id)
+        if live is not None and live.held is not None:
+            reason, by = live.held
+            self._finish(call_id, live, reason, by)
+
+    def _answered(self, body: Mapping[str, Any]) -> None:
+        asked = self._asked.pop(str(body.get("req", "")), None)
+        if asked is None:  # timed out already, or not ours
+            return
+        asked.timer.cancel()
+        sock = self._sockets.get(asked.socket)
+        refused = body.get("refused")
+        live = self._pops.get(asked.call_id)
+        if refused is None and live is not None:
+            live.taken_by = asked.user_id
+        if sock is None:
+            return
+        if refused is None:
+            self._send(sock, _dump({"type": "accepted", "call": asked.call_id}))
+        else:
+            self._refuse(sock, asked.call_id, str(refused)[:200])
 
     def _refuse(self, sock: _Socket, call_id: str, reason: str) -> None:
         self._send(sock, _dump({"type": "refused", "call": call_id, "reason": reason}))
@@ -442,8 +633,15 @@ class PopHub:
 
     def end_session(self, session: str) -> int:
         """Close the sockets that authenticated with one session (`session`: the token's
-        SHA-256, as the store keeps it): a logout takes its sockets with it. A refreshed
-        token leaves them open (the page keeps its socket across refreshes)."""
+        SHA-256, as the store keeps it): a logout takes its sockets with it, on every
+        bridge. A refreshed token leaves them open (the page keeps its socket across
+        refreshes)."""
+        self._publish("end_session", {"session": session})
+        return self._end_session(session)
+
+    def _end_session(self, session: str) -> int:
+        if not session:
+            return 0
         sockets = [sock for sock in self._sockets.values() if sock.session == session]
         for sock in sockets:
             self._drop(sock, "its session was logged out", slow=False)
@@ -451,7 +649,11 @@ class PopHub:
 
     def end_user(self, tenant: str, user_id: str) -> int:
         """Close every socket of a user (a new password ends the old sessions: their
-        sockets go too); returns how many. The page logs in again."""
+        sockets go too, on every bridge); returns how many here. The page logs in again."""
+        self._publish("end_user", {"tenant": tenant, "user": user_id})
+        return self._end_user(tenant, user_id)
+
+    def _end_user(self, tenant: str, user_id: str) -> int:
         sockets = list(self._by_user.get((tenant, user_id), {}).values())
         for sock in sockets:
             self._drop(sock, "the user's sessions ended (new password)", slow=False)

@@ -43,6 +43,9 @@ from ami_bridge.personal.model import (
 
 POOL_MAX = 8  # concurrent statements one bridge needs: API requests + the call path
 CONNECT_TIMEOUT_S = 10.0  # open() waits this long for the first connection
+# A statement waits this long for a pooled connection: with the server down, an API
+# write is refused (503) in seconds instead of psycopg_pool's default 30 s.
+CHECKOUT_TIMEOUT_S = 3.0
 # pg_advisory_xact_lock keys (two int4): the class is ours ("AB" "ps": ami-bridge personal
 # store), the second picks what is serialised.
 LOCK_CLASS = 0x4142_7073
@@ -95,6 +98,7 @@ class PostgresStore:
             raise StoreError(f"{self.where}: already open")
         pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = \
             AsyncConnectionPool(self._dsn, min_size=1, max_size=POOL_MAX, open=False,
+                                timeout=CHECKOUT_TIMEOUT_S,
                                 kwargs={"autocommit": True}, name="ami-bridge-personal",
                                 check=AsyncConnectionPool.check_connection)
         try:

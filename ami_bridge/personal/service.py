@@ -5,9 +5,16 @@ PostgreSQL for several bridges), loads every user and portion into the `Director
 intermediary reads at call time, and serves the HTTP API (`[api]`) if configured. The
 intermediary hands every routing decision to `record` (no I/O, never blocks a call):
 records queue in memory and are written in batches by one task; if the store is slow or
-down, the oldest queued records are dropped past `MAX_QUEUED_TRACES` and counted, so a
-database outage never costs a call its route. Old traces and expired sessions are
+down, a batch it refused goes back to the queue and is written when it returns, and only
+past `MAX_QUEUED_TRACES` are the oldest queued records dropped (counted), so a database
+outage never costs a call its route. Old traces and expired sessions are
 pruned every `PRUNE_INTERVAL_S`. The store and API settings are read at start only.
+With the PostgreSQL store (several bridges on one database) it also uses the bus
+(ami_bridge.cluster.bus): the directory kept in step with the other bridges
+(ami_bridge.cluster.share), workstation pops and session ends across bridges
+(ami_bridge.personal.pops); `bus` is None with SQLite. The daemon passes its own bus
+(which it starts once every user has subscribed, and stops); without one the service
+makes, starts and stops its own.
 """
 
 from __future__ import annotations
@@ -21,10 +28,17 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from ami_bridge.cluster.bus import Bus
+from ami_bridge.cluster.share import DirectorySync
 from ami_bridge.config import BridgeConfig, TenantConfig
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.model import Store, StoreError, TraceRecord
-from ami_bridge.personal.pops import PopHub, directory_saved, session_authenticator
+from ami_bridge.personal.pops import (
+    PEER_KINDS,
+    PopHub,
+    directory_saved,
+    session_authenticator,
+)
 from ami_bridge.personal.settings import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +46,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_TRACES = 20_000  # decisions waiting for the store (minutes of traffic)
 TRACE_BATCH = 500  # written in one transaction
 TRACE_FLUSH_S = 0.2  # a decision shows in `ami-bridge trace` within this (plus the write)
+# After the store refused a batch (down): the next try. Short, so traces queued during a
+# restart are written within a second of its end.
+TRACE_RETRY_S = 0.5
 PRUNE_INTERVAL_S = 600.0
 
 
@@ -48,7 +65,7 @@ def open_store(config: StoreConfig) -> Store:
 
 class PersonalService:
     def __init__(self, config: BridgeConfig, tenants: Callable[[], Mapping[str, TenantConfig]],
-                 *, store: Store | None = None) -> None:
+                 *, store: Store | None = None, bus: Bus | None = None) -> None:
         self.config = config
         self.directory = Directory()
         self.store = store if store is not None else open_store(config.store)
@@ -63,12 +80,28 @@ class PersonalService:
                            saved=directory_saved(self.directory))
         self.dropped_traces = 0
         self.written_traces = 0
+        self.trace_failures = 0  # batches the store refused (retried)
+        self._store_failing = False
+        # Several bridges on one PostgreSQL store: the bus between them.
+        self.bus: Bus | None = None
+        self.sync: DirectorySync | None = None
+        self._own_bus = bus is None and config.store.backend == "postgresql"
+        if config.store.backend == "postgresql":
+            self.bus = bus if bus is not None else Bus(config.store.dsn)
+            self.sync = DirectorySync(self.bus, self.store, self.directory)
+            self.pops.peer = lambda kind, body, to: self.bus.publish(kind, body, to=to) \
+                if self.bus is not None else None
+            self.bus.subscribe(PEER_KINDS, self.pops.on_peer, self.pops.resync)
 
     async def start(self) -> None:
         await self.store.open()
         self.directory.load(await self.store.list_users(), await self.store.all_portions())
         log.info("personal router: %d users loaded from the %s store", len(self.directory),
                  self.config.store.backend)
+        if self.bus is not None and self.sync is not None:
+            self.sync.start()
+            if self._own_bus:
+                await self.bus.start()
         self._tasks = [asyncio.create_task(self._write_traces()),
                        asyncio.create_task(self._prune())]
         if self.config.api is not None:
@@ -88,27 +121,46 @@ class PersonalService:
             self._wakeup.set()
 
     def status(self) -> dict[str, object]:
-        return {"users": len(self.directory), "traces_queued": len(self._queue),
-                "traces_written": self.written_traces, "traces_dropped": self.dropped_traces,
-                "api": self._runner is not None, "pops": self.pops.status()}
+        status: dict[str, object] = {
+            "users": len(self.directory), "traces_queued": len(self._queue),
+            "traces_written": self.written_traces, "traces_dropped": self.dropped_traces,
+            "api": self._runner is not None, "pops": self.pops.status()}
+        if self.sync is not None:
+            status["directory_sync"] = self.sync.status()
+        return status
 
     async def _write_traces(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), TRACE_FLUSH_S)
             self._wakeup.clear()
-            await self._flush()
+            if not await self._flush():
+                await asyncio.sleep(TRACE_RETRY_S)
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Write what is queued; False if the store refused (the batch is queued again,
+        ahead of newer ones; past MAX_QUEUED_TRACES the oldest are dropped, counted)."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(TRACE_BATCH, len(self._queue)))]
             try:
                 await self.store.add_traces(batch)
             except (StoreError, OSError) as exc:
-                log.error("route trace: %d decisions not stored: %s", len(batch), exc)
-                self.dropped_traces += len(batch)
-                return
+                self.trace_failures += 1
+                if not self._store_failing:  # once per outage
+                    self._store_failing = True
+                    log.error("route trace: the store refused %d decisions (kept, %d "
+                              "queued; retried): %s", len(batch),
+                              len(batch) + len(self._queue), exc)
+                self._queue.extendleft(reversed(batch))
+                while len(self._queue) > MAX_QUEUED_TRACES:
+                    self._queue.popleft()
+                    self.dropped_traces += 1
+                return False
             self.written_traces += len(batch)
+            if self._store_failing:
+                self._store_failing = False
+                log.info("route trace: the store takes decisions again")
+        return True
 
     async def _prune(self) -> None:
         while True:
@@ -127,6 +179,10 @@ class PersonalService:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.sync is not None:
+            await self.sync.stop()
+        if self.bus is not None and self._own_bus:
+            await self.bus.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
