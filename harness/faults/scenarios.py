@@ -11,7 +11,7 @@ census before and after (:mod:`.census`), Asterisk's channel count after, RSS ov
 time, the bridge's log warnings, and the verdict against the targets: 0 failed calls
 (calls Asterisk itself drops in its restart are counted apart: see
 :func:`asterisk_dropped`), 0 leaks, 0 channels left. `--short` variants run the same faults in
-8-10 s each (`Scenario.short_s`) at 10 + 10 calls/s, for `make test`. Every figure comes from
+6-10 s each (`Scenario.short_s`) at 10 + 10 calls/s, for `make test`. Every figure comes from
 the run.
 """
 
@@ -38,10 +38,10 @@ from harness.faults.load import Caller, Load, TenantCalls
 FULL_RATE, FULL_HOLD_MS = 30.0, 1650
 # The short variants (make test): light enough for a shared 2-core box. Each lasts
 # `Scenario.short_s`, as long as its fault needs to happen (twice where it repeats) with
-# calls placed before, during and after it: 10 s, or 8 s for the two without a timed
+# calls placed before, during and after it: 10 s, or 6 s for the two without a timed
 # fault. (They lasted 20 s each until issue 16 needed room in make test: ~22 s x 9.)
 SHORT_RATE, SHORT_HOLD_MS, SHORT_DURATION_S = 10.0, 1000, 10.0
-SHORT_NO_FAULT_S = 8.0
+SHORT_NO_FAULT_S = 6.0
 SOAK_S = 600.0
 # RSS samples: every 10 s in the soak (60 points), every 2 s otherwise.
 SOAK_SAMPLE_S, SAMPLE_S = 10.0, 2.0

@@ -1,6 +1,6 @@
 """The short variants of the fault run (harness/faults, docs/reliability.md).
 
-Each scenario of `make test-faults` in its short form: 8-10 s (its `short_s`: long enough
+Each scenario of `make test-faults` in its short form: 6-10 s (its `short_s`: long enough
 for its fault to happen, twice where it repeats, with calls before and after it) at
 10 + 10 calls/s on one Asterisk boot shared by the module, a fresh bridge per scenario,
 the faults on acme's side. Every one must end with no failed call (calls Asterisk drops
