@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the scenarios, append results, print a table")
     run_p.add_argument("--short", action="store_true",
-                       help="the short variants (20 s at 10 + 10 calls/s), as in make test")
+                       help="the short variants (6-10 s at 10 + 10 calls/s), as in make test")
     run_p.add_argument("--only", action="append", metavar="NAME",
                        help=f"run only this scenario (repeatable): {', '.join(BY_NAME)}")
     run_p.add_argument("--results", type=Path, default=RESULTS,

@@ -1,7 +1,7 @@
 """The routing drivers the real-Asterisk scenarios and the driver benchmark run over.
 
 Contract. `DRIVERS` is the registry: one `Driver` entry per way a venue asks the bridge
-(docs/drivers.md). Adding a driver is one entry here; then every scenario of
+(docs/drivers.md). Adding a driver is one entry here; then every driver-dependent scenario of
 tests/integration/test_routing_core.py runs over it (the `driver` fixture in conftest.py,
 ids `[fastagi]`, ...) and `python -m bench --only drivers` measures it. An entry says
 what the driver needs on both sides:

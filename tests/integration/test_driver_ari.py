@@ -5,8 +5,8 @@ without the bridge Stasis() fails at once into the venue's fallback; the WebSock
 killed under load (its TCP connection destroyed on Asterisk's side with `ss -K`, as a
 network fault would) loses no call, and the driver reconnects; a hostile caller name is
 answered safely; an ARI-only bridge sends its calls' events from ARI. The routing-core
-scenarios (a treatment collecting DTMF through ARI among them) run over this driver in
-test_routing_core.py."""
+scenarios that go through the driver (a treatment collecting DTMF through ARI among
+them) run over this driver in test_routing_core.py."""
 
 from __future__ import annotations
 
