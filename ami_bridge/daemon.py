@@ -53,7 +53,7 @@ from ami_bridge.apply import ApplyResult, Undo, apply_config, revert
 from ami_bridge.cluster import peers, tenant_files
 from ami_bridge.cluster.apply import Node, Participant, cluster_apply, new_tx
 from ami_bridge.cluster.bus import Bus
-from ami_bridge.cluster.share import AgentShare
+from ami_bridge.cluster.share import AgentShare, StateShare
 from ami_bridge.drivers.ari import AriDriver
 from ami_bridge.intermediary import Intermediary, no_users
 from ami_bridge.metrics import service as metrics
@@ -134,6 +134,8 @@ class Bridge:
         if self.bus is not None:
             self.agent_share = AgentShare(self.bus, self.intermediary, self._local_agents)
             self.agent_share.start()
+            if self.state_writer is not None:  # the VTS's round-robin, shared
+                self.state_writer.on_saved = StateShare(self.bus, self.intermediary).publish
             await self.bus.start()  # every user has subscribed: the first resync is theirs
         if self.config.agi_secret is None:
             log.warning("no [bridge] agi_secret_file: any local process that reaches %s:%d "
@@ -182,6 +184,7 @@ class Bridge:
             await self.state_writer.load()
             self.state_writer.start()
         return states
+
     def _agent_state(self, state: m.AgentState) -> None:
         if self.agent_share is not None:
             self.agent_share.publish(state)

@@ -199,6 +199,7 @@ class Intermediary:
         # VTS -> the event kinds it asked for in its hello (None: all, protocol 2.0);
         # a kind nobody asked for is never built or encoded.
         self._wants: dict[str, frozenset[str] | None] = {}
+        self._minors: dict[str, int] = {}  # VTS -> its hello's minor version
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
         self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # -> (VTS, outcome)
@@ -230,6 +231,7 @@ class Intermediary:
         hello's minor version (2 and up: it gets its tenants' saved `state` now)."""
         self._links[name] = link
         self._wants[name] = None if events is None else frozenset(events)
+        self._minors[name] = minor
         unknown = sorted(set(events or ()) - set(m.SUBSCRIBABLE))
         if unknown:  # a typo would otherwise silently starve the VTS of those events
             log.warning("VTS %s asked for event kinds this bridge does not send: %s "
@@ -253,6 +255,7 @@ class Intermediary:
         if self._links.pop(name, None) is None:
             return
         self._wants.pop(name, None)
+        self._minors.pop(name, None)
         handles = self._per_vts.pop(name, set())
         if self._stopping and not handles:  # the bridge stops its VTS processes: expected
             log.info("VTS %s disconnected (the bridge is stopping)", name)
@@ -417,6 +420,19 @@ class Intermediary:
                          "state names a tenant this VTS does not serve; not kept")
             return
         self.states.put(message.tenant, message.state)
+
+    def remote_state(self, tenant: str, state: Mapping[str, Any]) -> None:
+        """Another bridge's VTS of `tenant` saved this state (the bus): it becomes this
+        bridge's latest (not saved again from here) and goes to this bridge's VTS of that
+        tenant, never to another tenant's, so the round-robin goes on from there."""
+        if tenant not in self._config.tenants:
+            return
+        self.states.replace(tenant, state)
+        for name, vts in self._config.vts.items():
+            link = self._links.get(name)
+            if link is not None and tenant in vts.tenants and \
+                    self._minors.get(name, 0) >= STATE_MINOR:
+                link.send(m.State(tenant, state))
 
     def _own_pending(self, vts: str, handle: str | None) -> Pending | None:
         """The pending call `handle` if this VTS may act on it; else refuse and None."""

@@ -10,7 +10,9 @@ store at start, before any VTS connects; `run` saves the changed tenants every
 :data:`STATE_FLUSH_S` in one store write, so a tenant is written at most once per
 interval however often its VTS sends; a save that fails leaves those tenants changed
 (retried at the next interval, unless a newer state replaced them meanwhile, which is
-then saved instead) and is counted; `stop` saves what is left once. Without a store the
+then saved instead) and is counted; `stop` saves what is left once. What was saved goes
+to `on_saved` (the bus, with several bridges: their VTS of the same tenant carry on
+from it; `replace` takes it in there without saving it again). Without a store the
 state lives in memory only: it survives a VTS restart, not a bridge restart.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ami_bridge.personal.model import Store, StoreError
@@ -50,6 +52,12 @@ class VtsStates:
         self._changed.add(tenant)
         self.received += 1
 
+    def replace(self, tenant: str, state: Mapping[str, Any]) -> None:
+        """Another bridge saved this state of `tenant` (the bus): the latest here too, but
+        not changed (that bridge wrote it to the store already)."""
+        self._latest[tenant] = state
+        self._changed.discard(tenant)
+
     def load(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
         """What the store holds (at start): not changed, so not written back."""
         for tenant, state in saved.items():
@@ -77,8 +85,11 @@ class StateWriter:
     """Saves `states` to `store` (see the module docstring); one task per bridge."""
 
     def __init__(self, states: VtsStates, store: Store, *,
-                 interval: float = STATE_FLUSH_S) -> None:
+                 interval: float = STATE_FLUSH_S,
+                 on_saved: Callable[[Mapping[str, Mapping[str, Any]]], None] | None = None
+                 ) -> None:
         self.states = states
+        self.on_saved = on_saved  # what was saved, for the other bridges (the bus)
         self._store = store
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +133,8 @@ class StateWriter:
             log.info("VTS state: saved again (%d failed saves)", self.states.save_failures)
             self._failing = False
         self.states.saved += len(changed)
+        if self.on_saved is not None:
+            self.on_saved(changed)
         return True
 
     async def stop(self) -> None:

@@ -16,6 +16,13 @@ and to a bridge that asks (`agents_wanted`, sent after every (re)connect, and to
 bridge heard from for the first time: it may have started after our ask); other
 bridges' reports go to the intermediary's merge (ami_bridge.cluster.agents), whose
 silent bridges are forgotten at each refresh.
+
+`StateShare`: the VTS states (protocol 2.2: round-robin cursors) this bridge saved to
+the store (ami_bridge.vts_state, at most once a second per tenant) are published as
+`{"k": "vts_state", "d": {"t": tenant, "s": state}}`; another bridge takes each as its
+latest for that tenant and hands it to its own VTS of that tenant, so two bridges'
+VTS of one tenant share one rotation (to within a second) and the survivor of a bridge
+carries on from where the dead one was.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from ami_bridge.cluster.bus import Bus
 from ami_bridge.personal.directory import Directory
 from ami_bridge.personal.model import Store, StoreError
 from ami_bridge.tenants import messages as m
+from ami_bridge.tenants.protocol import encoded_size
 
 if TYPE_CHECKING:
     from ami_bridge.intermediary import Intermediary
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 USER = "user"
 AGENTS = "agents"
 AGENTS_WANTED = "agents_wanted"
+VTS_STATE = "vts_state"
 RETRY_S = 1.0  # a store read refused (PostgreSQL down): the next try, as a full reload
 
 
@@ -178,3 +187,27 @@ class AgentShare:
 
     def _on_resync(self) -> None:
         self._bus.publish(AGENTS_WANTED, {})
+
+
+class StateShare:
+    def __init__(self, bus: Bus, intermediary: Intermediary) -> None:
+        self._bus = bus
+        self._intermediary = intermediary
+        self.malformed = 0
+        bus.subscribe((VTS_STATE,), self._on_message)
+
+    def publish(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
+        """The states the StateWriter just saved (its `on_saved`)."""
+        for tenant, state in saved.items():
+            self._bus.publish(VTS_STATE, {"t": tenant, "s": dict(state)})
+
+    def _on_message(self, sender: str, kind: str, body: Mapping[str, Any]) -> None:
+        tenant, state = body.get("t"), body.get("s")
+        if not isinstance(tenant, str) or not isinstance(state, dict) \
+                or encoded_size(state) > m.MAX_STATE_BYTES:
+            self.malformed += 1
+            log.warning("bus: a vts_state message from bridge %s without a tenant name "
+                        "and a state object of at most %d bytes; ignored", sender,
+                        m.MAX_STATE_BYTES)
+            return
+        self._intermediary.remote_state(tenant, state)

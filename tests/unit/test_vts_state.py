@@ -303,3 +303,67 @@ def test_load_fills_memory_without_writing_back_and_stop_saves_the_rest(
         assert fresh.get("acme") is None and "start afresh" in caplog.text
 
     asyncio.run(main())
+
+
+# -- across bridges: the saved state goes over the bus (cluster/share.py StateShare) ----------
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.on_message: Any = None
+
+    def subscribe(self, kinds: Any, on_message: Any, on_resync: Any = None) -> None:
+        self.on_message = on_message
+
+    def publish(self, kind: str, body: Mapping[str, Any], *, to: str = "") -> bool:
+        self.sent.append((kind, dict(body)))
+        return True
+
+
+def test_a_state_saved_on_one_bridge_reaches_the_same_tenants_vts_on_another_only() -> None:
+    from ami_bridge.cluster.share import VTS_STATE, StateShare
+
+    a_bus, b_bus = FakeBus(), FakeBus()
+    a, b = World(), World()
+    a_share = StateShare(a_bus, a.inter)  # type: ignore[arg-type]
+    StateShare(b_bus, b.inter)  # type: ignore[arg-type]
+    b.inter.detach_vts("acme")
+    b.inter.detach_vts("globex")
+    acme_b, globex_b, old_b = Link(), Link(), Link()
+    b.inter.attach_vts("acme", acme_b, minor=2)
+    b.inter.attach_vts("globex", globex_b, minor=2)
+    a_share.publish({"acme": {"round_robin": {"rr": 2}}})  # A's StateWriter saved it
+    assert a_bus.sent == [(VTS_STATE, {"t": "acme", "s": {"round_robin": {"rr": 2}}})]
+    b_bus.on_message("bridge-a", VTS_STATE, a_bus.sent[0][1])
+    assert acme_b.sent == [m.State("acme", {"round_robin": {"rr": 2}})]
+    assert globex_b.sent == []  # never another tenant's VTS
+    assert b.inter.states.get("acme") == {"round_robin": {"rr": 2}}
+    assert b.inter.states.take_changed() == {}  # A wrote it to the store; B does not again
+    b.inter.detach_vts("acme")
+    b.inter.attach_vts("acme", old_b, minor=1)  # a 2.1 VTS gets no state frame
+    b_bus.on_message("bridge-a", VTS_STATE, {"t": "acme", "s": {"round_robin": {"rr": 0}}})
+    assert old_b.sent == []
+    b_bus.on_message("bridge-a", VTS_STATE, {"t": "nobody", "s": {}})  # unknown tenant
+    b_bus.on_message("bridge-a", VTS_STATE, {"t": "acme", "s": "x" * 9000})  # malformed
+    assert b.inter.states.get("nobody") is None
+    assert b.inter.states.get("acme") == {"round_robin": {"rr": 0}}
+
+
+def test_the_writer_hands_what_it_saved_to_the_bus_and_nothing_it_failed_to_save(
+        ) -> None:
+    states = VtsStates()
+    store = FlakyStore()
+    shared: list[dict[str, Any]] = []
+    writer = StateWriter(states, store, on_saved=lambda saved: shared.append(dict(saved)))
+
+    async def main() -> None:
+        states.put("acme", {"round_robin": {"rr": 1}})
+        store.down = True
+        assert not await writer.save()
+        assert shared == []  # not saved: not sent either (retried at the next save)
+        store.down = False
+        assert await writer.save()
+        assert shared == [{"acme": {"round_robin": {"rr": 1}}}]
+        assert await writer.save() and len(shared) == 1  # nothing changed: nothing sent
+
+    asyncio.run(main())
