@@ -96,9 +96,12 @@ def test_the_venue_catches_every_extension_and_ends_the_special_ones() -> None:
 
 def test_the_venue_asks_the_route_script_with_the_contracts_arguments() -> None:
     steps, _ = rendered_acme()
-    [agi] = [s for s in steps if s.app == "AGI"]
-    assert agi.args == (f"${{{contract.AB_AGI_URL}}}/{contract.ROUTE_SCRIPT}",
-                        *(f"${{{v}}}" for v in contract.ROUTE_ARGS))
+    # the nearest bridge, then the failover cursor's (docs/scale-out.md)
+    first, failover = [s for s in steps if s.app == "AGI"]
+    assert first.args == (f"${{{contract.AB_AGI_URL}}}/{contract.ROUTE_SCRIPT}",
+                          *(f"${{{v}}}" for v in contract.ROUTE_ARGS))
+    next_url = f"${{{contract.AB_AGI_URL_FAILOVER}${{{contract.AB_AGI_NEXT}}}}}"
+    assert failover.args == (f"{next_url}/{contract.ROUTE_SCRIPT}", *first.args[1:])
     # the intermediary reads them back under these AGI environment keys
     assert [contract.agi_arg(v) for v in contract.ROUTE_ARGS] == ["agi_arg_1", "agi_arg_2"]
 
