@@ -12,6 +12,10 @@ with its control socket and state in its own directory. With `postgres`, one thr
 PostgreSQL (:mod:`harness.postgres`) holds the personal store of every bridge
 (`[store] backend = "postgresql"`); without it each bridge keeps its own SQLite file.
 :meth:`Cluster.phones` starts a SIPp UAS per destination on every Asterisk's address.
+With `trace`, each Asterisk also writes its dialplan trace (verbose 3, millisecond
+timestamps) to ``log/full``, which :func:`read_trace` turns into the route requests each
+call made (which bridge URL, when) and the AMI logins and logoffs: the facts the
+scale-out tests count, taken from Asterisk rather than guessed.
 Everything is a harness child (:mod:`harness.procs`); `stop()` (the context manager's
 exit) stops bridges, phones, Asterisks and PostgreSQL, and leaves no process behind.
 """
@@ -19,8 +23,10 @@ exit) stops bridges, phones, Asterisks and PostgreSQL, and leaves no process beh
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -43,6 +49,64 @@ PHONE_PORTS: Mapping[str, int] = {"acme-agent": 5071, "globex-agent": 5072,
                                   "acme-operator": 5073, "globex-operator": 5074}
 
 
+# asterisk-conf/logger.conf plus a `full` file of verbose messages (the dialplan trace at
+# verbose 3: one line per executed priority), with milliseconds in every timestamp.
+TRACE_LOGGER = """[general]
+dateformat = %F %T.%3q
+
+[logfiles]
+console => notice,warning,error
+messages => notice,warning,error
+full => verbose,notice,warning,error
+"""
+TRACE_FILE = "full"
+TRACE_VERBOSE = 3  # pbx.c logs each "Executing [exten@context:priority]" at verbose 3
+_STAMP = r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]"
+_EXEC_RE = re.compile(_STAMP + r" VERBOSE\[\d+\]\[(?P<call>C-[0-9a-fA-F]+)\] pbx\.c: "
+                      r"Executing \[(?P<exten>[^@\]]*)@(?P<context>[^:\]]*):\d+\] "
+                      r'(?P<app>\w+)\("[^"]*", "(?P<args>.*)"\) in new stack$', re.MULTILINE)
+_MANAGER_RE = re.compile(_STAMP + r" VERBOSE\[\d+\] manager\.c: Manager '(?P<user>[^']+)' "
+                         r"logged (?P<what>on|off) from", re.MULTILINE)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One executed dialplan priority of a call, from an Asterisk trace."""
+
+    at: datetime
+    call: str  # Asterisk's call id (C-0000002a): every channel of one call
+    context: str
+    app: str
+    args: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What an Asterisk's trace says: every executed step, and when a manager user
+    logged on or off (a bridge's AMI session: a SIGKILLed bridge's logoff is its death
+    as this Asterisk saw it)."""
+
+    steps: tuple[Step, ...]
+    logins: tuple[tuple[datetime, str, str], ...]  # (when, user, "on" | "off")
+
+    def route_requests(self) -> list[Step]:
+        """The FastAGI route requests (`AGI(agi://.../route,...)`), in order."""
+        return [s for s in self.steps if s.app == "AGI" and "/route" in s.args]
+
+    def logoffs(self, user: str) -> list[datetime]:
+        return [at for at, who, what in self.logins if who == user and what == "off"]
+
+
+def read_trace(text: str) -> Trace:
+    """Parse an Asterisk `full` log written with :data:`TRACE_LOGGER`."""
+    steps = tuple(Step(datetime.strptime(m["at"], _TIME_FORMAT), m["call"], m["context"],
+                       m["app"], m["args"]) for m in _EXEC_RE.finditer(text))
+    logins = tuple((datetime.strptime(m["at"], _TIME_FORMAT), m["user"], m["what"])
+                   for m in _MANAGER_RE.finditer(text))
+    return Trace(steps, logins)
+
+
 class ClusterError(RuntimeError):
     """The cluster harness was used in a way it cannot honour."""
 
@@ -55,9 +119,10 @@ class Node:
     asterisk: Asterisk
     bridge: BridgeProcess
 
-    @property
-    def name(self) -> str:
-        return "abcdefgh"[self.index]
+    def trace(self) -> Trace:
+        """This node's Asterisk trace so far (a Cluster started with `trace`)."""
+        path = self.asterisk.instance_dir / "log" / TRACE_FILE
+        return read_trace(path.read_text(errors="replace") if path.exists() else "")
 
 
 def agi_port(slot: int) -> int:
@@ -99,7 +164,7 @@ class Cluster:
     manager. `directory`: where bridge configs and logs go (a test's tmp_path)."""
 
     def __init__(self, directory: Path, *, size: int = 2, postgres: bool = False,
-                 name: str = "cluster", verbose: int = 0,
+                 name: str = "cluster", trace: bool = False,
                  first_slot: int = DEFAULT_FIRST_SLOT) -> None:
         if not 2 <= size <= 4:
             raise ClusterError(f"cluster size {size}: 2 to 4 nodes")
@@ -107,7 +172,7 @@ class Cluster:
         self.directory = directory
         self.size = size
         self.name = name
-        self.verbose = verbose
+        self.trace = trace
         self.postgres: PostgresServer | None = PostgresServer() if postgres else None
         self.nodes: list[Node] = []
         self._phones: list[tuple[tuple[int, str], SippUas]] = []
@@ -130,7 +195,10 @@ class Cluster:
             _own, *others = failover_order(index, self.slots)
             asterisk = Asterisk(conf_src=DEFAULT_CONF_SRC, name=f"{self.name}-{index + 1}",
                                 slot=slot, agi_port=agi_port(slot),
-                                agi_failover=others, verbose=self.verbose)
+                                agi_failover=others,
+                                verbose=TRACE_VERBOSE if self.trace else 0,
+                                extra_files={"logger.conf": TRACE_LOGGER} if self.trace
+                                else {})
             self._stack.callback(asterisk.stop)
             asterisk.start()
             node_dir = self.directory / f"bridge-{index + 1}"

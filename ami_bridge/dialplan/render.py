@@ -49,6 +49,7 @@ from ami_bridge.agi.variables import (
     DEFAULT_DIAL_TIMEOUT,
     DEFAULT_STASIS_APP,
     DIALSTATUS,
+    FAILOVER_CAUSES,
     FIRST_FAILOVER_URL,
     KIND_CONTEXT,
     PERSONAL_KIND_CONTEXT,
@@ -103,24 +104,31 @@ def route_request(context: str, driver: str, *,
 NEXT_AGI_URL = var(AB_AGI_URL_FAILOVER + var(AB_AGI_NEXT))
 
 
-def failover(driver: str) -> tuple[str, list[str], list[str]]:
+def failover(driver: str) -> tuple[str, str, list[str], list[str]]:
     """Venue failover to further bridges (FastAGI only; docs/scale-out.md): what the
-    `ask` MSet adds (the cursor, reset per route request), the priority at the head of
-    `other` (the request got no disposition and another bridge is configured: ask it),
-    and the `next` block (ask that bridge, move the cursor, judge its answer as the
-    first one's). Asterisk's AGI() sets AGISTATUS=FAILURE when the connection is
-    refused and SUCCESS with AB_ACTION unset when the bridge died after the AGI
-    environment was sent (measured on Asterisk 22, docs/scale-out.md): both leave
-    AB_ACTION empty, which a bridge never does (it writes AB_ACTION last, `default`
-    included). The routed path gains no priority; with AB_AGI_URL_2 unset the other
-    paths gain one GotoIf."""
+    `ask` MSet adds (the cursor, reset per route request, and AB_CAUSE, which a bridge
+    writes only with a default route), the extra term of the route check (a default
+    route for a cause in FAILOVER_CAUSES is not taken while another bridge is
+    configured), the priority at the head of `other` (no disposition, or such a cause,
+    and another bridge configured: ask it), and the `next` block (clear the answer, ask
+    that bridge, move the cursor, judge its answer as the first one's). Asterisk's AGI()
+    sets AGISTATUS=FAILURE when the connection is refused and SUCCESS with AB_ACTION
+    unset when the bridge died after the AGI environment was sent (measured on
+    Asterisk 22, docs/scale-out.md): both leave AB_ACTION empty, which a bridge never
+    does (it writes AB_ACTION last, `default` included). The routed path gains no
+    priority; with AB_AGI_URL_2 unset the other paths gain one GotoIf."""
     if driver != "fastagi":
-        return "", [], []
+        return "", "", [], []
     args = ",".join(map(var, ROUTE_ARGS))
-    return (f",{AB_AGI_NEXT}={FIRST_FAILOVER_URL}",
-            [f' same => n(other),GotoIf($["{var(AB_ACTION)}" = "" & "{NEXT_AGI_URL}" != ""]'
-             "?next)"],
-            [f" same => n(next),AGI({NEXT_AGI_URL}/{ROUTE_SCRIPT},{args})",
+    cause = var(AB_CAUSE)
+    busy = " | ".join(f'"{cause}" = "{c}"' for c in FAILOVER_CAUSES)
+    keep = " & ".join(f'"{cause}" != "{c}"' for c in FAILOVER_CAUSES)
+    return (f",{AB_CAUSE}=,{AB_AGI_NEXT}={FIRST_FAILOVER_URL}",
+            f' & ({keep} | "{NEXT_AGI_URL}" = "")',
+            [f' same => n(other),GotoIf($[("{var(AB_ACTION)}" = "" | {busy}) & '
+             f'"{NEXT_AGI_URL}" != ""]?next)'],
+            [f" same => n(next),MSet({AB_ACTION}=,{AB_CAUSE}=)",
+             f" same => n,AGI({NEXT_AGI_URL}/{ROUTE_SCRIPT},{args})",
              f" same => n,Set({AB_AGI_NEXT}=$[{var(AB_AGI_NEXT)} + 1])",
              " same => n,Goto(asked)"])
 
@@ -163,7 +171,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
     ask, bridge_ok = route_request(venue.context, venue.driver, stasis_app=stasis_app)
     before, after = wait_bound(venue.driver, venue.router_timeout)
-    cursor, retry, ask_next = failover(venue.driver)
+    cursor, usable, retry, ask_next = failover(venue.driver)
     asked, other = labels(retry)
     # The wait bound ran out (AsyncAGI with no bridge to answer): Asterisk runs `T`.
     specials = ("i", "t", "T") if before else ("i", "t")
@@ -196,8 +204,8 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
         *(f" same => n,{line}" for line in before),
         f" same => n,{ask}",
         *(f" same => n,{line}" for line in after),
-        f' same => n{asked},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]'
-        "?:other)",
+        f' same => n{asked},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"'
+        f"{usable}]?:other)",
         f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]?:fallback)",
         f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
         f" same => n,Gosub({context},{var(AB_TARGET)},1)",
@@ -240,7 +248,7 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
     ask, bridge_ok = route_request(personal.context, personal.driver,
                                    stasis_app=stasis_app)
     before, after = wait_bound(personal.driver, router_timeout)
-    cursor, retry, ask_next = failover(personal.driver)
+    cursor, usable, retry, ask_next = failover(personal.driver)
     asked, other = labels(retry)
     lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
              "numbers", f"[{personal.context}]"]
@@ -257,7 +265,7 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
             f" same => n,{ask}",
             *(f" same => n,{line}" for line in after),
             f' same => n{asked},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = '
-            f'"{ACTION_ROUTE}"]?:other)',
+            f'"{ACTION_ROUTE}"{usable}]?:other)',
             f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
             f' same => n,GotoIf($["{var(AB_KIND)}" = "{PHONES_KIND}"]?phones)',
             f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]"
