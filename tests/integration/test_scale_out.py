@@ -154,7 +154,8 @@ def test_a_bridge_dying_mid_request_sends_the_call_to_the_next_bridge(
 def test_the_cluster_stops_without_a_trace(tmp_path: Path) -> None:
     """A cluster with its shared PostgreSQL: both bridges use it, and stopping the
     cluster leaves no process of this run and no bound SIP port behind."""
-    with Cluster(tmp_path, postgres=True, name="cleanup") as cluster:
+    # Slots 4 and 5: the module's cluster still holds slots 2 and 3 (and their locks).
+    with Cluster(tmp_path, postgres=True, name="cleanup", first_slot=4) as cluster:
         hosts = [n.asterisk.host for n in cluster]
         for node in cluster:
             assert node.bridge.config.store.backend == "postgresql"
