@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster, Node, Trace
-from harness.procs import owner_token, tagged, udp_bound
+from harness.procs import alive, owner_token, tagged, udp_bound
 from harness.sipp import start_uac
 from tests.integration.dying_agi import DyingAgiServer
 
@@ -153,11 +153,22 @@ def test_a_bridge_dying_mid_request_sends_the_call_to_the_next_bridge(
 
 def test_the_cluster_stops_without_a_trace(tmp_path: Path) -> None:
     """A cluster with its shared PostgreSQL: both bridges use it, and stopping the
-    cluster leaves no process of this run and no bound SIP port behind."""
+    cluster leaves none of its processes (Asterisks, bridges, their VTS, PostgreSQL
+    and its children) and no bound SIP port behind."""
     # Slots 4 and 5: the module's cluster still holds slots 2 and 3 (and their locks).
     with Cluster(tmp_path, postgres=True, name="cleanup", first_slot=4) as cluster:
         hosts = [n.asterisk.host for n in cluster]
+        leaders = [pid for n in cluster for pid in (n.asterisk.pid, n.bridge.pid)]
         for node in cluster:
             assert node.bridge.config.store.backend == "postgresql"
-    assert tagged(owner_token()) == []
+            leaders += [pid for name in node.bridge.config.vts
+                        for pid in node.bridge.vts_pids(name)]
+        assert cluster.postgres is not None and cluster.postgres.process is not None
+        leaders.append(cluster.postgres.process.pid)
+        # Each leader's process group (Asterisk's threads aside: its children too).
+        sessions = {os.getsid(pid) for pid in leaders if pid is not None}
+        ours = [pid for pid in tagged(owner_token()) if os.getsid(pid) in sessions]
+        assert ours
+    left = [pid for pid in ours if alive(pid)]
+    assert left == []
     assert not any(udp_bound(5060, host) for host in hosts)
