@@ -59,6 +59,8 @@ test: $(STAMP) sandbox postgres browser docker-compose lint
 demo: $(STAMP) sandbox
 	$(BIN)/python -m harness.demo
 
+# Then the long scale-out run (docs/scale-out.md): two Asterisks, two bridges, bridges
+# SIGKILLed and restarted under load for 60 s (harness/scale_faults.py).
 # The fault run (docs/reliability.md): every fault scenario in full (a 10-minute soak
 # included, about 20 minutes), then the page regenerated from its results. Short
 # variants of the same scenarios run in `make test` (tests/integration/test_faults.py).
@@ -70,7 +72,8 @@ test-faults: $(STAMP) sandbox
 		tests/unit/test_isolation_property.py tests/unit/test_isolation_agi.py \
 		tests/unit/test_intermediary.py
 	$(BIN)/python -m harness.faults run; status=$$?; \
-		$(BIN)/python -m harness.faults report && exit $$status
+		$(BIN)/python -m harness.faults report || status=1; \
+		$(BIN)/python -m harness.scale_faults || status=1; exit $$status
 
 # Benchmarks (not part of `make test`): see bench/README.md. About 45 minutes.
 # `make bench BASELINE=/path/to/old/checkout` also runs the old code side by side

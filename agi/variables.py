@@ -28,6 +28,19 @@ from ami_bridge.namespace import (
 # operator in [globals]; and the script name the venue asks for.
 AB_AGI_URL = "AB_AGI_URL"
 ROUTE_SCRIPT = "route"
+# Venue failover (docs/scale-out.md): further bridges in [globals] AB_AGI_URL_2,
+# AB_AGI_URL_3, ... (consecutive, nearest first). A FastAGI venue whose request got no
+# disposition (AB_ACTION still empty: the bridge refused the connection, or died after
+# Asterisk sent the AGI environment) asks the next one; AB_AGI_NEXT is the venue's
+# cursor, the number of the next URL to try, reset by every route request.
+AB_AGI_URL_FAILOVER = "AB_AGI_URL_"
+AB_AGI_NEXT = "AB_AGI_NEXT"
+FIRST_FAILOVER_URL = 2
+# Default-route causes (AB_CAUSE) that say "this bridge cannot route now", not "this call
+# has no route": its VTS is not connected (a bridge still starting: measured, 16 calls
+# at 10 calls/s in the kill test, docs/scale-out.md), or it is stopping. The venue asks
+# the next bridge for these too when there is one; the intermediary's spellings.
+FAILOVER_CAUSES = ("no-vts", "stopping")
 # A venue whose driver is AsyncAGI asks over the bridge's AMI session instead:
 # `AGI(agi:async,${AB_LAST},${DIALSTATUS})` (ami_bridge.drivers.asyncagi).
 ASYNC_AGI = "agi:async"

@@ -7,9 +7,13 @@ host's, so the host talks to Asterisk (SIP 127.0.0.1:5060, AMI 127.0.0.1:5038, F
 client to 127.0.0.1:``agi_port``) over loopback. Each :class:`Asterisk` owns the directory
 ``<root>/run/ami-bridge/<name>/``, rebuilt on every start from a config directory
 (``asterisk-conf/``) plus per-test overrides, and leaves no process behind when stopped —
-nor when its harness process dies (:mod:`harness.procs`). Only one sandbox Asterisk runs
-at a time: :func:`acquire_lock` queues concurrent runs, records the holder, and first
-reaps what a dead holder left running. SIPp lives in :mod:`harness.sipp`.
+nor when its harness process dies (:mod:`harness.procs`). Several Asterisks may run at
+once, one per *slot*: slot N binds its SIP, AMI and HTTP ports on 127.0.0.N (all of 127/8
+is loopback) and its SIPp phones live there too (:func:`slot_host`); slot 1 is the one
+every single-Asterisk test uses, unchanged. One Asterisk runs per slot at a time:
+:func:`acquire_lock` queues concurrent runs on the slot's own lock, records the holder,
+and first reaps what a dead holder left running. SIPp lives in :mod:`harness.sipp`;
+several Asterisks with their bridges in :mod:`harness.cluster`.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import IO, Self
 
+from ami_bridge.agi.variables import FIRST_FAILOVER_URL
 from harness.procs import (
     owner_token,
     pids_in_root,
@@ -45,20 +50,29 @@ INSIDE_RUN_DIR = "/run/ami-bridge"
 LOCK_NAME = ".asterisk.lock"
 ASTERISK_BIN = "/usr/sbin/asterisk"
 
-# Fixed by asterisk-conf/pjsip.conf; SIPp's UAC dials it.
+# Fixed by asterisk-conf/pjsip.conf; SIPp's UAC dials it. Slot 1's address.
 ASTERISK_SIP = "127.0.0.1:5060"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_SLOT = 1
+# 127.0.0.N for slot N; a handful is all two cores carry (the cluster test uses two).
+MAX_SLOTS = 8
+# The files of asterisk-conf/ that bind or name slot 1's address (SIP transport and the
+# phones' contacts, AMI, HTTP): another slot gets its own address in them. The AMI
+# permit (manager.d/) stays: a host connecting to 127.0.0.N comes from 127.0.0.1
+# (`ip route get 127.0.0.2`: src 127.0.0.1).
+SLOT_ADDRESS_FILES = ("pjsip.conf", "manager.conf", "http.conf")
 
 # A cold boot measured 0.7 s here; 30 s leaves room for a loaded CI machine.
 BOOT_TIMEOUT_S = 30.0
 # Grace between `core stop now`, SIGTERM and SIGKILL; Asterisk stops in well under 1 s.
 STOP_GRACE_S = 5.0
-# Only one sandbox Asterisk can hold SIP 5060 and AMI 5038 at a time; concurrent test
-# runs (developers, CI, the demo) queue on this lock instead of failing. 20 minutes is
-# longer than any test module holds it.
+# Only one sandbox Asterisk can hold a slot's SIP 5060 and AMI 5038 at a time; concurrent
+# test runs (developers, CI, the demo) queue on the slot's lock instead of failing. 20
+# minutes is longer than any test module holds it.
 LOCK_TIMEOUT_S = 20 * 60.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_AGI_URL_RE = re.compile(r"^(AB_AGI_URL\s*=>?\s*agi://127\.0\.0\.1:)\d+", re.MULTILINE)
+_AGI_URL_RE = re.compile(r"^(AB_AGI_URL\s*=>?\s*agi://127\.0\.0\.1:)\d+(.*)$", re.MULTILINE)
 _CHANNELS_RE = re.compile(r"^(\d+) active channels?$", re.MULTILINE)
 _NO_FILES: Mapping[str, str] = MappingProxyType({})
 
@@ -115,17 +129,26 @@ def check_name(name: str) -> None:
         raise SandboxError(f"bad instance name {name!r}: use letters, digits, '.', '_', '-'")
 
 
-def lock_path(root: Path) -> Path:
-    return root / INSIDE_RUN_DIR.lstrip("/") / LOCK_NAME
+def slot_host(slot: int) -> str:
+    """The loopback address of an Asterisk slot and its SIPp phones: 127.0.0.`slot`."""
+    if not 1 <= slot <= MAX_SLOTS:
+        raise SandboxError(f"bad Asterisk slot {slot}: 1 to {MAX_SLOTS}")
+    return f"127.0.0.{slot}"
 
 
-def acquire_lock(root: Path, timeout_s: float = LOCK_TIMEOUT_S) -> IO[bytes]:
-    """Take the sandbox lock (closing the returned file releases it).
+def lock_path(root: Path, slot: int = DEFAULT_SLOT) -> Path:
+    name = LOCK_NAME if slot == DEFAULT_SLOT else f"{LOCK_NAME}.{slot}"
+    return root / INSIDE_RUN_DIR.lstrip("/") / name
+
+
+def acquire_lock(root: Path, timeout_s: float = LOCK_TIMEOUT_S,
+                 slot: int = DEFAULT_SLOT) -> IO[bytes]:
+    """Take the sandbox lock of `slot` (closing the returned file releases it).
 
     A holder killed outright releases the flock but may leave processes running; those
     carry the dead holder's tag (harness.procs), so they are reaped here before the new
     holder starts anything. The lock file then names the new holder, for whoever waits."""
-    path = lock_path(root)
+    path = lock_path(root, slot)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.open("a+b")
     deadline = time.monotonic() + timeout_s
@@ -159,7 +182,9 @@ class Asterisk:
     after the copy (so they may override it). `agi_port` replaces the port of the
     `AB_AGI_URL=agi://127.0.0.1:PORT` line of extensions.conf, and `agi_secret` (if any)
     becomes its path (`agi://127.0.0.1:PORT/SECRET`: the bridge's route-request secret,
-    `[bridge] agi_secret_file`). `verbose` is Asterisk's
+    `[bridge] agi_secret_file`); `agi_failover` URLs follow it as the venue failover's
+    `AB_AGI_URL_2`, `AB_AGI_URL_3`, ... (docs/scale-out.md). `slot` picks the slot (its
+    address `host`, its lock). `verbose` is Asterisk's
     verbosity; with a logger.conf that sends `verbose` to the console, dialplan traces
     land in `log_path`.
     """
@@ -171,6 +196,8 @@ class Asterisk:
         name: str = "test",
         agi_port: int = 4573,
         agi_secret: str | None = None,
+        agi_failover: Sequence[str] = (),
+        slot: int = DEFAULT_SLOT,
         extra_files: Mapping[str, str] = _NO_FILES,
         root: Path | None = None,
         boot_timeout_s: float = BOOT_TIMEOUT_S,
@@ -181,6 +208,10 @@ class Asterisk:
         self.name = name
         self.agi_port = agi_port
         self.agi_secret = agi_secret
+        self.agi_failover = list(agi_failover)
+        self.slot = slot
+        self.host = slot_host(slot)
+        self.sip = f"{self.host}:{ASTERISK_SIP.rsplit(':', 1)[1]}"
         self.extra_files = dict(extra_files)
         self.root = root or sandbox_root()
         self.boot_timeout_s = boot_timeout_s
@@ -202,7 +233,7 @@ class Asterisk:
             raise SandboxError(f"asterisk {self.name} already started")
         require_ready(self.root)
         if self._lock is None:
-            self._lock = acquire_lock(self.root)
+            self._lock = acquire_lock(self.root, slot=self.slot)
         try:
             self._start_locked()
         except BaseException:
@@ -218,11 +249,11 @@ class Asterisk:
         stale = pids_in_root(self.root, self.conf_inside)
         if stale:
             terminate(stale, STOP_GRACE_S)
-        sip_port = int(ASTERISK_SIP.rsplit(":", 1)[1])
-        if udp_bound(sip_port):
+        sip_port = int(self.sip.rsplit(":", 1)[1])
+        if udp_bound(sip_port, self.host):
             others = pids_in_root(self.root, f"{ASTERISK_BIN} ")
             raise SandboxError(
-                f"UDP {ASTERISK_SIP} is already bound (other sandbox Asterisk pids: {others}); "
+                f"UDP {self.sip} is already bound (other sandbox Asterisk pids: {others}); "
                 "stop that instance first"
             )
         self._write_config()
@@ -247,13 +278,20 @@ class Asterisk:
         fresh_dir(self.instance_dir)
         etc = self.instance_dir / "etc"
         shutil.copytree(self.conf_src, etc)
+        if self.slot != DEFAULT_SLOT:
+            for rel in SLOT_ADDRESS_FILES:
+                path = etc / rel
+                path.write_text(path.read_text().replace(DEFAULT_HOST, self.host))
         for rel, text in self.extra_files.items():
             target = etc / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         ext = etc / "extensions.conf"
         url = f"{self.agi_port}/{self.agi_secret}" if self.agi_secret else str(self.agi_port)
-        dialplan, count = _AGI_URL_RE.subn(rf"\g<1>{url}", ext.read_text())
+        failover = "".join(f"\nAB_AGI_URL_{n}={other}"
+                           for n, other in enumerate(self.agi_failover, FIRST_FAILOVER_URL))
+        dialplan, count = _AGI_URL_RE.subn(
+            lambda m: f"{m.group(1)}{url}{m.group(2)}{failover}", ext.read_text())
         if count != 1:
             raise SandboxError(f"{ext}: expected one line AB_AGI_URL=agi://127.0.0.1:PORT")
         ext.write_text(dialplan)

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -142,9 +143,10 @@ def pids_in_root(root: Path, needle: str) -> list[int]:
     return found
 
 
-def udp_bound(port: int) -> bool:
-    """Whether some socket is bound to UDP 127.0.0.1:`port` (read from /proc/net/udp)."""
-    wanted = f"0100007F:{port:04X}"
+def udp_bound(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether some socket is bound to UDP `host`:`port` (read from /proc/net/udp, whose
+    addresses are the IPv4 bytes in host order: 127.0.0.2 is 0200007F)."""
+    wanted = f"{bytes(reversed(socket.inet_aton(host))).hex().upper()}:{port:04X}"
     try:
         lines = Path("/proc/net/udp").read_text().splitlines()[1:]
     except OSError:

@@ -7,7 +7,10 @@ with the harness) chrooted into the sandbox, each in its own working directory
 agent's or operator's phone on one port and :func:`run_uac` / :func:`start_uac` play a
 carrier trunk; both report :class:`SippStats`: SIPp's final statistics dump
 (``-trace_stat``) and its per-message counts (``-trace_counts``: how many 486, 503, ...
-each scenario step received), written when SIPp quits gracefully.
+each scenario step received), written when SIPp quits gracefully. A phone or trunk of
+another Asterisk slot (:func:`harness.asterisk.slot_host`) binds that slot's address
+(`host`) and its working directory is named for it, so the same phones of two slots run
+side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import IO, Any, Self
 
 from harness.asterisk import (
     ASTERISK_SIP,
+    DEFAULT_HOST,
     INSIDE_RUN_DIR,
     REPO_ROOT,
     SandboxError,
@@ -128,8 +132,12 @@ class _Sipp:
         scenario: str,
         port: int,
         substitutions: Mapping[str, str] = _NO_FILES,
+        host: str = DEFAULT_HOST,
     ) -> None:
+        if host != DEFAULT_HOST:
+            workdir_name = f"{workdir_name}-{host}"
         check_name(workdir_name)
+        self.host = host
         self.substitutions = dict(substitutions)
         self.root = root
         self.port = port
@@ -161,7 +169,7 @@ class _Sipp:
         argv = [
             SIPP_BIN,
             "-sf", f"{d}/{self.scenario}",
-            "-i", "127.0.0.1", "-p", str(self.port),
+            "-i", self.host, "-p", str(self.port),
             # Media port in the SDP, distinct per SIPp so several can run at once.
             "-mp", str(self.port + 10000),
             "-nostdin",
@@ -180,11 +188,11 @@ class _Sipp:
     def _wait_bound(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + SIPP_BIND_TIMEOUT_S
-        while not udp_bound(self.port):
+        while not udp_bound(self.port, self.host):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise SandboxError(
-                    f"SIPp did not bind 127.0.0.1:{self.port}; tail of {self.log_path}:\n"
+                    f"SIPp did not bind {self.host}:{self.port}; tail of {self.log_path}:\n"
                     f"{tail(self.log_path)}"
                 )
             time.sleep(0.02)
@@ -236,16 +244,15 @@ class SippUas:
     A context manager; `stop()` returns how many calls it answered and completed.
     `scenario` picks another callee from tests/sipp/: uas_busy.xml answers 486 Busy
     Here, uas_noanswer.xml rings until the call is cancelled (both count each call they
-    took to its end as successful).
+    took to its end as successful). `host`: the address of its Asterisk's slot.
     """
 
     def __init__(self, port: int, name: str, *, root: Path | None = None,
-                 scenario: str = "uas.xml") -> None:
+                 scenario: str = "uas.xml", host: str = DEFAULT_HOST) -> None:
         self.port = port
         self.name = name
-        self._sipp = _Sipp(
-            root=root or sandbox_root(), workdir_name=f"uas-{name}", scenario=scenario, port=port
-        )
+        self._sipp = _Sipp(root=root or sandbox_root(), workdir_name=f"uas-{name}",
+                           scenario=scenario, port=port, host=host)
         self.stats: SippStats | None = None
 
     @property
@@ -354,6 +361,8 @@ def start_uac(
     scenario: str = "uac.xml",
     substitutions: Mapping[str, str] = _NO_FILES,
     extra_args: Sequence[str] = (),
+    target: str = ASTERISK_SIP,
+    host: str = DEFAULT_HOST,
 ) -> SippUac:
     """Start placing `calls` calls at `rate` calls/s from trunk `from_user` to `dnis`.
 
@@ -363,7 +372,8 @@ def start_uac(
     abandon), uac_reject.xml succeeds only when the call is rejected (486 or 503; which
     one is in `SippStats.received`). `substitutions` rewrite the scenario's text (each
     marker must occur), e.g. its `<pause />` into a random one; `extra_args` go to SIPp
-    as they are (e.g. `-trace_rtt`).
+    as they are (e.g. `-trace_rtt`). `target`: the Asterisk to call (its `sip`), `host`:
+    the address the trunk calls from (its slot's).
     """
     if dtmf is not None:
         scenario = "uac_dtmf.xml"
@@ -374,9 +384,10 @@ def start_uac(
         scenario=scenario,
         port=port,
         substitutions=substitutions,
+        host=host,
     )
     args = [
-        ASTERISK_SIP,
+        target,
         "-s", dnis,
         "-set", "from_user", from_user,
         "-m", str(calls),

@@ -27,7 +27,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ami_bridge.agi.variables import AB_DIAL, ASYNC_AGI, DEFAULT_STASIS_APP
+from ami_bridge.agi.variables import (
+    AB_AGI_NEXT,
+    AB_AGI_URL_FAILOVER,
+    AB_DIAL,
+    ASYNC_AGI,
+    DEFAULT_STASIS_APP,
+)
 from ami_bridge.dialplan import findings as codes
 from ami_bridge.dialplan.channels import Bounds, Channel, channel_list, unbounded
 from ami_bridge.dialplan.ownership import Ownership
@@ -47,6 +53,13 @@ AGI_DEFAULT_PORT = 4573
 # The bridge's FastAGI listener when nothing else is said: [bridge] agi_listen's default.
 DEFAULT_AGI_ADDRESSES = frozenset({("127.0.0.1", AGI_DEFAULT_PORT)})
 AGI_URL_VARIABLE = "AB_AGI_URL"
+# The venue failover's URL (`${AB_AGI_URL_${AB_AGI_NEXT}}`, dialplan.render.failover):
+# like AB_AGI_URL, operator-set globals (AB_AGI_URL_2, ...) that only the venue reads.
+FAILOVER_URL_REFERENCE = "${" + AB_AGI_URL_FAILOVER + "${" + AB_AGI_NEXT + "}}"
+# AB_AGI_URL and AB_AGI_URL_<anything>: a tenant writing one chooses which server the
+# venue's route request (or its failover) asks. The cursor AB_AGI_NEXT the venue itself
+# writes only picks among these names, so it needs no guard of its own.
+_AGI_URL_NAME_RE = re.compile(rf"^{AGI_URL_VARIABLE}(?:_.*)?$", re.IGNORECASE | re.DOTALL)
 # Application (lowercase) -> (index of its channel argument, how to read it): "dial"
 # makes new channels ('&' list), "one" makes or names one, "select" names existing
 # channels by name or prefix ('&' list for PickupChan).
@@ -204,8 +217,8 @@ def _writes(call: Call, where: Where) -> list[Escape]:
         name, value = name.strip(), value.strip()
         func = split_function(name)
         if func is None:
-            if name.lstrip("_").upper() == AGI_URL_VARIABLE:
-                found.append(Escape(codes.FOREIGN_AGI, AGI_URL_VARIABLE,
+            if _AGI_URL_NAME_RE.match(name.lstrip("_")):
+                found.append(Escape(codes.FOREIGN_AGI, name.lstrip("_").upper(),
                                     f"'{call.text}' changes where this call's "
                                     "AGI(${AB_AGI_URL}/route) goes: the routing decision "
                                     "would come from whatever server it names, not "
@@ -220,7 +233,7 @@ def _function_write(call: Call, name: str, args: str, value: str,
     first = split_top(args, ",", 1)[0].strip()
     if name == "GLOBAL":
         why = ("every venue's AGI(${AB_AGI_URL}/route) of every tenant would ask the "
-               "server it names" if first.upper() == AGI_URL_VARIABLE else
+               "server it names" if _AGI_URL_NAME_RE.match(first) else
                "a global variable is read by every tenant's dialplan")
         return [Escape(codes.SHARED_STATE, f"GLOBAL({first})",
                        f"'{call.text}' writes global variable {first}: {why}")]
@@ -325,10 +338,10 @@ def _stasis(call: Call, where: Where) -> list[Escape]:
 def own_agi(url: str, addresses: frozenset[tuple[str, int]]) -> bool:
     """`${AB_AGI_URL}[/...]` or `agi://host[:port]/...` at one of the bridge's addresses."""
     url = url.strip().strip('"')
-    var = "${" + AGI_URL_VARIABLE + "}"
-    if url.upper().startswith(var.upper()):
-        rest = url[len(var):]
-        return (rest == "" or rest.startswith("/")) and not is_dynamic(rest)
+    for var in ("${" + AGI_URL_VARIABLE + "}", FAILOVER_URL_REFERENCE):
+        if url.upper().startswith(var.upper()):
+            rest = url[len(var):]
+            return (rest == "" or rest.startswith("/")) and not is_dynamic(rest)
     match = _AGI_RE.match(url)
     if match is None or is_dynamic(url[:match.end()]):
         return False

@@ -33,7 +33,9 @@ from pathlib import Path
 
 from ami_bridge.agi.variables import (
     AB_ACTION,
+    AB_AGI_NEXT,
     AB_AGI_URL,
+    AB_AGI_URL_FAILOVER,
     AB_CAUSE,
     AB_DIAL,
     AB_DIAL_TIMEOUT,
@@ -47,6 +49,8 @@ from ami_bridge.agi.variables import (
     DEFAULT_DIAL_TIMEOUT,
     DEFAULT_STASIS_APP,
     DIALSTATUS,
+    FAILOVER_CAUSES,
+    FIRST_FAILOVER_URL,
     KIND_CONTEXT,
     PERSONAL_KIND_CONTEXT,
     PHONES_KIND,
@@ -96,6 +100,46 @@ def route_request(context: str, driver: str, *,
     raise ValueError(f"venue {context}: unknown driver {driver!r}")
 
 
+# The failover URL a FastAGI venue asks next: `${AB_AGI_URL_${AB_AGI_NEXT}}`.
+NEXT_AGI_URL = var(AB_AGI_URL_FAILOVER + var(AB_AGI_NEXT))
+
+
+def failover(driver: str) -> tuple[str, str, list[str], list[str]]:
+    """Venue failover to further bridges (FastAGI only; docs/scale-out.md): what the
+    `ask` MSet adds (the cursor, reset per route request, and AB_CAUSE, which a bridge
+    writes only with a default route), the extra term of the route check (a default
+    route for a cause in FAILOVER_CAUSES is not taken while another bridge is
+    configured), the priority at the head of `other` (no disposition, or such a cause,
+    and another bridge configured: ask it), and the `next` block (clear the answer, ask
+    that bridge, move the cursor, judge its answer as the first one's). Asterisk's AGI()
+    sets AGISTATUS=FAILURE when the connection is refused and SUCCESS with AB_ACTION
+    unset when the bridge died after the AGI environment was sent (measured on
+    Asterisk 22, docs/scale-out.md): both leave AB_ACTION empty, which a bridge never
+    does (it writes AB_ACTION last, `default` included). The routed path gains no
+    priority; with AB_AGI_URL_2 unset the other paths gain one GotoIf."""
+    if driver != "fastagi":
+        return "", "", [], []
+    args = ",".join(map(var, ROUTE_ARGS))
+    cause = var(AB_CAUSE)
+    busy = " | ".join(f'"{cause}" = "{c}"' for c in FAILOVER_CAUSES)
+    keep = " & ".join(f'"{cause}" != "{c}"' for c in FAILOVER_CAUSES)
+    return (f",{AB_CAUSE}=,{AB_AGI_NEXT}={FIRST_FAILOVER_URL}",
+            f' & ({keep} | "{NEXT_AGI_URL}" = "")',
+            [f' same => n(other),GotoIf($[("{var(AB_ACTION)}" = "" | {busy}) & '
+             f'"{NEXT_AGI_URL}" != ""]?next)'],
+            [f" same => n(next),MSet({AB_ACTION}=,{AB_CAUSE}=)",
+             f" same => n,AGI({NEXT_AGI_URL}/{ROUTE_SCRIPT},{args})",
+             f" same => n,Set({AB_AGI_NEXT}=$[{var(AB_AGI_NEXT)} + 1])",
+             " same => n,Goto(asked)"])
+
+
+def labels(retry: list[str]) -> tuple[str, str]:
+    """The labels of the route check (`asked`: where a failover answer is judged) and of
+    the reject check (`other`, unless the failover priority took it): none of this for
+    drivers without failover, whose venues stay as they were."""
+    return ("(asked)", "") if retry else ("", "(other)")
+
+
 # AsyncAGI: a channel waits in AGI(agi:async) until an AMI client breaks it, with no
 # bridge connected too (measured on Asterisk 22.10, docs/drivers.md): the venue bounds
 # the wait itself with TIMEOUT(absolute), the router timeout plus this grace (the bridge
@@ -127,6 +171,8 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
     context = f"{t}-{var(kind_variable(var(AB_KIND)))}"
     ask, bridge_ok = route_request(venue.context, venue.driver, stasis_app=stasis_app)
     before, after = wait_bound(venue.driver, venue.router_timeout)
+    cursor, usable, retry, ask_next = failover(venue.driver)
+    asked, other = labels(retry)
     # The wait bound ran out (AsyncAGI with no bridge to answer): Asterisk runs `T`.
     specials = ("i", "t", "T") if before else ("i", "t")
     lines = [
@@ -153,18 +199,21 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
         ]
     lines += [
         f" same => n,MSet({AB_LAST}=,{kind_map})",
-        f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+        f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT}"
+        f"{cursor})",
         *(f" same => n,{line}" for line in before),
         f" same => n,{ask}",
         *(f" same => n,{line}" for line in after),
-        f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
+        f' same => n{asked},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"'
+        f"{usable}]?:other)",
         f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]?:fallback)",
         f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
         f" same => n,Gosub({context},{var(AB_TARGET)},1)",
         f' same => n,GotoIf($["{var(DIALSTATUS)}" = "ANSWER"]?done:ask)',
         " same => n(done),Hangup()",
-        f' same => n(other),GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_REJECT}"]'
-        "?reject)",
+        *retry,
+        f' same => n{other},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = '
+        f'"{ACTION_REJECT}"]?reject)',
         f" same => n(fallback),Gosub({tenant_context(t, KIND_EXTENSION)},{tenant.operator},1)",
         " same => n,Hangup()",
         f' same => n(reject),GotoIf($["{var(AB_CAUSE)}" = "congestion"]?congestion)',
@@ -172,6 +221,7 @@ def render_venue(tenant: TenantConfig, venue: VenueConfig, *,
         " same => n,Hangup(17)",
         " same => n(congestion),Congestion(2)",
         " same => n,Hangup(34)",
+        *ask_next,
     ]
     if tenant.channel_limit:
         lines += [f" same => n(limit),NoOp(tenant {t} is at its limit of "
@@ -198,6 +248,8 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
     ask, bridge_ok = route_request(personal.context, personal.driver,
                                    stasis_app=stasis_app)
     before, after = wait_bound(personal.driver, router_timeout)
+    cursor, usable, retry, ask_next = failover(personal.driver)
+    asked, other = labels(retry)
     lines = [f"; personal venue {personal.context} of tenant {t}: calls to its users' "
              "numbers", f"[{personal.context}]"]
     if before:  # the wait bound ran out: back to the asked number's fallback
@@ -208,11 +260,12 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
             f"exten => {number},1,Set(CHANNEL(language)={tenant.language})",
             f" same => n,MSet({AB_LAST}=,{kind_map})",
             f" same => n(ask),MSet({AB_ACTION}=,{AB_DIAL}=,"
-            f"{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT})",
+            f"{AB_DIAL_TIMEOUT}={DEFAULT_DIAL_TIMEOUT}{cursor})",
             *(f" same => n,{line}" for line in guard),
             f" same => n,{ask}",
             *(f" same => n,{line}" for line in after),
-            f' same => n,GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_ROUTE}"]?:other)',
+            f' same => n{asked},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = '
+            f'"{ACTION_ROUTE}"{usable}]?:other)',
             f" same => n,MSet({AB_LAST}={var(AB_KIND)}:{var(AB_TARGET)},{DIALSTATUS}=)",
             f' same => n,GotoIf($["{var(AB_KIND)}" = "{PHONES_KIND}"]?phones)',
             f" same => n,GotoIf($[${{DIALPLAN_EXISTS({context},{var(AB_TARGET)},1)}}]"
@@ -223,8 +276,9 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
             f" same => n,Dial({var(AB_DIAL)},{var(AB_DIAL_TIMEOUT)})",
             " same => n,Goto(next)",
             " same => n(done),Hangup()",
-            f' same => n(other),GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = "{ACTION_REJECT}"]'
-            "?reject)",
+            *retry,
+            f' same => n{other},GotoIf($[{bridge_ok} & "{var(AB_ACTION)}" = '
+            f'"{ACTION_REJECT}"]?reject)',
             f" same => n(fallback),Dial({tenant.extensions[home]},{personal.ring_time})",
             f' same => n,GotoIf($["{var(DIALSTATUS)}" = "ANSWER"]?done)',
             f" same => n,VoiceMail({number}@{personal.voicemail_context},u)",
@@ -234,6 +288,7 @@ def render_personal(tenant: TenantConfig, router_timeout: float = DEFAULT_ROUTER
             " same => n,Hangup(17)",
             " same => n(congestion),Congestion(2)",
             " same => n,Hangup(34)",
+            *ask_next,
         ]
     return lines
 

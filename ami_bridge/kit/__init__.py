@@ -139,6 +139,8 @@ def extensions_include(url: str) -> str:
         "; by Asterisk only. A second [globals] section merges with yours.\n"
         "[globals]\n"
         f"AB_AGI_URL={url}\n"
+        "; More bridges (docs/scale-out.md): the others, nearest first, each with its secret.\n"
+        ";AB_AGI_URL_2=agi://OTHER-BRIDGE:4573/SECRET\n"
         "\n"
         "; The tenants' rendered fragments (`ami-bridge conf render --out /etc/asterisk`).\n"
         '#include "ami-bridge/extensions.conf"\n'

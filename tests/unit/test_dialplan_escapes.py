@@ -147,6 +147,26 @@ def test_global_agi_url_write_names_the_danger(line: str) -> None:
     assert "every venue's AGI(${AB_AGI_URL}/route) of every tenant" in finding.message
 
 
+@pytest.mark.parametrize("line", [
+    "exten => s,1,Set(AB_AGI_URL_2=agi://10.6.6.6)",
+    "exten => s,1,MSet(X=1,__ab_agi_url_3=agi://10.6.6.6)",
+    "exten => s,1,Set(AB_AGI_URL_=agi://10.6.6.6)",
+])
+def test_a_tenant_cannot_name_the_failover_bridges(line: str) -> None:
+    # The venue failover asks ${AB_AGI_URL_${AB_AGI_NEXT}}: whoever sets one of these
+    # names decides where a call goes when the first bridge does not answer.
+    [finding] = lint(f"[acme-a]\n{line}\n")
+    assert finding.code == codes.FOREIGN_AGI
+
+
+def test_the_failover_request_is_the_bridges_own_and_only_in_that_form() -> None:
+    ok = "[acme-a]\nexten => s,1,AGI(${AB_AGI_URL_${AB_AGI_NEXT}}/route,${AB_LAST})\n"
+    assert lint(ok) == []
+    for url in ("${AB_AGI_URL_${X}}/route", "${AB_AGI_URL_2}${X}/route",
+                "${AB_AGI_URL_${AB_AGI_NEXT}}${X}/route"):
+        assert got(lint(f"[acme-a]\nexten => s,1,AGI({url})\n")) == [(2, codes.FOREIGN_AGI)]
+
+
 def test_a_variable_assigned_unbounded_anywhere_is_unbounded_everywhere() -> None:
     clean = ("[acme-a]\nexten => s,1,Set(PEER=agent)\n"
              " same => n,Dial(PJSIP/acme-${PEER})\n")

@@ -46,7 +46,10 @@ def test_venue_contract_and_tenant_resources() -> None:
     acme = render_tree(config_mod.load(EXAMPLE))["ami-bridge/tenants/acme.conf"]
     assert "[acme-venue]" in acme
     assert "AGI(${AB_AGI_URL}/route,${AB_LAST},${DIALSTATUS})" in acme
-    assert '$["${AGISTATUS}" = "SUCCESS" & "${AB_ACTION}" = "route"]?:other' in acme
+    # a route, unless a bridge that cannot route now answered and another is configured
+    assert ('(asked),GotoIf($["${AGISTATUS}" = "SUCCESS" & "${AB_ACTION}" = "route" & '
+            '("${AB_CAUSE}" != "no-vts" & "${AB_CAUSE}" != "stopping" | '
+            '"${AB_AGI_URL_${AB_AGI_NEXT}}" = "")]?:other)') in acme
     assert "Gosub(acme-${AB_CTX_${AB_KIND}},${AB_TARGET},1)" in acme
     assert "Set(CHANNEL(language)=en)" in acme
     assert "GROUP_COUNT(acme@ami-bridge-tenant)} > 50" in acme
@@ -96,9 +99,12 @@ def test_the_venue_catches_every_extension_and_ends_the_special_ones() -> None:
 
 def test_the_venue_asks_the_route_script_with_the_contracts_arguments() -> None:
     steps, _ = rendered_acme()
-    [agi] = [s for s in steps if s.app == "AGI"]
-    assert agi.args == (f"${{{contract.AB_AGI_URL}}}/{contract.ROUTE_SCRIPT}",
-                        *(f"${{{v}}}" for v in contract.ROUTE_ARGS))
+    # the nearest bridge, then the failover cursor's (docs/scale-out.md)
+    first, failover = [s for s in steps if s.app == "AGI"]
+    assert first.args == (f"${{{contract.AB_AGI_URL}}}/{contract.ROUTE_SCRIPT}",
+                          *(f"${{{v}}}" for v in contract.ROUTE_ARGS))
+    next_url = f"${{{contract.AB_AGI_URL_FAILOVER}${{{contract.AB_AGI_NEXT}}}}}"
+    assert failover.args == (f"{next_url}/{contract.ROUTE_SCRIPT}", *first.args[1:])
     # the intermediary reads them back under these AGI environment keys
     assert [contract.agi_arg(v) for v in contract.ROUTE_ARGS] == ["agi_arg_1", "agi_arg_2"]
 

@@ -1,0 +1,75 @@
+"""The sandbox harness's Asterisk slots and cluster wiring, without starting anything.
+
+Slot 1 is what every single-Asterisk test has always had (127.0.0.1, the one lock);
+slot N binds 127.0.0.N and queues on its own lock; the venue failover URLs land in
+`[globals]` right after AB_AGI_URL; the cluster's Asterisk trace parser reads what
+Asterisk 22 writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.asterisk import DEFAULT_CONF_SRC, Asterisk, SandboxError, lock_path, slot_host
+from harness.cluster import failover_order, read_trace
+from harness.procs import udp_bound
+
+
+def config_of(tmp_path: Path, **kwargs: object) -> Path:
+    asterisk = Asterisk(conf_src=DEFAULT_CONF_SRC, root=tmp_path, agi_port=4590,
+                        **kwargs)  # type: ignore[arg-type]
+    asterisk._write_config()  # what start() writes, without booting
+    return asterisk.instance_dir / "etc"
+
+
+def test_slot_one_is_the_single_asterisk_of_every_existing_test(tmp_path: Path) -> None:
+    etc = config_of(tmp_path)
+    assert (etc / "pjsip.conf").read_text() == (DEFAULT_CONF_SRC / "pjsip.conf").read_text()
+    assert "AB_AGI_URL=agi://127.0.0.1:4590\n" in (etc / "extensions.conf").read_text()
+    assert "\nAB_AGI_URL_2=" not in (etc / "extensions.conf").read_text()
+    assert lock_path(tmp_path).name == ".asterisk.lock"
+
+
+def test_another_slot_binds_its_own_address_and_lock(tmp_path: Path) -> None:
+    etc = config_of(tmp_path, slot=3, name="three", agi_secret="s3cret",
+                    agi_failover=["agi://127.0.0.1:4591/s3cret", "agi://127.0.0.1:4592/s3cret"])
+    pjsip = (etc / "pjsip.conf").read_text()
+    assert "bind = 127.0.0.3:5060" in pjsip and "127.0.0.1" not in pjsip
+    assert "bindaddr = 127.0.0.3" in (etc / "manager.conf").read_text()
+    assert "bindaddr = 127.0.0.3" in (etc / "http.conf").read_text()
+    assert ("AB_AGI_URL=agi://127.0.0.1:4590/s3cret\n"
+            "AB_AGI_URL_2=agi://127.0.0.1:4591/s3cret\n"
+            "AB_AGI_URL_3=agi://127.0.0.1:4592/s3cret\n") in (etc / "extensions.conf").read_text()
+    assert lock_path(tmp_path, 3) != lock_path(tmp_path)
+    assert slot_host(3) == "127.0.0.3"
+    with pytest.raises(SandboxError, match="slot 0"):
+        slot_host(0)
+
+
+def test_udp_bound_reads_the_address_as_proc_writes_it() -> None:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.2", 0))
+        port = sock.getsockname()[1]
+        assert udp_bound(port, "127.0.0.2")
+        assert not udp_bound(port, "127.0.0.1")
+
+
+def test_each_asterisk_asks_its_own_bridge_first_then_round_the_ring() -> None:
+    assert failover_order(0, [2, 3]) == ["agi://127.0.0.1:4582", "agi://127.0.0.1:4583"]
+    assert failover_order(1, [2, 3]) == ["agi://127.0.0.1:4583", "agi://127.0.0.1:4582"]
+
+
+# Lines of an Asterisk 22 `full` log (harness.cluster.TRACE_LOGGER) from a kill run.
+TRACE = (Path(__file__).resolve().parents[1] / "data" / "asterisk-trace.log").read_text()
+
+
+def test_the_trace_gives_route_requests_and_ami_logoffs() -> None:
+    trace = read_trace(TRACE)
+    asked = trace.route_requests()
+    assert [(s.call, s.args.split("/route")[0]) for s in asked] == [
+        ("C-00000042", "agi://127.0.0.1:4582"), ("C-00000042", "agi://127.0.0.1:4583")]
+    [off] = trace.logoffs("ami-bridge")
+    assert (asked[1].at - off).total_seconds() == pytest.approx(0.057)
