@@ -39,8 +39,10 @@ FIRST_FAILOVER_URL = 2
 # Default-route causes (AB_CAUSE) that say "this bridge cannot route now", not "this call
 # has no route": its VTS is not connected (a bridge still starting: measured, 16 calls
 # at 10 calls/s in the kill test, docs/scale-out.md), or it is stopping. The venue asks
-# the next bridge for these too when there is one; the intermediary's spellings.
-FAILOVER_CAUSES = ("no-vts", "stopping")
+# the next bridge for these too when there is one (the intermediary uses these names).
+CAUSE_NO_VTS = "no-vts"
+CAUSE_STOPPING = "stopping"
+FAILOVER_CAUSES = (CAUSE_NO_VTS, CAUSE_STOPPING)
 # A venue whose driver is AsyncAGI asks over the bridge's AMI session instead:
 # `AGI(agi:async,${AB_LAST},${DIALSTATUS})` (ami_bridge.drivers.asyncagi).
 ASYNC_AGI = "agi:async"

@@ -49,7 +49,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ami_bridge.agi.variables import ACTION_DEFAULT, ACTION_REJECT, ACTION_ROUTE
+from ami_bridge.agi.variables import (
+    ACTION_DEFAULT,
+    ACTION_REJECT,
+    ACTION_ROUTE,
+    CAUSE_NO_VTS,
+    CAUSE_STOPPING,
+)
 from ami_bridge.ami.tracker import CallEvent
 from ami_bridge.calls import (
     Asking,
@@ -81,9 +87,6 @@ log = logging.getLogger(__name__)
 # Closed handles remembered to tell a late or duplicate reply *why* it is refused;
 # bounded so a flood of calls cannot grow it without end.
 MAX_REMEMBERED_CLOSED = 10_000
-# Why the calls still pending when the bridge stops were default-routed (AB_CAUSE, and the
-# reason in the VTS's `default_routed` event).
-CAUSE_STOPPING = "stopping"
 # The minor version from which a VTS reads `state` frames (protocol 2.2).
 STATE_MINOR = 2
 
@@ -346,7 +349,7 @@ class Intermediary:
                                 started=started)
             return None
         if link is None:
-            self._default_route(venue, history, responder, "no-vts", call, user,
+            self._default_route(venue, history, responder, CAUSE_NO_VTS, call, user,
                                 started=started)
             return None
         if self._stopping:  # a session accepted before the listener closed, read after
