@@ -190,8 +190,10 @@ class Bridge:
             self.agent_share.publish(state)
 
     def _local_agents(self) -> list[m.AgentState]:
-        """Every agent state this bridge's Asterisk gave, all tenants (for the bus)."""
-        if self.ami is None:
+        """Every agent state this bridge's Asterisk gave, all tenants (for the bus); none
+        while the AMI session is down: what the tracker holds then is stale, and the other
+        bridges forget this one's reports when it stops refreshing them."""
+        if self.ami is None or not self.ami.client.connected:
             return []
         return [a for tenant in self.config.tenants for a in self.ami.agent_snapshot(tenant)]
 
