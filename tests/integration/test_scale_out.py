@@ -225,14 +225,27 @@ def settled(node: Node, users: int) -> int:
     return synced(node)["refreshed"]
 
 
-def desks(node: Node, *extensions: str) -> dict[str, SippUas]:
-    """acme's desk phones on `node`'s Asterisk (SIPp UASes answering every call)."""
-    started = {}
-    for extension in extensions:
-        phone = SippUas(DESKS[extension], f"scale-desk{extension}", host=node.asterisk.host)
-        phone.start()
-        started[extension] = phone
-    return started
+Desks = Callable[..., dict[str, SippUas]]
+
+
+@pytest.fixture
+def desks() -> Iterator[Desks]:
+    """`desks(node, "1011", ...)`: acme's desk phones on `node`'s Asterisk (SIPp UASes
+    answering every call); any a failed test left running are stopped after it."""
+    started: list[SippUas] = []
+
+    def start(node: Node, *extensions: str) -> dict[str, SippUas]:
+        phones = {}
+        for extension in extensions:
+            phone = SippUas(DESKS[extension], f"scale-desk{extension}",
+                            host=node.asterisk.host)
+            started.append(phone)
+            phone.start()
+            phones[extension] = phone
+        return phones
+    yield start
+    for phone in started:
+        phone.__exit__(None, None, None)  # a no-op for those the test stopped
 
 
 def personal_call(node: Node, number: str = "2101") -> Any:
@@ -271,7 +284,7 @@ def alice(cluster: Cluster) -> Client:
 
 
 def test_a_rule_written_through_bridge_a_routes_the_next_call_bridge_b_routes(
-        cluster: Cluster, alice: Client) -> None:
+        cluster: Cluster, alice: Client, desks: Desks) -> None:
     _, two = cluster.nodes
     set_rules(alice, [], seen_by=two)
     # Before: no rule, the call rings her own desk (B routes it: Asterisk 2's first URL).
@@ -292,7 +305,7 @@ def test_a_rule_written_through_bridge_a_routes_the_next_call_bridge_b_routes(
 
 
 def test_a_workstation_on_bridge_a_chooses_for_a_call_bridge_b_keeps(
-        cluster: Cluster, alice: Client) -> None:
+        cluster: Cluster, alice: Client, desks: Desks) -> None:
     one, two = cluster.nodes
     set_rules(alice, [{"name": "pop", "action": "ask", "timeout": 20}], seen_by=two,
               saved=["extension:1013"])
@@ -343,7 +356,7 @@ def routed_calls(node: Node) -> set[tuple[int, str]]:
 
 
 def test_postgresql_paused_under_load_routing_goes_on_writes_refused_nothing_lost(
-        cluster: Cluster, alice: Client) -> None:
+        cluster: Cluster, alice: Client, desks: Desks) -> None:
     one, two = cluster.nodes
     assert cluster.postgres is not None and cluster.store_dsn is not None
     set_rules(alice, [{"name": "fwd", "action": "forward", "target": "extension:1013"}],
@@ -421,6 +434,11 @@ def test_postgresql_paused_under_load_routing_goes_on_writes_refused_nothing_los
     assert len({r.uniqueid for r in stored}) == len(stored) == len(routed)
     during = {r.uniqueid for r in stored if paused_at <= r.at <= resumed_at}
     assert len(during) >= RATE, (len(during), paused_at, resumed_at)
+    # ... and the API of the other bridge finds one of them by its uniqueid.
+    uniqueid = min(during)
+    answer = operator(two).call("GET", f"/api/v1/calls/{uniqueid}", query={"tenant": "acme"})
+    [decision] = answer["decisions"]
+    assert decision["uniqueid"] == uniqueid and decision["outcome"].startswith("route"), answer
     print(f"\nscale-out: PostgreSQL down {resumed_at - paused_at:.1f} s under load; "
           f"{len(during)} calls routed meanwhile, all {len(routed)} traces in the store")
 
