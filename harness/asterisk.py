@@ -186,7 +186,8 @@ class Asterisk:
     `AB_AGI_URL_2`, `AB_AGI_URL_3`, ... (docs/scale-out.md). `slot` picks the slot (its
     address `host`, its lock). `verbose` is Asterisk's
     verbosity; with a logger.conf that sends `verbose` to the console, dialplan traces
-    land in `log_path`.
+    land in `log_path`. `systemname` (asterisk.conf) prefixes every channel's uniqueid:
+    several Asterisks whose calls share one trace store need one each (docs/scale-out.md).
     """
 
     def __init__(
@@ -202,6 +203,7 @@ class Asterisk:
         root: Path | None = None,
         boot_timeout_s: float = BOOT_TIMEOUT_S,
         verbose: int = 0,
+        systemname: str | None = None,
     ) -> None:
         check_name(name)
         self.conf_src = conf_src
@@ -216,6 +218,9 @@ class Asterisk:
         self.root = root or sandbox_root()
         self.boot_timeout_s = boot_timeout_s
         self.verbose = verbose
+        if systemname is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", systemname):
+            raise SandboxError(f"systemname {systemname!r}: 1 to 32 of A-Z a-z 0-9 _ -")
+        self.systemname = systemname
         self.inside_dir = f"{INSIDE_RUN_DIR}/{name}"
         self.instance_dir = self.root / self.inside_dir.lstrip("/")
         self.conf_inside = f"{self.inside_dir}/etc/asterisk.conf"
@@ -316,6 +321,7 @@ class Asterisk:
             "\n[options]\n"
             "nocolor = yes\n"
             f"verbose = {self.verbose}\n"
+            + (f"systemname = {self.systemname}\n" if self.systemname else "")
         )
 
     def _wait_booted(self, deadline: float) -> None:

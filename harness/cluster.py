@@ -4,13 +4,18 @@ Contract. :class:`Cluster` starts `size` sandbox Asterisks (slots `first_slot`..
 :mod:`harness.asterisk`, each on 127.0.0.N; by default from slot 2, so a cluster test
 does not queue behind the single-Asterisk tests of slot 1) and as many bridges (FastAGI
 on 127.0.0.1:``AGI_PORT_BASE + slot``, clear of the usual 4573), bridge *i* holding
-Asterisk *i*'s AMI session. Each
-Asterisk's venues ask its own bridge first and the others after, in order
-(`AB_AGI_URL`, `AB_AGI_URL_2`, ...: the venue failover, docs/scale-out.md). Each bridge
-runs the example tenants (examples/bridge.toml, as :func:`harness.demo.demo_config`),
-with its control socket and state in its own directory. With `postgres`, one throw-away
+Asterisk *i*'s AMI session. Each Asterisk's venues ask its own bridge first and the
+others after, in order (`AB_AGI_URL`, `AB_AGI_URL_2`, ...: the venue failover,
+docs/scale-out.md). Each Asterisk has its own `systemname` (:func:`system_name`), so no
+two nodes' calls share a uniqueid. Each bridge runs the example tenants
+(examples/bridge.toml, as :func:`harness.demo.demo_config`), with its control socket and
+state in its own directory. With `postgres`, one throw-away
 PostgreSQL (:mod:`harness.postgres`) holds the personal store of every bridge
 (`[store] backend = "postgresql"`); without it each bridge keeps its own SQLite file.
+With `api`, each bridge also serves the personal router's HTTP API (and the workstation
+WebSocket) on 127.0.0.1:``API_PORT_BASE + slot`` with its own operator token
+(:attr:`Node.api`, :attr:`Node.operator_token`): a cluster's bridges offer pops only
+with an `[api]` (docs/scale-out.md).
 :meth:`Cluster.phones` starts a SIPp UAS per destination on every Asterisk's address.
 With `trace`, each Asterisk also writes its dialplan trace (verbose 3, millisecond
 timestamps) to ``log/full``, which :func:`read_trace` turns into the route requests each
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +48,9 @@ EXAMPLE_AGI_PORT = 4573
 # The bridge of slot N listens on 127.0.0.1:AGI_PORT_BASE+N: clear of 4573, where the
 # single-Asterisk tests' bridges listen.
 AGI_PORT_BASE = 4580
+# The bridge of slot N serves its HTTP API on 127.0.0.1:API_PORT_BASE+N (with `api`):
+# clear of 8088 (the [api] default) and of the sandbox Asterisks' HTTP (8089 on 127.0.0.N).
+API_PORT_BASE = 8180
 DEFAULT_FIRST_SLOT = 2
 # Destination name -> SIPp UAS port, as in asterisk-conf/pjsip.conf (the same on every
 # slot's address).
@@ -68,6 +77,7 @@ _EXEC_RE = re.compile(_STAMP + r" VERBOSE\[\d+\]\[(?P<call>C-[0-9a-fA-F]+)\] pbx
 _MANAGER_RE = re.compile(_STAMP + r" VERBOSE\[\d+\] manager\.c: Manager '(?P<user>[^']+)' "
                          r"logged (?P<what>on|off) from", re.MULTILINE)
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+OPERATOR_TOKEN_FILE = "operator.token"
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ class Node:
     index: int
     asterisk: Asterisk
     bridge: BridgeProcess
+    api: str | None = None  # the bridge's API base URL (a Cluster started with `api`)
+    operator_token: str | None = None  # its operator's bearer token (the same file's)
 
     def trace(self) -> Trace:
         """This node's Asterisk trace so far (a Cluster started with `trace`)."""
@@ -125,8 +137,18 @@ class Node:
         return read_trace(path.read_text(errors="replace") if path.exists() else "")
 
 
+def system_name(cluster: str, index: int) -> str:
+    """Asterisk `index`'s systemname: its uniqueids ("scale-1-1795986887.10") differ from
+    every other node's, though two Asterisks started in one second count alike."""
+    return f"{cluster}-{index + 1}"
+
+
 def agi_port(slot: int) -> int:
     return AGI_PORT_BASE + slot
+
+
+def api_port(slot: int) -> int:
+    return API_PORT_BASE + slot
 
 
 def failover_order(index: int, slots: list[int]) -> list[str]:
@@ -138,9 +160,11 @@ def failover_order(index: int, slots: list[int]) -> list[str]:
 
 
 def bridge_config(directory: Path, etc: Path, *, port: int, host: str,
-                  store_dsn: str | None) -> Path:
+                  store_dsn: str | None, api_port: int | None = None) -> Path:
     """examples/bridge.toml for one bridge: its FastAGI port, its Asterisk's AMI
-    address, its own control socket and state; the shared PostgreSQL store if any."""
+    address, its own control socket and state; the shared PostgreSQL store if any; with
+    `api_port`, an `[api]` on 127.0.0.1:api_port whose operator token is in
+    ``directory/operator.token`` (0600, as the bridge requires)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = demo_config(directory, etc)
     text = path.read_text(encoding="utf-8")
@@ -155,6 +179,12 @@ def bridge_config(directory: Path, etc: Path, *, port: int, host: str,
         end = text.index("\n", text.index("path = ", start))
         text = (text[:start] + f'[store]\nbackend = "postgresql"\ndsn = "{store_dsn}"'
                 + text[end:])
+    if api_port is not None:
+        token = directory / OPERATOR_TOKEN_FILE
+        token.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        token.chmod(0o600)
+        text += (f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n'
+                 f'operator_token_file = "{token}"\n')
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -164,7 +194,7 @@ class Cluster:
     manager. `directory`: where bridge configs and logs go (a test's tmp_path)."""
 
     def __init__(self, directory: Path, *, size: int = 2, postgres: bool = False,
-                 name: str = "cluster", trace: bool = False,
+                 name: str = "cluster", trace: bool = False, api: bool = False,
                  first_slot: int = DEFAULT_FIRST_SLOT) -> None:
         if not 2 <= size <= 4:
             raise ClusterError(f"cluster size {size}: 2 to 4 nodes")
@@ -173,6 +203,8 @@ class Cluster:
         self.size = size
         self.name = name
         self.trace = trace
+        self.api = api
+        self.store_dsn: str | None = None  # the shared store's DSN, once started
         self.postgres: PostgresServer | None = PostgresServer() if postgres else None
         self.nodes: list[Node] = []
         self._phones: list[tuple[tuple[int, str], SippUas]] = []
@@ -189,7 +221,7 @@ class Cluster:
         dsn = None
         if self.postgres is not None:
             self._stack.enter_context(self.postgres)
-            dsn = self.postgres.create_database()
+            dsn = self.store_dsn = self.postgres.create_database()
         for index in range(self.size):
             slot = self.slots[index]
             _own, *others = failover_order(index, self.slots)
@@ -197,17 +229,24 @@ class Cluster:
                                 slot=slot, agi_port=agi_port(slot),
                                 agi_failover=others,
                                 verbose=TRACE_VERBOSE if self.trace else 0,
+                                systemname=system_name(self.name, index),
                                 extra_files={"logger.conf": TRACE_LOGGER} if self.trace
                                 else {})
             self._stack.callback(asterisk.stop)
             asterisk.start()
             node_dir = self.directory / f"bridge-{index + 1}"
+            port = api_port(slot) if self.api else None
             config = bridge_config(node_dir, asterisk.instance_dir / "etc",
-                                   port=agi_port(slot), host=asterisk.host, store_dsn=dsn)
+                                   port=agi_port(slot), host=asterisk.host, store_dsn=dsn,
+                                   api_port=port)
             bridge = BridgeProcess(config, log_path=node_dir / "bridge.log")
             self._stack.callback(bridge.stop)
             bridge.start()
-            self.nodes.append(Node(index, asterisk, bridge))
+            token = ((node_dir / OPERATOR_TOKEN_FILE).read_text(encoding="utf-8").strip()
+                     if port is not None else None)
+            self.nodes.append(Node(index, asterisk, bridge,
+                                   api=f"http://127.0.0.1:{port}" if port else None,
+                                   operator_token=token))
 
     def phones(self) -> dict[tuple[int, str], SippUas]:
         """A fresh SIPp UAS per destination on every node's address, keyed by (node

@@ -14,7 +14,9 @@ With the PostgreSQL store (several bridges on one database) it also uses the bus
 (ami_bridge.cluster.share), workstation pops and session ends across bridges
 (ami_bridge.personal.pops); `bus` is None with SQLite. The daemon passes its own bus
 (which it starts once every user has subscribed, and stops); without one the service
-makes, starts and stops its own.
+makes, starts and stops its own. A route trace is stored by Asterisk's uniqueid, which
+is unique across Asterisks only with a `systemname`: with the shared store, the first
+decision whose uniqueid has none is logged once as a warning (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -50,6 +53,15 @@ TRACE_FLUSH_S = 0.2  # a decision shows in `ami-bridge trace` within this (plus 
 # restart are written within a second of its end.
 TRACE_RETRY_S = 0.5
 PRUNE_INTERVAL_S = 600.0
+# Asterisk's uniqueid without a `systemname` prefix: the channel's creation second and
+# a counter of its own process (main/channel.c), so two Asterisks started alike hand out
+# the same ones; with one (`pbx1-1795986862.246`) it is unique across them.
+_UNNAMED_UNIQUEID = re.compile(r"\d+\.\d+")
+
+
+def unnamed_uniqueid(uniqueid: str) -> bool:
+    """Whether `uniqueid` comes from an Asterisk without a `systemname`."""
+    return _UNNAMED_UNIQUEID.fullmatch(uniqueid) is not None
 
 
 def open_store(config: StoreConfig) -> Store:
@@ -82,6 +94,7 @@ class PersonalService:
         self.written_traces = 0
         self.trace_failures = 0  # batches the store refused (retried)
         self._store_failing = False
+        self._unnamed_said = False  # the systemname warning: once per process
         # Several bridges on one PostgreSQL store: the bus between them.
         self.bus: Bus | None = None
         self.sync: DirectorySync | None = None
@@ -113,6 +126,13 @@ class PersonalService:
 
     def record(self, trace: TraceRecord) -> None:
         """One routing decision (from the intermediary): queued, written soon."""
+        if self.bus is not None and not self._unnamed_said \
+                and unnamed_uniqueid(trace.uniqueid):
+            self._unnamed_said = True
+            log.warning("route trace: uniqueid %s has no systemname prefix; if several "
+                        "Asterisks share this store, give each its own systemname "
+                        "(asterisk.conf [options]), or their calls' uniqueids collide and "
+                        "`ami-bridge trace` mixes them (docs/scale-out.md)", trace.uniqueid)
         if len(self._queue) >= MAX_QUEUED_TRACES:
             self._queue.popleft()
             self.dropped_traces += 1

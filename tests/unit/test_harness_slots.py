@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.asterisk import DEFAULT_CONF_SRC, Asterisk, SandboxError, lock_path, slot_host
-from harness.cluster import failover_order, read_trace
+from harness.cluster import bridge_config, failover_order, read_trace, system_name
 from harness.procs import udp_bound
 
 
@@ -46,6 +46,31 @@ def test_another_slot_binds_its_own_address_and_lock(tmp_path: Path) -> None:
     assert slot_host(3) == "127.0.0.3"
     with pytest.raises(SandboxError, match="slot 0"):
         slot_host(0)
+
+
+def test_a_systemname_is_written_only_when_given_and_must_be_plain(tmp_path: Path) -> None:
+    assert "systemname" not in (config_of(tmp_path) / "asterisk.conf").read_text()
+    etc = config_of(tmp_path, slot=3, name="three", systemname=system_name("scale", 1))
+    assert "\nsystemname = scale-2\n" in (etc / "asterisk.conf").read_text()
+    with pytest.raises(SandboxError, match="systemname"):
+        Asterisk(conf_src=DEFAULT_CONF_SRC, root=tmp_path, systemname="a b")
+
+
+def test_a_cluster_bridge_gets_its_own_api_and_operator_token(tmp_path: Path) -> None:
+    from ami_bridge.config import load as load_config
+
+    (tmp_path / "etc").mkdir()
+    path = bridge_config(tmp_path / "b", tmp_path / "etc", port=4582, host="127.0.0.2",
+                         store_dsn="host=/tmp dbname=x", api_port=8182)
+    config = load_config(path)
+    assert config.api is not None and config.api.port == 8182
+    assert config.api.operator_token is not None
+    token = tmp_path / "b" / "operator.token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) > 30
+    assert config.store.backend == "postgresql"
+    plain = bridge_config(tmp_path / "c", tmp_path / "etc", port=4583, host="127.0.0.3",
+                          store_dsn=None)
+    assert load_config(plain).api is None
 
 
 def test_udp_bound_reads_the_address_as_proc_writes_it() -> None:
