@@ -138,13 +138,13 @@ class Bus:
 
     def publish(self, kind: str, body: Mapping[str, Any], *, to: str = "") -> bool:
         """Queue a message (never waits); False if it was refused (too large)."""
-        self._seq += 1
-        try:
-            payload = encode(self.bridge_id, self._seq, kind, body, to)
+        try:  # a refused message takes no sequence number: the others see no gap
+            payload = encode(self.bridge_id, self._seq + 1, kind, body, to)
         except BusError as exc:
             self.refused += 1
             log.error("%s; not sent", exc)
             return False
+        self._seq += 1
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()
             self.dropped += 1

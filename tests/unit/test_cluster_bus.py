@@ -80,6 +80,14 @@ def test_publish_refuses_what_notify_cannot_carry_and_bounds_its_queue() -> None
     for n in range(5):
         assert bus.publish("user", {"n": n})
     assert bus.dropped == 2 and bus.status()["queued"] == 3
+    # The refused message took no sequence number: a receiver sees 1, 2, ... and no gap
+    # (a gap would make every other bridge reload everything for nothing).
+    receiver = Bus("host=/nonexistent", bridge_id="other")
+    resyncs: list[int] = []
+    receiver.subscribe(("user",), lambda *_: None, lambda: resyncs.append(1))
+    for n in range(1, 3):
+        receiver.deliver(encode("me", n, "user", {"n": n}))
+    assert [decode(p).seq for p in bus._queue] == [3, 4, 5] and resyncs == []
 
 
 def state(device: str, st: str, *, tenant: str = "acme", available: bool = False
