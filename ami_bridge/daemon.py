@@ -11,11 +11,14 @@ that fails to load leaves the running one in place. `ctl apply` does the same an
 renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
 (ami_bridge.apply); with `[cluster]`, on every node or none: the bridge serves the
 other nodes on `[cluster] listen` and coordinates when it is asked (ami_bridge.cluster).
-Under systemd (`Type=notify`) it reports READY=1 once the listener is
-up and the VTS processes are connected, RELOADING=1/READY=1 around reloads and
-STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is graceful: the
-FastAGI listener closes first, every pending call is answered or default-routed, then
-AMI, the VTS processes and the personal service stop, and the control socket is removed.
+At start the confinement plan (its probe start) runs in a thread, before the FastAGI
+listener opens, as on every reload: a call is refused or answered at once, never held by
+a start step (docs/operations.md, "Start-up"). Under systemd (`Type=notify`) it reports
+READY=1 once the listener is up and the VTS processes are connected, RELOADING=1/READY=1
+around reloads and STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop
+is graceful: the FastAGI listener closes first, every pending call is answered or
+default-routed, then AMI, the VTS processes and the personal service stop, and the
+control socket is removed.
 `ctl status` answers with the status document that `ami-bridge status` prints
 (ami_bridge.status), including the last warnings and errors logged. The VTS processes'
 saved state (protocol 2.2, ami_bridge.vts_state) is loaded from the store before they
