@@ -11,11 +11,14 @@ that fails to load leaves the running one in place. `ctl apply` does the same an
 renders, checks and reloads the tenants' dialplan fragments in Asterisk, with rollback
 (ami_bridge.apply); with `[cluster]`, on every node or none: the bridge serves the
 other nodes on `[cluster] listen` and coordinates when it is asked (ami_bridge.cluster).
-Under systemd (`Type=notify`) it reports READY=1 once the listener is
-up and the VTS processes are connected, RELOADING=1/READY=1 around reloads and
-STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop is graceful: the
-FastAGI listener closes first, every pending call is answered or default-routed, then
-AMI, the VTS processes and the personal service stop, and the control socket is removed.
+At start the confinement plan (its probe start) runs in a thread, before the FastAGI
+listener opens, as on every reload: a call is refused or answered at once, never held by
+a start step (docs/operations.md, "Start-up"). Under systemd (`Type=notify`) it reports
+READY=1 once the listener is up and the VTS processes are connected, RELOADING=1/READY=1
+around reloads and STOPPING=1 at stop (ami_bridge.lifecycle, ami_bridge.sdnotify). A stop
+is graceful: the FastAGI listener closes first, every pending call is answered or
+default-routed, then AMI, the VTS processes and the personal service stop, and the
+control socket is removed.
 `ctl status` answers with the status document that `ami-bridge status` prints
 (ami_bridge.status), including the last warnings and errors logged. The VTS processes'
 saved state (protocol 2.2, ami_bridge.vts_state) is loaded from the store before they
@@ -108,6 +111,13 @@ class Bridge:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # First, before anything listens: the confinement plan runs a probe start of a
+        # confined interpreter (150 ms idle here, longer loaded). On the loop after the
+        # listener opened, it held every call that arrived meanwhile (issue 16: up to
+        # 750 ms on a restarting bridge); in a thread and before the listener, a call
+        # during start is refused (the venue asks its next bridge, or takes its fallback)
+        # or, once the listener is up, answered at once (`no-vts` until the VTS connect).
+        sandboxes = await plan_sandboxes(self.config)
         if self.config.personal or self.config.api is not None:
             # Users, their rules and the route trace (ami_bridge.personal.service); the
             # store and the API are read from the config at start only.
@@ -145,7 +155,7 @@ class Bridge:
                                   self.config.agi_policy, loop)
         self._server = await serve_listener(self._listener, host=self.config.agi_host,
                                             port=self.config.agi_port)
-        await self.supervisor.reconcile(self.config.vts, sandboxes_for(self.config))
+        await self.supervisor.reconcile(self.config.vts, sandboxes)
         if self.config.ami is not None:
             self.ami = AmiLink(settings=self.config.ami, config=self.config,
                                intermediary=self.intermediary,
@@ -292,7 +302,7 @@ class Bridge:
             return await self._cluster_apply(self.cluster_node)
         try:
             new = config_mod.load(self.config.path)
-            sandboxes_for(new)  # a VTS this host cannot confine: refused before Asterisk
+            await plan_sandboxes(new)  # a VTS this host cannot confine: refused before Asterisk
         except config_mod.ConfigError as exc:
             log.error("apply refused, running config kept: %s", exc)
             return ApplyResult(False, f"{exc}; nothing changed")
@@ -355,7 +365,7 @@ class Bridge:
 
     async def _swap(self, new: config_mod.BridgeConfig) -> None:
         assert self.intermediary is not None
-        sandboxes = sandboxes_for(new)  # raises ConfineError (a ConfigError) before any swap
+        sandboxes = await plan_sandboxes(new)  # ConfineError (a ConfigError) before any swap
         self.config = new
         self.intermediary.reload(new)
         if self.ami is not None:
@@ -475,6 +485,13 @@ def _rounded(seconds: float | None) -> float | None:
 
 def sandboxes_for(config: config_mod.BridgeConfig) -> dict[str, Sandbox | None]:
     """How each VTS runs confined on this host (a probe start when any is); ConfineError
-    names the `confine` switch when the host cannot confine one that must be."""
+    names the `confine` switch when the host cannot confine one that must be. Blocks
+    for the probe: the daemon's loop calls `plan_sandboxes`."""
     return plan_for_host(confine.DEFAULT_MODE,
                          {name: vts.confinement for name, vts in config.vts.items()})
+
+
+async def plan_sandboxes(config: config_mod.BridgeConfig) -> dict[str, Sandbox | None]:
+    """`sandboxes_for` in a worker thread: its probe start (a subprocess run to its end)
+    must not stop the loop from answering calls, at start or at a reload."""
+    return await asyncio.to_thread(sandboxes_for, config)
