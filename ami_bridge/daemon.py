@@ -424,9 +424,9 @@ class _ClusterSteps:
     def current(self) -> config_mod.BridgeConfig:
         return self._bridge.config
 
-    def load(self, tenants: Mapping[str, str]) -> config_mod.BridgeConfig:
+    async def load(self, tenants: Mapping[str, str]) -> config_mod.BridgeConfig:
         new = config_mod.load(self._bridge.config.path, tenant_texts=tenants)
-        sandboxes_for(new)  # a VTS this host cannot confine: refused at prepare
+        await plan_sandboxes(new)  # a VTS this host cannot confine: refused at prepare
         self._bridge._asterisk_steps()  # no AMI login that may reload: refused at prepare
         return new
 

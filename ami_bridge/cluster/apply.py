@@ -180,8 +180,9 @@ class LocalSteps(Protocol):
 
     def current(self) -> BridgeConfig: ...
 
-    def load(self, tenants: Mapping[str, str]) -> BridgeConfig:
-        """The bridge config with `tenants` as its tenant files; raises ConfigError."""
+    async def load(self, tenants: Mapping[str, str]) -> BridgeConfig:
+        """The bridge config with `tenants` as its tenant files; raises ConfigError.
+        Async: it may start a probe process (the confinement plan) off the loop."""
         ...
 
     async def apply(self, new: BridgeConfig) -> ApplyResult: ...
@@ -247,7 +248,7 @@ class Participant:
                              f"{held.deadline - self._clock():.0f} s); try again",
                              busy=True)
             try:
-                new = self._steps.load(tenants)
+                new = await self._steps.load(tenants)
             except ConfigError as exc:
                 return Reply(False, f"{exc}")
             why = refusal(new)

@@ -42,7 +42,7 @@ class Steps:
     def current(self) -> config_mod.BridgeConfig:
         return self.config
 
-    def load(self, tenants: Mapping[str, str]) -> config_mod.BridgeConfig:
+    async def load(self, tenants: Mapping[str, str]) -> config_mod.BridgeConfig:
         return config_mod.load(self.path, tenant_texts=tenants)
 
     async def _swap(self, cfg: config_mod.BridgeConfig) -> None:
