@@ -75,7 +75,7 @@ test-faults: $(STAMP) sandbox
 		$(BIN)/python -m harness.faults report || status=1; \
 		$(BIN)/python -m harness.scale_faults || status=1; exit $$status
 
-# Benchmarks (not part of `make test`): see bench/README.md. About 45 minutes.
+# Benchmarks (not part of `make test`): see bench/README.md. About 50 minutes.
 # `make bench BASELINE=/path/to/old/checkout` also runs the old code side by side
 # (agi-load bridge@baseline, bridge-cost routed@baseline and routed-noami@baseline).
 BASELINE ?=
