@@ -37,6 +37,7 @@ import contextlib
 import gc
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -97,7 +98,10 @@ class Bridge:
         self.ari: AriDriver | None = None  # [ari]: the ARI driver's one WebSocket
         self.personal: PersonalService | None = None
         # The bus between bridges: on with the PostgreSQL store, read at start only.
-        self.bus = Bus(config.store.dsn) if config.store.backend == "postgresql" else None
+        # With [cluster], its id names the node (a:3f9c...): logs and status say which
+        # bridge sent what; the random part makes a restarted bridge a new sender.
+        self.bus = Bus(config.store.dsn, bridge_id=bus_id(config)) \
+            if config.store.backend == "postgresql" else None
         self.agent_share: AgentShare | None = None
         self.metrics: metrics.Metrics | None = None
         self.state_writer: StateWriter | None = None  # None: VTS state in memory only
@@ -495,3 +499,10 @@ async def plan_sandboxes(config: config_mod.BridgeConfig) -> dict[str, Sandbox |
     """`sandboxes_for` in a worker thread: its probe start (a subprocess run to its end)
     must not stop the loop from answering calls, at start or at a reload."""
     return await asyncio.to_thread(sandboxes_for, config)
+
+
+def bus_id(config: config_mod.BridgeConfig) -> str:
+    """This bridge process's name on the bus: `[cluster] node` (if any) and a random part."""
+    random_part = secrets.token_hex(6)
+    return f"{config.cluster.node}:{random_part}" if config.cluster is not None \
+        else random_part

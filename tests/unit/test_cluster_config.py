@@ -132,3 +132,14 @@ def test_conf_show_masks_the_cluster_secret_and_resolves_its_file(tmp_path: Path
     raw = {"cluster": {"secret_file": "cluster.secret", "note": SECRET}}
     shown = confshow.mask(raw, secrets=confshow.known_secrets(cfg))
     assert SECRET not in str(shown)
+
+
+def test_the_bus_names_a_bridge_by_its_node_and_a_fresh_random_part(tmp_path: Path) -> None:
+    from ami_bridge.daemon import bus_id
+
+    cfg = config_mod.load(write(tmp_path))
+    first, again = bus_id(cfg), bus_id(cfg)
+    assert cfg.cluster is not None and first.startswith(f"{cfg.cluster.node}:")
+    assert first != again  # a restarted bridge is a new sender (its sequence starts at 1)
+    single = bus_id(config_mod.load(write(tmp_path / "single", "")))
+    assert ":" not in single and len(single) == 12
