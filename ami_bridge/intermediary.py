@@ -24,19 +24,20 @@ A VTS's `state` frame (protocol 2.2) is kept for the tenant it names only if thi
 serves that tenant (else refused `not-yours`, logged naming both) and its object is at
 most `messages.MAX_STATE_BYTES` encoded (else refused `invalid-state` naming the limit);
 nothing refused is kept. Kept state goes into `VtsStates` (memory; the daemon's
-`StateWriter` saves it), and a VTS that says minor >= 2 in its hello gets each of its
-tenants' last state back right after it, before any route request.
+`StateWriter` saves it).
+
+What goes out to the VTS links besides the route-request exchange (call events, agent
+states merged across bridges, a tenant's saved state at hello and from other bridges) is
+`ami_bridge.fanout.Fanout`, which the Intermediary owns: it tells the fan-out when a VTS
+says hello or goes, and its public fan-out methods (`forward_call_event`,
+`forward_agent_state`, `remote_agent_state`, `agent_node_heard`, `expire_agents`,
+`remote_state`) are one-line delegates, so that the AMI link, the drivers and the bus
+keep one object to talk to.
 
 No I/O and no event loop: links, responders, the clock (`Scheduler`), the AMI
 link's agent snapshot and its `on_call_entered` (every route request's uniqueid, venue
 and tenant, so the AMI link knows the venue of a call that entered it while the AMI
 session was down) are passed in.
-
-Agent states across bridges (ami_bridge.cluster.agents): `forward_agent_state` takes
-this bridge's own (from AMI) and hands each to `on_agent_state` (the bus), and
-`remote_agent_state` another bridge's; a VTS gets the merged state of a device (a known
-state wins over UNAVAILABLE/UNKNOWN, then the latest) and, at hello, the merged snapshot.
-Without other bridges every state goes out as it comes, as on a single node.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ from ami_bridge.calls import (
     personal_default,
     treatment_for,
 )
-from ami_bridge.cluster.agents import AgentMerge
 from ami_bridge.config import BridgeConfig, TenantConfig, VenueConfig
+from ami_bridge.fanout import AgentSnapshot, Fanout, VtsLink, no_agents
 from ami_bridge.namespace import KIND_PHONES, KIND_VOICEMAIL, MAX_PHONES
 from ami_bridge.personal.model import Portion, TraceRecord, User
 from ami_bridge.personal.pops import Pop
@@ -87,15 +88,7 @@ log = logging.getLogger(__name__)
 # Closed handles remembered to tell a late or duplicate reply *why* it is refused;
 # bounded so a flood of calls cannot grow it without end.
 MAX_REMEMBERED_CLOSED = 10_000
-# The minor version from which a VTS reads `state` frames (protocol 2.2).
-STATE_MINOR = 2
 
-
-class VtsLink(Protocol):
-    def send(self, message: m.Message) -> None: ...
-
-
-AgentSnapshot = Callable[[str], Iterable[m.AgentState]]  # tenant -> its agents' state
 CallEntered = Callable[[str, str, str], object]  # (uniqueid, venue, tenant)
 # (tenant, personal number) -> the user and his or her current portion, or None
 PersonalLookup = Callable[[str, str], tuple[User, Portion] | None]
@@ -146,10 +139,6 @@ class Pops(Protocol):
     def gone(self, call_id: str, reason: str, by: str = "") -> None: ...
 
 
-def no_agents(tenant: str) -> list[m.AgentState]:
-    return []
-
-
 def ignore_call(uniqueid: str, venue: str, tenant: str) -> None:
     return None
 
@@ -194,20 +183,16 @@ class Intermediary:
         self._pops = pops
         self._on_decision = on_decision
         self._wall = wall_clock
-        self._agent_snapshot = agent_snapshot
-        self._on_agent_state = on_agent_state  # this bridge's agent states, for the bus
-        self._agents = AgentMerge(clock=clock.time)  # and the other bridges'
         self._on_call_entered = on_call_entered
         self._links: dict[str, VtsLink] = {}
-        # VTS -> the event kinds it asked for in its hello (None: all, protocol 2.0);
-        # a kind nobody asked for is never built or encoded.
-        self._wants: dict[str, frozenset[str] | None] = {}
-        self._minors: dict[str, int] = {}  # VTS -> its hello's minor version
         self._pending: dict[str, Pending] = {}
         self._per_vts: dict[str, set[str]] = {}
         self._closed: OrderedDict[str, tuple[str, str]] = OrderedDict()  # -> (VTS, outcome)
         self._history = CallHistories()  # keyed "tenant/uniqueid"
         self.counters = Counters()
+        self.fanout = Fanout(config=config, links=self._links, states=self.states,
+                             counters=self.counters, clock=clock.time,
+                             agent_snapshot=agent_snapshot, on_agent_state=on_agent_state)
         self._stopping = False  # drained: VTS links closing from now on are expected
         # A flood over the pending cap would write one line per call: one per VTS per 10 s.
         self._warn_cap = RateLimitedLog(log.warning, interval=10.0)
@@ -221,6 +206,7 @@ class Intermediary:
         """Swap the venue map. Pending calls keep the venue they entered with; every VTS
         that stays gets a fresh `hello` with its tenants' routing protocols."""
         self._config = config
+        self.fanout.reconfigure(config)
         for name in list(self._links):
             if name not in config.vts:
                 self.detach_vts(name)
@@ -233,32 +219,16 @@ class Intermediary:
         `agent_state` it wants (its hello's `events`; None: every kind); `minor` its
         hello's minor version (2 and up: it gets its tenants' saved `state` now)."""
         self._links[name] = link
-        self._wants[name] = None if events is None else frozenset(events)
-        self._minors[name] = minor
-        unknown = sorted(set(events or ()) - set(m.SUBSCRIBABLE))
-        if unknown:  # a typo would otherwise silently starve the VTS of those events
-            log.warning("VTS %s asked for event kinds this bridge does not send: %s "
-                        "(known: %s)", name, ", ".join(unknown), ", ".join(m.SUBSCRIBABLE))
+        self.fanout.subscribe(name, events, minor)
         self._per_vts.setdefault(name, set())
         log.info("VTS %s connected (tenants: %s)", name, self._tenants_of(name))
-        served = self._config.vts[name].tenants if name in self._config.vts else ()
-        if minor >= STATE_MINOR:
-            for tenant in served:  # each tenant's own, never another's
-                saved = self.states.get(tenant)
-                if saved is not None:
-                    link.send(m.State(tenant, saved))
-        if not self._wants_kind(name, m.AGENT_STATE):
-            return
-        for tenant in served:  # what the AMI links know of its agents so far
-            for agent in self._agents.snapshot(tenant, self._agent_snapshot(tenant)):
-                link.send(agent)
+        self.fanout.greet(name)  # saved state, agents: before any route request
 
     def detach_vts(self, name: str) -> None:
         """The VTS link is gone: default-route every call it was deciding."""
         if self._links.pop(name, None) is None:
             return
-        self._wants.pop(name, None)
-        self._minors.pop(name, None)
+        self.fanout.forget(name)
         handles = self._per_vts.pop(name, set())
         if self._stopping and not handles:  # the bridge stops its VTS processes: expected
             log.info("VTS %s disconnected (the bridge is stopping)", name)
@@ -423,19 +393,6 @@ class Intermediary:
                          "state names a tenant this VTS does not serve; not kept")
             return
         self.states.put(message.tenant, message.state)
-
-    def remote_state(self, tenant: str, state: Mapping[str, Any]) -> None:
-        """Another bridge's VTS of `tenant` saved this state (the bus): it becomes this
-        bridge's latest (not saved again from here) and goes to this bridge's VTS of that
-        tenant, never to another tenant's, so the round-robin goes on from there."""
-        if tenant not in self._config.tenants:
-            return
-        self.states.replace(tenant, state)
-        for name, vts in self._config.vts.items():
-            link = self._links.get(name)
-            if link is not None and tenant in vts.tenants and \
-                    self._minors.get(name, 0) >= STATE_MINOR:
-                link.send(m.State(tenant, state))
 
     def _own_pending(self, vts: str, handle: str | None) -> Pending | None:
         """The pending call `handle` if this VTS may act on it; else refuse and None."""
@@ -765,58 +722,24 @@ class Intermediary:
     def _count_default(self, cause: str) -> None:
         self.counters.defaulted[cause] = self.counters.defaulted.get(cause, 0) + 1
 
-    # -- from the AMI side ---------------------------------------------------------
-    def _wants_kind(self, vts: str, kind: str) -> bool:
-        wants = self._wants.get(vts)
-        return wants is None or kind in wants
+    # -- out to the VTS links besides route requests (ami_bridge.fanout) --------------
+    def forward_call_event(self, event: CallEvent) -> None:
+        self.fanout.forward_call_event(event)
 
     def forward_agent_state(self, message: m.AgentState) -> None:
-        """An agent device's state (this bridge's AMI) goes to the VTS processes serving
-        its tenant only (those that asked for `agent_state`), merged with what other
-        bridges report of it; and to the other bridges."""
-        if self._on_agent_state is not None:
-            self._on_agent_state(message)
-        merged = self._agents.local(message)
-        if merged is not None or not self._agents.reported_elsewhere(message):
-            self._send_agent(merged or message)
+        self.fanout.forward_agent_state(message)
 
     def remote_agent_state(self, node: str, message: m.AgentState) -> None:
-        """Another bridge's report of an agent device (the bus)."""
-        merged = self._agents.remote(node, message)
-        if merged is not None:
-            self._send_agent(merged)
+        self.fanout.remote_agent_state(node, message)
 
     def agent_node_heard(self, node: str) -> None:
-        self._agents.heard(node)
+        self.fanout.agent_node_heard(node)
 
     def expire_agents(self) -> int:
-        """Forget the reports of bridges silent too long; returns how many states changed."""
-        changed = self._agents.expire()
-        for merged in changed:
-            self._send_agent(merged)
-        return len(changed)
+        return self.fanout.expire_agents()
 
-    def _send_agent(self, message: m.AgentState) -> None:
-        for name, vts in self._config.vts.items():
-            link = self._links.get(name)
-            if link is not None and message.tenant in vts.tenants and \
-                    self._wants_kind(name, m.AGENT_STATE):
-                link.send(message)
-
-    def forward_call_event(self, event: CallEvent) -> None:
-        """A tracked call's event goes to its venue's VTS, and only there (if that VTS
-        asked for its kind)."""
-        venue = self._config.venues.get(event.venue)
-        link = self._links.get(venue.vts) if venue is not None else None
-        if venue is None or link is None or venue.tenant != event.tenant:
-            return
-        self.counters.call_events += 1
-        if not self._wants_kind(venue.vts, event.kind):
-            self.counters.call_events_unsubscribed += 1
-            return
-        link.send(m.CallProgress(kind=event.kind, venue=event.venue, uniqueid=event.call,
-                                 leg=event.uniqueid, channel=event.channel,
-                                 detail=dict(event.detail)))
+    def remote_state(self, tenant: str, state: Mapping[str, Any]) -> None:
+        self.fanout.remote_state(tenant, state)
 
     # -- introspection ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -344,7 +344,7 @@ def test_agent_states_cross_the_bus_and_the_known_state_wins(
             await until(lambda: agent("a", "NOT_INUSE") in link.of_type(m.AgentState),
                         "a's table at b's VTS")
             await until(lambda: inters[0].expire_agents() == 0 and any(
-                s.tenant == "acme" for s in inters[0]._agents.snapshot("acme", [])),
+                s.tenant == "acme" for s in inters[0].fanout.agents.snapshot("acme", [])),
                 "b's table at a")
             link.sent.clear()
             # Node b's AMI says UNAVAILABLE again: a's known state still stands.

@@ -302,7 +302,8 @@ def test_the_namespace_patterns_import_nothing_of_the_project() -> None:
 
 
 @pytest.mark.parametrize("path", ["tenants/messages.py", "ami_bridge/namespace.py",
-                                  "ami_bridge/calls.py", "ami_bridge/intermediary.py"])
+                                  "ami_bridge/calls.py", "ami_bridge/intermediary.py",
+                                  "ami_bridge/fanout.py"])
 def test_message_and_call_modules_do_no_io(path: str) -> None:
     roots = {i.split(".")[0] for i in _imports(ROOT / path)}
     assert not roots & {"asyncio", "socket", "selectors", "subprocess", "threading"}
