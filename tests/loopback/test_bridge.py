@@ -306,3 +306,22 @@ def test_control_socket_is_born_owner_only_in_an_owner_only_directory(tmp_path: 
             os.umask(before)
 
     asyncio.run(main())
+
+
+def test_the_agent_table_for_the_bus_is_empty_while_the_ami_session_is_down(
+        tmp_path: Path) -> None:
+    """What the tracker holds while AMI is down is stale: the bus gets none of it (the
+    other bridges forget this one's reports after their TTL instead)."""
+    from types import SimpleNamespace
+
+    from ami_bridge.tenants import messages as m
+
+    bridge = Bridge(config_mod.load(write(tmp_path, free_port())))
+    idle = m.AgentState(tenant="acme", device="PJSIP/acme-agent", available=True,
+                        state="NOT_INUSE", paused=False)
+    link = SimpleNamespace(client=SimpleNamespace(connected=False),
+                           agent_snapshot=lambda tenant: [idle] if tenant == "acme" else [])
+    bridge.ami = link  # type: ignore[assignment]
+    assert bridge._local_agents() == []
+    link.client.connected = True
+    assert bridge._local_agents() == [idle]
