@@ -128,6 +128,7 @@ class Worker(asyncio.Protocol):
         self._clock_memo: Mapping[str, str] = {}
         self._bridge_minor = 0  # from the bridge's hello: 2 and up keeps our state
         self._state_too_large: set[str] = set()  # tenants whose cursors outgrew the limit
+        self._restored: set[str] = set()  # tenants whose state came back once
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
@@ -324,8 +325,12 @@ class Worker(asyncio.Protocol):
                         self.name, message.tenant)
             return
         taken = protocol.restore_cursors(message.state.get("round_robin"))
-        log.info("vts %s: tenant %s: %d round-robin cursors restored", self.name,
-                 message.tenant, taken)
+        # Said once per tenant: with several bridges the same tenant's state comes again
+        # from the others (up to once a second), which is routine, not news.
+        level = logging.DEBUG if message.tenant in self._restored else logging.INFO
+        self._restored.add(message.tenant)
+        log.log(level, "vts %s: tenant %s: %d round-robin cursors restored", self.name,
+                message.tenant, taken)
 
     def send(self, message: m.Message) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -100,11 +100,10 @@ class PersonalService:
         self.sync: DirectorySync | None = None
         self._own_bus = bus is None and config.store.backend == "postgresql"
         if config.store.backend == "postgresql":
-            self.bus = bus if bus is not None else Bus(config.store.dsn)
-            self.sync = DirectorySync(self.bus, self.store, self.directory)
-            self.pops.peer = lambda kind, body, to: self.bus.publish(kind, body, to=to) \
-                if self.bus is not None else None
-            self.bus.subscribe(PEER_KINDS, self.pops.on_peer, self.pops.resync)
+            shared = self.bus = bus if bus is not None else Bus(config.store.dsn)
+            self.sync = DirectorySync(shared, self.store, self.directory)
+            self.pops.peer = lambda kind, body, to: shared.publish(kind, body, to=to)
+            shared.subscribe(PEER_KINDS, self.pops.on_peer, self.pops.resync)
 
     async def start(self) -> None:
         await self.store.open()
